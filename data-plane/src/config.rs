@@ -1,0 +1,43 @@
+//! Typed gateway settings, built once from the command line (`cli.rs`) or directly by tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything `start` needs. Tests build this directly; the binary builds it from `Cli`.
+#[derive(Clone)]
+pub struct Config {
+    /// Plain HTTP proxy listener (`--listen`); port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Admin listener for `/hello`, `/ready`, `/metrics` (`--admin-listen`).
+    pub admin_listen: SocketAddr,
+    /// Control-plane sync endpoints, `https://host:port` (`--control-plane`, repeatable).
+    pub control_planes: Vec<url::Url>,
+    /// `<id>.<secret>`; needed only when the node has no identity yet.
+    pub bootstrap_token: Option<String>,
+    /// `sha256:<hex>` of the node CA's SubjectPublicKeyInfo; pins the CP before the token is sent.
+    pub ca_hash: String,
+    /// Group the node expects to join (must match the token's).
+    pub group: Option<String>,
+    /// Name reported to the control plane (defaults to the host name in the CLI).
+    pub node_name: String,
+    /// Keeps the node identity and last applied configuration across restarts.
+    pub state_dir: Option<PathBuf>,
+    /// Shared secret (same as the CP's) for backups and sealed secrets.
+    pub encryption_secret: String,
+    /// Upstream timeout when an API sets none (`proxy.timeout`).
+    pub upstream_timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
+            .field("control_planes", &self.control_planes)
+            .field("group", &self.group)
+            .field("node_name", &self.node_name)
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
+    }
+}

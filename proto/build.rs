@@ -1,0 +1,5 @@
+//! Generates the sync protocol code. Needs `protoc` (Debian: protobuf-compiler) on PATH or in PROTOC.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tonic_prost_build::configure().compile_protos(&["proto/portcullis/sync/v1/sync.proto"], &["proto"])?;
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! The contract both planes share: the gRPC sync protocol, the Tyk-compatible JSON model with its
+//! validation, the canonical configuration hash and the encrypted-envelope format.
+//!
+//! Nothing here does I/O: no sockets, no database, no Redis.
+
+pub mod config_hash;
+pub mod envelope;
+pub mod model;
+pub mod version;
+
+/// Generated tonic/prost code for `portcullis.sync.v1`.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod sync {
+    tonic::include_proto!("portcullis.sync.v1");
+}
+
+/// Version of the sync protocol spoken by this build.
+pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,148 @@
+//! Tyk security policy. Policies are applied at the edge; the control plane stores and streams them.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::json::{null_as_default, parse_object, typed_view};
+use super::{ValidationError, generate_id};
+
+/// One entry of `access_rights` (also used by sessions).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct AccessDefinition {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub api_name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub api_id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub versions: Vec<String>,
+}
+
+/// The typed fields of a policy.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct PolicySpec {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub org_id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub rate: f64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub per: f64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub quota_max: i64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub quota_renewal_rate: i64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub access_rights: BTreeMap<String, AccessDefinition>,
+    #[serde(default = "yes")]
+    pub active: bool,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub is_inactive: bool,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub tags: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A policy: the whole JSON object plus its validated typed view.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    raw: Map<String, Value>,
+    spec: PolicySpec,
+}
+
+impl Policy {
+    /// Parses and validates a policy sent by an operator; a missing `id` is generated.
+    pub fn parse(body: &[u8]) -> Result<Self, ValidationError> {
+        let (mut raw, mut spec): (Map<String, Value>, PolicySpec) = parse_object(body)?;
+        if spec.id.is_empty() {
+            // Tyk's Mongo-era exports carry the id in `_id`.
+            spec.id = match raw.get("_id") {
+                Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                _ => generate_id(),
+            };
+            raw.insert("id".into(), Value::String(spec.id.clone()));
+        }
+        let p = Self { raw, spec };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Rebuilds a policy from a stored or streamed JSON object.
+    pub fn from_value(value: Value) -> Result<Self, ValidationError> {
+        let Value::Object(raw) = value else {
+            return Err(ValidationError::new("body", "expected a JSON object"));
+        };
+        let spec = typed_view(&raw)?;
+        let p = Self { raw, spec };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Forces the id (PUT /tyk/policies/{id} addresses the policy by path).
+    pub fn set_id(&mut self, id: &str) {
+        self.spec.id = id.to_owned();
+        self.raw.insert("id".into(), Value::String(id.to_owned()));
+    }
+
+    pub fn spec(&self) -> &PolicySpec {
+        &self.spec
+    }
+
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    /// The whole policy as JSON, unknown fields included.
+    pub fn to_value(&self) -> Value {
+        Value::Object(self.raw.clone())
+    }
+
+    fn validate(&self) -> Result<(), ValidationError> {
+        let s = &self.spec;
+        if s.id.contains('/') || s.id.chars().any(char::is_whitespace) || s.id.len() > 255 {
+            return Err(ValidationError::new("id", "must be at most 255 characters without / or white space"));
+        }
+        if !s.rate.is_finite() || (s.rate < 0.0 && s.rate != -1.0) {
+            return Err(ValidationError::new("rate", "must be a non-negative number or -1 (unlimited)"));
+        }
+        if !s.per.is_finite() || (s.per < 0.0 && s.per != -1.0) {
+            return Err(ValidationError::new("per", "must be a non-negative number of seconds or -1"));
+        }
+        if s.quota_max < -1 {
+            return Err(ValidationError::new("quota_max", "must be -1 (unlimited) or more"));
+        }
+        if s.quota_renewal_rate < -1 {
+            return Err(ValidationError::new("quota_renewal_rate", "must be -1 or more"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generates_id_and_keeps_fields() {
+        let p = Policy::parse(br#"{"name":"gold","rate":10,"per":1,"partitions":{"quota":true}}"#).unwrap();
+        assert_eq!(p.id().len(), 32);
+        assert_eq!(p.to_value()["partitions"]["quota"], true);
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let e = Policy::parse(br#"{"rate":"fast"}"#).unwrap_err();
+        assert_eq!(e.field, "rate");
+        let e = Policy::parse(br#"{"access_rights":{"api1":{"versions":"v1"}}}"#).unwrap_err();
+        assert_eq!(e.field, "access_rights.api1.versions");
+        let e = Policy::parse(br#"{"quota_max":-5}"#).unwrap_err();
+        assert_eq!(e.field, "quota_max");
+    }
+}
