@@ -5,6 +5,7 @@
 
 pub mod config_hash;
 pub mod envelope;
+pub mod key_hash;
 pub mod model;
 pub mod version;
 

@@ -25,6 +25,8 @@ pub struct ApiSpec {
     /// Node segmentation: empty reaches every group, otherwise the groups named.
     #[serde(default, deserialize_with = "null_as_default")]
     pub tags: Vec<String>,
+    /// Missing means every field empty, so the error names `proxy.listen_path`.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub proxy: ProxySpec,
 }
 
@@ -33,7 +35,7 @@ fn yes() -> bool {
 }
 
 /// `proxy` section of an API definition.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct ProxySpec {
     #[serde(default, deserialize_with = "null_as_default")]
     pub listen_path: String,
@@ -186,7 +188,7 @@ mod tests {
             (r#"{"use_keyless":"yes","proxy":{"listen_path":"/a","target_url":"http://h/"}}"#, "use_keyless"),
             (r#"{"proxy":{"listen_path":5,"target_url":"http://h/"}}"#, "proxy.listen_path"),
             (r#"{"tags":[1],"proxy":{"listen_path":"/a","target_url":"http://h/"}}"#, "tags[0]"),
-            (r#"{"name":"no proxy"}"#, "proxy"),
+            (r#"{"name":"no proxy"}"#, "proxy.listen_path"),
         ];
         for (body, field) in cases {
             let e = parse(body).unwrap_err();

@@ -5,9 +5,11 @@
 mod api_definition;
 mod json;
 mod policy;
+mod session;
 
 pub use api_definition::{ApiDefinition, ApiSpec, ProxySpec};
 pub use policy::{AccessDefinition, Policy, PolicySpec};
+pub use session::{AllowedUrl, ApiLimit, BasicAuthData, SessionAccess, SessionSpec, SessionState};
 
 /// A rejected resource: which field, and why. Shown to operators as `"<field>: <reason>"`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
