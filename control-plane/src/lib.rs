@@ -12,4 +12,4 @@ pub mod sync;
 mod serve;
 
 pub use config::Config;
-pub use serve::{ControlPlane, StartError, start};
+pub use serve::{ControlPlane, RunError, StartError, start};

@@ -1,1 +1,2 @@
-//! placeholder
+//! Portcullis edge gateway (being written).
+pub mod config;

@@ -122,3 +122,96 @@ impl Store {
         Ok(rev)
     }
 }
+
+/// A current resource, as the tailer loads it at start.
+#[derive(Debug, Clone)]
+pub struct StoredResource {
+    pub kind: ChangeKind,
+    pub id: String,
+    pub body: Value,
+    /// Node-segmentation tags; empty = every group.
+    pub tags: Vec<String>,
+}
+
+/// Everything a replica needs to start tailing: a consistent head, the resources at that head,
+/// and the last `log_len` changes up to it.
+#[derive(Debug)]
+pub struct StartState {
+    pub head: i64,
+    pub resources: Vec<StoredResource>,
+    pub log: Vec<Change>,
+}
+
+impl Store {
+    /// Reads the start state in one REPEATABLE READ snapshot, so head, rows and log agree.
+    pub async fn load_start_state(&self, log_len: i64) -> Result<StartState, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+        let (head,): (i64,) =
+            sqlx::query_as("SELECT revision FROM revision_counter WHERE singleton").fetch_one(&mut *tx).await?;
+        let apis: Vec<(String, Vec<String>, Value)> =
+            sqlx::query_as("SELECT api_id, tags, definition FROM apis").fetch_all(&mut *tx).await?;
+        let policies: Vec<(String, Value)> =
+            sqlx::query_as("SELECT id, definition FROM policies").fetch_all(&mut *tx).await?;
+        let rows: Vec<ChangeRow> = sqlx::query_as(
+            "SELECT revision, kind, resource_id, body, tags, prev_tags, committed_at
+             FROM change_log WHERE revision > $1 ORDER BY revision",
+        )
+        .bind(head - log_len)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut resources: Vec<StoredResource> = apis
+            .into_iter()
+            .map(|(id, tags, body)| StoredResource { kind: ChangeKind::Api, id, body, tags })
+            .collect();
+        resources.extend(
+            policies.into_iter().map(|(id, body)| StoredResource { kind: ChangeKind::Policy, id, body, tags: Vec::new() }),
+        );
+        let log = rows
+            .into_iter()
+            .map(|(revision, kind, resource_id, body, tags, prev_tags, committed_at)| {
+                Ok(Change { revision, kind: ChangeKind::parse(&kind)?, resource_id, body, tags, prev_tags, committed_at })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(StartState { head, resources, log })
+    }
+}
+
+/// Retention of the change log (DESIGN.md §5).
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Always keep at least this many newest revisions.
+    pub min_revisions: i64,
+    /// Always keep what was committed within this many seconds.
+    pub min_age_secs: i64,
+    /// Nodes seen within this many seconds pin the log at their ACKed revision.
+    pub node_seen_within_secs: i64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { min_revisions: 10_000, min_age_secs: 24 * 3600, node_seen_within_secs: 3600 }
+    }
+}
+
+impl Store {
+    /// Deletes change-log rows no rule keeps. Safe to run from every replica at once. Returns
+    /// how many rows went.
+    pub async fn compact_change_log(&self, r: Retention) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM change_log WHERE revision <= LEAST(
+                 (SELECT revision FROM revision_counter WHERE singleton) - $1,
+                 (SELECT coalesce(max(revision), 0) FROM change_log
+                   WHERE committed_at < now() - make_interval(secs => $2)),
+                 (SELECT coalesce(min(acked_revision), 9223372036854775807) FROM nodes
+                   WHERE revoked_at IS NULL AND last_seen > now() - make_interval(secs => $3)))",
+        )
+        .bind(r.min_revisions)
+        .bind(r.min_age_secs as f64)
+        .bind(r.node_seen_within_secs as f64)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

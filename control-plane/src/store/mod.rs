@@ -8,6 +8,8 @@ pub mod bootstrap_tokens;
 pub mod ca;
 pub mod changelog;
 mod error;
+pub mod join;
+pub mod node_status;
 pub mod nodes;
 pub mod policies;
 

@@ -1,0 +1,95 @@
+//! What the sync server records about each node: identity checks, connection, ACK/NACK.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Store, StoreError};
+
+/// The registry's view of a node, as the sync server needs it per call.
+#[derive(Debug, Clone)]
+pub struct NodeRecord {
+    pub id: Uuid,
+    pub group: String,
+    pub cert_serial: String,
+    pub revoked: bool,
+}
+
+impl Store {
+    pub async fn node_record(&self, id: Uuid) -> Result<Option<NodeRecord>, StoreError> {
+        let row: Option<(String, String, Option<DateTime<Utc>>)> =
+            sqlx::query_as("SELECT node_group, cert_serial, revoked_at FROM nodes WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.map(|(group, cert_serial, revoked_at)| NodeRecord { id, group, cert_serial, revoked: revoked_at.is_some() }))
+    }
+
+    /// A watch stream opened on `replica`.
+    pub async fn node_connected(
+        &self,
+        id: Uuid,
+        replica: &str,
+        version: &str,
+        capabilities: &[String],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE nodes SET connected = true, cp_replica = $2, version = $3, capabilities = $4, last_seen = now()
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(replica)
+        .bind(version)
+        .bind(capabilities)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The stream on `replica` ended (a newer stream on another replica is left alone).
+    pub async fn node_disconnected(&self, id: Uuid, replica: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE nodes SET connected = false, last_seen = now() WHERE id = $1 AND cp_replica = $2")
+            .bind(id)
+            .bind(replica)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn node_acked(&self, id: Uuid, revision: i64, hash: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE nodes SET acked_revision = $2, acked_hash = $3, acked_at = now(), last_seen = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(revision)
+        .bind(hash)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn node_nacked(&self, id: Uuid, nack: &serde_json::Value) -> Result<(), StoreError> {
+        sqlx::query("UPDATE nodes SET last_nack = $2, last_seen = now() WHERE id = $1")
+            .bind(id)
+            .bind(nack)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    pub async fn node_certificate_renewed(
+        &self,
+        id: Uuid,
+        serial: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE nodes SET cert_serial = $2, cert_expires_at = $3, last_seen = now() WHERE id = $1")
+            .bind(id)
+            .bind(serial)
+            .bind(expires_at)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,64 @@
+//! Per-call node authentication: the handshake verified the chain to the node CA; here the
+//! certificate must also be unexpired, name a registered node, match its current serial and not
+//! be revoked.
+
+use chrono::Utc;
+use tonic::Request;
+use uuid::Uuid;
+
+use super::status::SyncError;
+use super::tls::PeerInfo;
+use crate::ca::parse_node_certificate;
+use crate::store::Store;
+
+/// A node that passed authentication for this call.
+#[derive(Debug, Clone)]
+pub struct NodeIdentity {
+    pub id: Uuid,
+    pub group: String,
+}
+
+pub async fn authenticate<T>(store: &Store, req: &Request<T>) -> Result<NodeIdentity, SyncError> {
+    let cert = req
+        .extensions()
+        .get::<PeerInfo>()
+        .and_then(|p| p.certificate.as_ref())
+        .ok_or(SyncError::NoCertificate)?;
+    let parsed = parse_node_certificate(cert).map_err(SyncError::BadCertificate)?;
+    if parsed.not_after <= Utc::now().timestamp() {
+        return Err(SyncError::CertificateExpired);
+    }
+    let id = Uuid::parse_str(&parsed.node_id)
+        .map_err(|_| SyncError::BadCertificate("subject is not a node id".into()))?;
+    let record = store
+        .node_record(id)
+        .await?
+        .ok_or_else(|| SyncError::BadCertificate(format!("node {id} is not registered")))?;
+    if record.revoked {
+        return Err(SyncError::Revoked(id.to_string()));
+    }
+    if record.cert_serial != parsed.serial_hex {
+        return Err(SyncError::BadCertificate("certificate has been superseded by a renewal".into()));
+    }
+    Ok(NodeIdentity { id, group: record.group })
+}
+
+/// Re-checked periodically on long-lived streams so a revocation cuts them off within seconds.
+pub async fn still_allowed(store: &Store, node: &NodeIdentity, not_after: i64) -> Result<(), SyncError> {
+    if not_after <= Utc::now().timestamp() {
+        return Err(SyncError::CertificateExpired);
+    }
+    match store.node_record(node.id).await? {
+        Some(r) if !r.revoked => Ok(()),
+        _ => Err(SyncError::Revoked(node.id.to_string())),
+    }
+}
+
+/// Expiry (unix seconds) of the certificate presented on this call.
+pub fn certificate_not_after<T>(req: &Request<T>) -> i64 {
+    req.extensions()
+        .get::<PeerInfo>()
+        .and_then(|p| p.certificate.as_ref())
+        .and_then(|c| parse_node_certificate(c).ok())
+        .map_or(0, |c| c.not_after)
+}

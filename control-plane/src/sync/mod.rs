@@ -1,0 +1,18 @@
+//! gRPC sync server (DESIGN.md §5): join with a bootstrap token, the per-node watch stream fed by
+//! this replica's change-log tailer, and certificate renewal. TLS always; every RPC but `Join`
+//! requires a node certificate, checked per call.
+
+mod auth;
+mod join;
+mod renew;
+mod service;
+mod status;
+mod state;
+mod tailer;
+mod tls;
+mod watch;
+
+pub use service::SyncService;
+pub use state::ConfigState;
+pub use tailer::{Tailer, TailerError};
+pub use tls::{TlsIncoming, accept_tls, server_config};

@@ -1,0 +1,102 @@
+//! The tonic service: routes each RPC to its module after authenticating the caller.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::Stream;
+use portcullis_proto::sync::sync_server::Sync;
+use portcullis_proto::sync::{
+    JoinRequest, JoinResponse, LookupSessionRequest, LookupSessionResponse, RenewCertificateRequest,
+    RenewCertificateResponse, ReportSessionsRequest, ReportSessionsResponse, WatchRequest, WatchResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::tailer::Tailer;
+use super::{auth, join, renew, watch};
+use crate::ca::NodeCa;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Shared by every call.
+#[derive(Debug)]
+pub struct Inner {
+    pub store: Store,
+    pub ca: Arc<NodeCa>,
+    pub tailer: Tailer,
+    pub metrics: Arc<Metrics>,
+    pub replica: String,
+    pub cert_ttl: Duration,
+}
+
+/// The `portcullis.sync.v1.Sync` service.
+#[derive(Clone, Debug)]
+pub struct SyncService {
+    inner: Arc<Inner>,
+}
+
+impl SyncService {
+    pub fn new(
+        store: Store,
+        ca: Arc<NodeCa>,
+        tailer: Tailer,
+        metrics: Arc<Metrics>,
+        replica: String,
+        cert_ttl: Duration,
+    ) -> Self {
+        Self { inner: Arc::new(Inner { store, ca, tailer, metrics, replica, cert_ttl }) }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Sync for SyncService {
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let remote = request.remote_addr();
+        match join::join(&self.inner, request.into_inner()).await {
+            Ok(resp) => Ok(Response::new(resp)),
+            Err(e) => {
+                tracing::warn!(?remote, error = %e, "join refused");
+                Err(e.into())
+            }
+        }
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<WatchStream>, Status> {
+        let node = auth::authenticate(&self.inner.store, &request).await?;
+        let not_after = auth::certificate_not_after(&request);
+        let (tx, rx) = mpsc::channel(16);
+        let inner = self.inner.clone();
+        tokio::spawn(watch::run(inner, node, not_after, request.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn renew_certificate(
+        &self,
+        request: Request<RenewCertificateRequest>,
+    ) -> Result<Response<RenewCertificateResponse>, Status> {
+        let node = auth::authenticate(&self.inner.store, &request).await?;
+        Ok(Response::new(renew::renew(&self.inner, &node, request.into_inner()).await?))
+    }
+
+    async fn lookup_session(
+        &self,
+        request: Request<LookupSessionRequest>,
+    ) -> Result<Response<LookupSessionResponse>, Status> {
+        auth::authenticate(&self.inner.store, &request).await?;
+        Err(Status::unimplemented("session lookup is not available in this version"))
+    }
+
+    async fn report_sessions(
+        &self,
+        request: Request<ReportSessionsRequest>,
+    ) -> Result<Response<ReportSessionsResponse>, Status> {
+        auth::authenticate(&self.inner.store, &request).await?;
+        Err(Status::unimplemented("session reports are not available in this version"))
+    }
+}

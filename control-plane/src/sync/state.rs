@@ -1,0 +1,284 @@
+//! This replica's view of the configuration at the head revision it has read, plus the recent
+//! change log, from which it answers "what does group G need to go from revision R to head?"
+//! with a delta, a bookmark or a (cached, chunked) snapshot.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use portcullis_proto::config_hash::{canonical_json, config_hash, resource_digest};
+use portcullis_proto::sync::{Bookmark, Changes, Resource, ResourceKind, ResourceRef, Snapshot};
+
+use crate::store::changelog::{Change, ChangeKind};
+
+/// Changes kept in memory for deltas; a node further behind gets a snapshot.
+pub const LOG_CAPACITY: usize = 10_000;
+/// Largest snapshot chunk (sum of resource sizes), well under tonic's 4 MiB decode default.
+const CHUNK_BYTES: usize = 1024 * 1024;
+
+pub(crate) type ResourceKey = (i32, String);
+
+#[derive(Clone, Debug)]
+struct Entry {
+    body: Bytes,
+    digest: [u8; 32],
+    /// Node-segmentation tags; empty = every group.
+    tags: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+struct LogEntry {
+    revision: i64,
+    key: ResourceKey,
+    body: Option<Bytes>,
+    tags: Option<Vec<String>>,
+    prev_tags: Option<Vec<String>>,
+    committed_at: DateTime<Utc>,
+}
+
+/// A resource as loaded at start-up.
+pub use crate::store::changelog::StoredResource as LoadedResource;
+
+/// The configuration one group sees at one revision, shared by all of the group's streams.
+#[derive(Debug)]
+pub struct GroupView {
+    pub revision: i64,
+    pub hash: String,
+    keys: Vec<ResourceKey>,
+    chunks: OnceLock<Arc<Vec<Snapshot>>>,
+}
+
+/// What a node needs next.
+#[derive(Debug)]
+pub enum Plan {
+    Snapshot { reason: &'static str, view: Arc<GroupView> },
+    Changes(Changes),
+    Bookmark(Bookmark),
+}
+
+/// The replica's configuration state. Guarded by a mutex held only for in-memory work.
+#[derive(Debug, Default)]
+pub struct ConfigState {
+    head: i64,
+    resources: BTreeMap<ResourceKey, Entry>,
+    log: VecDeque<LogEntry>,
+    /// The log holds every revision in `(log_floor, head]`.
+    log_floor: i64,
+    views: HashMap<String, Arc<GroupView>>,
+}
+
+fn kind_code(kind: ChangeKind) -> i32 {
+    match kind {
+        ChangeKind::Api => ResourceKind::Api as i32,
+        ChangeKind::Policy => ResourceKind::Policy as i32,
+    }
+}
+
+fn visible(tags: Option<&[String]>, group: &str) -> bool {
+    tags.is_some_and(|t| t.is_empty() || t.iter().any(|g| g == group))
+}
+
+impl ConfigState {
+    /// State at `head` with `resources`, and the retained `log` (oldest first) ending at `head`.
+    pub fn new(head: i64, resources: Vec<LoadedResource>, log: Vec<Change>) -> Self {
+        let mut state = Self { head, log_floor: head, ..Self::default() };
+        for r in resources {
+            let body = Bytes::from(canonical_json(&r.body));
+            let code = kind_code(r.kind);
+            let digest = resource_digest(code, &r.id, &body);
+            state.resources.insert((code, r.id), Entry { body, digest, tags: r.tags });
+        }
+        let log: Vec<_> = log.into_iter().filter(|c| c.revision <= head).collect();
+        if let Some(first) = log.first() {
+            state.log_floor = first.revision - 1;
+        }
+        // Only a dense run ending at head is usable for deltas.
+        let dense = log.windows(2).all(|w| w[1].revision == w[0].revision + 1)
+            && log.last().is_none_or(|l| l.revision == head);
+        if dense {
+            state.log = log.into_iter().map(log_entry).collect();
+        } else {
+            state.log_floor = head;
+        }
+        state.trim_log();
+        state
+    }
+
+    pub fn head(&self) -> i64 {
+        self.head
+    }
+
+    /// Applies committed changes, which must continue from `head` without a gap.
+    pub fn apply(&mut self, changes: &[Change]) -> Result<(), String> {
+        for c in changes {
+            if c.revision != self.head + 1 {
+                return Err(format!("change log gap: head {} then revision {}", self.head, c.revision));
+            }
+            let entry = log_entry(c.clone());
+            match &entry.body {
+                Some(body) => {
+                    let digest = resource_digest(entry.key.0, &entry.key.1, body);
+                    let tags = entry.tags.clone().unwrap_or_default();
+                    self.resources.insert(entry.key.clone(), Entry { body: body.clone(), digest, tags });
+                }
+                None => {
+                    self.resources.remove(&entry.key);
+                }
+            }
+            self.head = c.revision;
+            self.log.push_back(entry);
+        }
+        self.trim_log();
+        if !changes.is_empty() {
+            self.views.clear();
+        }
+        Ok(())
+    }
+
+    fn trim_log(&mut self) {
+        while self.log.len() > LOG_CAPACITY {
+            if let Some(e) = self.log.pop_front() {
+                self.log_floor = e.revision;
+            }
+        }
+    }
+
+    /// Commit times of revisions in `(after, upto]` still in the log.
+    pub fn commit_times(&self, after: i64, upto: i64) -> Vec<DateTime<Utc>> {
+        self.log_range(after.max(self.log_floor), upto).map(|e| e.committed_at).collect()
+    }
+
+    fn log_range(&self, after: i64, upto: i64) -> impl Iterator<Item = &LogEntry> {
+        let start = usize::try_from(after - self.log_floor).unwrap_or(0);
+        self.log.iter().skip(start).take_while(move |e| e.revision <= upto)
+    }
+
+    /// The group's view at head (computed once per group and head).
+    pub fn view(&mut self, group: &str) -> Arc<GroupView> {
+        if let Some(v) = self.views.get(group) {
+            return v.clone();
+        }
+        let mut keys = Vec::new();
+        let mut digests = Vec::new();
+        for (key, entry) in &self.resources {
+            if visible(Some(&entry.tags), group) {
+                keys.push(key.clone());
+                digests.push(entry.digest);
+            }
+        }
+        let view = Arc::new(GroupView {
+            revision: self.head,
+            hash: config_hash(digests.iter()),
+            keys,
+            chunks: OnceLock::new(),
+        });
+        self.views.insert(group.to_owned(), view.clone());
+        view
+    }
+
+    /// Snapshot chunks of a view, built once and shared by every stream of the group.
+    pub fn snapshot_chunks(&self, view: &GroupView) -> Arc<Vec<Snapshot>> {
+        view.chunks
+            .get_or_init(|| {
+                let mut chunks: Vec<Vec<Resource>> = vec![Vec::new()];
+                let mut size = 0;
+                for key in &view.keys {
+                    // The view belongs to the current head, so every key is present.
+                    let Some(entry) = self.resources.get(key) else { continue };
+                    let cost = entry.body.len() + key.1.len() + 16;
+                    if size + cost > CHUNK_BYTES && chunks.last().is_some_and(|c| !c.is_empty()) {
+                        chunks.push(Vec::new());
+                        size = 0;
+                    }
+                    size += cost;
+                    if let Some(chunk) = chunks.last_mut() {
+                        chunk.push(Resource { kind: key.0, id: key.1.clone(), body: entry.body.clone() });
+                    }
+                }
+                let n = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
+                Arc::new(
+                    chunks
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, resources)| Snapshot {
+                            revision: view.revision as u64,
+                            config_hash: view.hash.clone(),
+                            chunk: u32::try_from(i).unwrap_or(u32::MAX),
+                            chunks: n,
+                            resources,
+                            reason: String::new(),
+                        })
+                        .collect(),
+                )
+            })
+            .clone()
+    }
+
+    /// What a node of `group` holding `(revision, hash)` needs to reach head. `hash` is only
+    /// compared when the node claims to be at head; otherwise the node checks the hash we send
+    /// after applying the delta, and NACKs on mismatch.
+    pub fn plan(&mut self, group: &str, revision: i64, hash: &str) -> Plan {
+        let view = self.view(group);
+        if revision <= 0 || hash.is_empty() {
+            return Plan::Snapshot { reason: "no_config", view };
+        }
+        if revision > self.head {
+            return Plan::Snapshot { reason: "ahead_of_head", view };
+        }
+        if revision < self.log_floor {
+            return Plan::Snapshot { reason: "below_retention", view };
+        }
+        if revision == self.head {
+            if hash != view.hash {
+                return Plan::Snapshot { reason: "hash_mismatch", view };
+            }
+            return Plan::Bookmark(Bookmark { revision: self.head as u64, config_hash: view.hash.clone() });
+        }
+        // First and last change of each resource touched since `revision`.
+        let mut touched: BTreeMap<&ResourceKey, (bool, &LogEntry)> = BTreeMap::new();
+        for e in self.log_range(revision, self.head) {
+            touched
+                .entry(&e.key)
+                .and_modify(|t| t.1 = e)
+                .or_insert((visible(e.prev_tags.as_deref(), group), e));
+        }
+        let mut upserts = Vec::new();
+        let mut deletes = Vec::new();
+        for (key, (was_visible, last)) in touched {
+            match &last.body {
+                Some(body) if visible(last.tags.as_deref(), group) => {
+                    upserts.push(Resource { kind: key.0, id: key.1.clone(), body: body.clone() })
+                }
+                _ if was_visible => deletes.push(ResourceRef { kind: key.0, id: key.1.clone() }),
+                _ => {}
+            }
+        }
+        if upserts.is_empty() && deletes.is_empty() {
+            return Plan::Bookmark(Bookmark { revision: self.head as u64, config_hash: view.hash.clone() });
+        }
+        Plan::Changes(Changes {
+            from_revision: revision as u64,
+            to_revision: self.head as u64,
+            config_hash: view.hash.clone(),
+            upserts,
+            deletes,
+            session_events: Vec::new(),
+        })
+    }
+}
+
+fn log_entry(c: Change) -> LogEntry {
+    let code = kind_code(c.kind);
+    LogEntry {
+        revision: c.revision,
+        key: (code, c.resource_id),
+        body: c.body.as_ref().map(|b| Bytes::from(canonical_json(b))),
+        tags: c.tags,
+        prev_tags: c.prev_tags,
+        committed_at: c.committed_at,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,240 @@
+//! One watch stream: Hello, then whatever the node needs to reach head (snapshot, changes or
+//! bookmark) every time the tailer announces a new head, and ACK/NACK bookkeeping.
+//!
+//! Messages may be pipelined ahead of ACKs. After a NACK for an invalid resource the stream sends
+//! nothing until a newer revision exists, then the changes since the last ACK; a NACK for drift
+//! (hash or base mismatch) is answered with a snapshot at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use portcullis_proto::sync::watch_request::Message as Inbound;
+use portcullis_proto::sync::watch_response::Message as Outbound;
+use portcullis_proto::sync::{Ack, Nack, WatchRequest, WatchResponse};
+use portcullis_proto::version::{BUILD_VERSION, check_skew};
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+
+use super::auth::{NodeIdentity, still_allowed};
+use super::service::Inner;
+use super::state::{GroupView, Plan};
+use super::status::SyncError;
+use super::tailer::lock;
+use crate::metrics::{GroupLabels, SnapshotLabels};
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+const RECHECK_EVERY: Duration = Duration::from_secs(3);
+const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
+const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
+
+type Out = mpsc::Sender<Result<WatchResponse, Status>>;
+
+struct Session {
+    inner: Arc<Inner>,
+    node: NodeIdentity,
+    labels: GroupLabels,
+    out: Out,
+    /// What the node will hold once it has applied everything sent.
+    sent: (i64, String),
+    acked: (i64, String),
+    /// After an invalid-resource NACK: send nothing until head passes this revision.
+    blocked_until_after: Option<i64>,
+}
+
+pub async fn run(inner: Arc<Inner>, node: NodeIdentity, not_after: i64, mut inbound: Streaming<WatchRequest>, out: Out) {
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+        Ok(Ok(Some(WatchRequest { message: Some(Inbound::Hello(h)) }))) => h,
+        _ => {
+            let _ = out.send(Err(Status::invalid_argument("the first message of Watch must be Hello"))).await;
+            return;
+        }
+    };
+    if hello.node_id != node.id.to_string() {
+        let _ = out.send(Err(Status::permission_denied("Hello names another node than the certificate"))).await;
+        return;
+    }
+    if let Err(skew) = check_skew(BUILD_VERSION, &hello.build_version) {
+        let _ = out.send(Err(SyncError::VersionSkew(skew).into())).await;
+        return;
+    }
+    if let Err(e) = inner.store.node_connected(node.id, &inner.replica, &hello.build_version, &hello.capabilities).await {
+        let _ = out.send(Err(SyncError::from(e).into())).await;
+        return;
+    }
+    let labels = GroupLabels { group: node.group.clone() };
+    inner.metrics.sync_connected_streams.get_or_create(&labels).inc();
+    tracing::info!(node_id = %node.id, group = %node.group, revision = hello.last_revision, "watch stream opened");
+
+    let node_id = node.id;
+    let mut session = Session {
+        inner: inner.clone(),
+        node,
+        labels: labels.clone(),
+        out,
+        sent: (to_i64(hello.last_revision), hello.config_hash.clone()),
+        acked: (to_i64(hello.last_revision), hello.config_hash),
+        blocked_until_after: None,
+    };
+    let end = session.serve(&mut inbound, not_after).await;
+    if let Some(status) = end {
+        let _ = session.out.send(Err(status)).await;
+    }
+    inner.metrics.sync_connected_streams.get_or_create(&labels).dec();
+    if let Err(e) = inner.store.node_disconnected(node_id, &inner.replica).await {
+        tracing::warn!(error = %e, "could not record node disconnect");
+    }
+    tracing::info!(%node_id, "watch stream closed");
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Session {
+    /// Runs until the node goes away (`None`) or must be cut off (`Some(status)`).
+    async fn serve(&mut self, inbound: &mut Streaming<WatchRequest>, not_after: i64) -> Option<Status> {
+        let mut head = self.inner.tailer.head.clone();
+        // A node coming from another replica may be a few milliseconds ahead of this replica's
+        // tailer; give it a moment before calling the node "ahead of head" and resending everything.
+        let wanted = self.sent.0;
+        let _ = tokio::time::timeout(CATCH_UP_WAIT, head.wait_for(|h| *h >= wanted)).await;
+        head.mark_unchanged();
+        if !self.push(false).await {
+            return None;
+        }
+        let mut recheck = tokio::time::interval(RECHECK_EVERY);
+        let mut bookmark = tokio::time::interval(BOOKMARK_EVERY);
+        recheck.reset();
+        bookmark.reset();
+        loop {
+            tokio::select! {
+                changed = head.changed() => {
+                    if changed.is_err() {
+                        return Some(Status::unavailable("control plane is shutting down"));
+                    }
+                    let newest = *head.borrow_and_update();
+                    if self.blocked_until_after.is_some_and(|b| newest <= b) {
+                        continue;
+                    }
+                    self.blocked_until_after = None;
+                    if !self.push(false).await {
+                        return None;
+                    }
+                }
+                msg = inbound.message() => match msg {
+                    Ok(Some(WatchRequest { message: Some(Inbound::Ack(ack)) })) => self.on_ack(ack).await,
+                    Ok(Some(WatchRequest { message: Some(Inbound::Nack(nack)) })) => {
+                        if !self.on_nack(nack).await {
+                            return None;
+                        }
+                    }
+                    Ok(Some(_)) => return Some(Status::invalid_argument("unexpected message on Watch")),
+                    Ok(None) | Err(_) => return None,
+                },
+                _ = recheck.tick() => {
+                    if let Err(e) = still_allowed(&self.inner.store, &self.node, not_after).await {
+                        tracing::warn!(node_id = %self.node.id, error = %e, "closing watch stream");
+                        return Some(e.into());
+                    }
+                }
+                _ = bookmark.tick() => {
+                    if self.blocked_until_after.is_none() && !self.push(false).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends what the node needs to reach head from what it was sent. `resync` forces a snapshot.
+    async fn push(&mut self, resync: bool) -> bool {
+        let messages = {
+            let mut state = lock(&self.inner.tailer.state);
+            let plan = if resync {
+                Plan::Snapshot { reason: "resync", view: state.view(&self.node.group) }
+            } else {
+                state.plan(&self.node.group, self.sent.0, &self.sent.1)
+            };
+            match plan {
+                Plan::Snapshot { reason, view } => {
+                    let msgs = snapshot_messages(&state, &view, reason);
+                    self.inner
+                        .metrics
+                        .sync_snapshots_total
+                        .get_or_create(&SnapshotLabels { group: self.node.group.clone(), reason })
+                        .inc();
+                    self.sent = (view.revision, view.hash.clone());
+                    msgs
+                }
+                Plan::Changes(c) => {
+                    self.sent = (to_i64(c.to_revision), c.config_hash.clone());
+                    vec![WatchResponse { message: Some(Outbound::Changes(c)) }]
+                }
+                Plan::Bookmark(b) => {
+                    self.sent = (to_i64(b.revision), b.config_hash.clone());
+                    vec![WatchResponse { message: Some(Outbound::Bookmark(b)) }]
+                }
+            }
+        };
+        for m in messages {
+            if self.out.send(Ok(m)).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn on_ack(&mut self, ack: Ack) {
+        let revision = to_i64(ack.revision);
+        if revision <= self.acked.0 {
+            return;
+        }
+        let times = lock(&self.inner.tailer.state).commit_times(self.acked.0, revision);
+        let now = Utc::now();
+        {
+            // The family's guard must not live across an await.
+            let histogram = self.inner.metrics.sync_propagation_seconds.get_or_create(&self.labels);
+            for t in times {
+                histogram.observe((now - t).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
+            }
+        }
+        self.acked = (revision, ack.config_hash);
+        if let Err(e) = self.inner.store.node_acked(self.node.id, revision, &self.acked.1).await {
+            tracing::warn!(error = %e, "could not record ACK");
+        }
+    }
+
+    async fn on_nack(&mut self, nack: Nack) -> bool {
+        tracing::warn!(node_id = %self.node.id, revision = nack.revision, error = %nack.error, resources = ?nack.resource_ids, "node rejected configuration");
+        self.inner.metrics.sync_nacks_total.get_or_create(&self.labels).inc();
+        let record = serde_json::json!({
+            "revision": nack.revision,
+            "error": nack.error,
+            "resource_ids": nack.resource_ids,
+            "at": Utc::now().to_rfc3339(),
+        });
+        if let Err(e) = self.inner.store.node_nacked(self.node.id, &record).await {
+            tracing::warn!(error = %e, "could not record NACK");
+        }
+        if nack.error.starts_with("config hash mismatch") || nack.error.starts_with("base revision mismatch") {
+            self.blocked_until_after = None;
+            return self.push(true).await;
+        }
+        self.blocked_until_after = Some(to_i64(nack.revision));
+        self.sent = self.acked.clone();
+        true
+    }
+}
+
+fn snapshot_messages(state: &super::state::ConfigState, view: &GroupView, reason: &'static str) -> Vec<WatchResponse> {
+    state
+        .snapshot_chunks(view)
+        .iter()
+        .map(|chunk| {
+            let mut chunk = chunk.clone();
+            chunk.reason = reason.to_owned();
+            WatchResponse { message: Some(Outbound::Snapshot(chunk)) }
+        })
+        .collect()
+}
