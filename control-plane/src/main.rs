@@ -1,1 +1,78 @@
-fn main() {}
+//! `portcullis-cp`: one-line errors and a non-zero exit on bad configuration, never a panic.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use portcullis_control_plane::cli::{Cli, Command, run_client};
+use portcullis_control_plane::store::Store;
+
+fn init_logs(json: bool) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        None | Some(Command::Serve) => {
+            let config = cli.serve.to_config().map_err(|e| e.to_string())?;
+            let cp = portcullis_control_plane::start(config)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::select! {
+                r = cp.wait() => r.map_err(|e| e.to_string()),
+                _ = tokio::signal::ctrl_c() => {
+                    tracing::info!("interrupted, stopping");
+                    Ok(())
+                }
+            }
+        }
+        Some(Command::Migrate) => {
+            let url = cli.serve.database_url().map_err(|e| e.to_string())?;
+            let store = Store::connect(&url, 2)
+                .await
+                .map_err(|e| format!("database: {e}"))?;
+            store
+                .migrate()
+                .await
+                .map_err(|e| format!("migrations: {e}"))?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Some(other) => {
+            println!("{}", run_client(other).await.map_err(|e| e.to_string())?);
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // reqwest and rustls share ring; installing it once up front keeps every client consistent.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    init_logs(cli.serve.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("portcullis-cp: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portcullis-cp: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

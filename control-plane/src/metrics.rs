@@ -57,26 +57,53 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("portcullis");
-        let sync_propagation_seconds = Family::<GroupLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
-        });
+        let sync_propagation_seconds =
+            Family::<GroupLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new([
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+            });
         registry.register(
             "sync_propagation_seconds",
             "Seconds from the commit of a revision to its ACK by a node",
             sync_propagation_seconds.clone(),
         );
         let sync_connected_streams = Family::default();
-        registry.register("sync_connected_streams", "Watch streams open on this replica", sync_connected_streams.clone());
+        registry.register(
+            "sync_connected_streams",
+            "Watch streams open on this replica",
+            sync_connected_streams.clone(),
+        );
         let sync_snapshots_total = Family::default();
-        registry.register("sync_snapshots", "Snapshots sent, by reason", sync_snapshots_total.clone());
+        registry.register(
+            "sync_snapshots",
+            "Snapshots sent, by reason",
+            sync_snapshots_total.clone(),
+        );
         let sync_nacks_total = Family::default();
-        registry.register("sync_nacks", "NACKs received from nodes", sync_nacks_total.clone());
+        registry.register(
+            "sync_nacks",
+            "NACKs received from nodes",
+            sync_nacks_total.clone(),
+        );
         let sync_head_revision = Gauge::default();
-        registry.register("sync_head_revision", "Newest revision this replica has read from the change log", sync_head_revision.clone());
+        registry.register(
+            "sync_head_revision",
+            "Newest revision this replica has read from the change log",
+            sync_head_revision.clone(),
+        );
         let joins_total = Family::default();
-        registry.register("sync_joins", "Join attempts by outcome", joins_total.clone());
+        registry.register(
+            "sync_joins",
+            "Join attempts by outcome",
+            joins_total.clone(),
+        );
         let api_requests_total = Family::default();
-        registry.register("api_requests", "Management API requests", api_requests_total.clone());
+        registry.register(
+            "api_requests",
+            "Management API requests",
+            api_requests_total.clone(),
+        );
         Self {
             registry,
             sync_propagation_seconds,

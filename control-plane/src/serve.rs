@@ -10,13 +10,13 @@ use portcullis_proto::sync::sync_server::SyncServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::Config;
 use crate::api::{self, ApiState};
 use crate::ca::{CaError, NodeCa};
 use crate::metrics::Metrics;
 use crate::store::changelog::Retention;
 use crate::store::{Store, StoreError};
 use crate::sync::{self, SyncService, Tailer, TailerError};
-use crate::Config;
 
 /// Largest message the sync server accepts from a node (ACKs and NACKs are small).
 const MAX_INBOUND_MESSAGE: usize = 4 * 1024 * 1024;
@@ -33,7 +33,11 @@ pub enum StartError {
     #[error(transparent)]
     Tailer(#[from] TailerError),
     #[error("cannot listen on {addr} for the {what}: {source}")]
-    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Why a running control plane stopped.
@@ -61,7 +65,11 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Runs until one of the servers fails.
     pub async fn wait(self) -> Result<(), RunError> {
-        let Self { api_task, sync_task, .. } = self;
+        let Self {
+            api_task,
+            sync_task,
+            ..
+        } = self;
         tokio::select! {
             r = api_task => r?.map_err(RunError::Api),
             r = sync_task => r?.map_err(RunError::Sync),
@@ -83,7 +91,9 @@ async fn compact_periodically(store: Store) {
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
 }
 
 /// Starts every part of the control plane and returns once its listeners are bound.
@@ -100,7 +110,10 @@ pub async fn start(config: Config) -> Result<ControlPlane, StartError> {
 
     let api_listener = bind("management API", config.api_listen).await?;
     let sync_listener = bind("sync server", config.sync_listen).await?;
-    let local = |l: &TcpListener, what, addr| l.local_addr().map_err(|source| StartError::Bind { what, addr, source });
+    let local = |l: &TcpListener, what, addr| {
+        l.local_addr()
+            .map_err(|source| StartError::Bind { what, addr, source })
+    };
     let api_addr = local(&api_listener, "management API", config.api_listen)?;
     let sync_addr = local(&sync_listener, "sync server", config.sync_listen)?;
 
@@ -113,7 +126,14 @@ pub async fn start(config: Config) -> Result<ControlPlane, StartError> {
     });
     let api_task = tokio::spawn(async move { axum::serve(api_listener, app).await });
 
-    let service = SyncService::new(store, ca, tailer, metrics, config.replica_name.clone(), config.node_cert_ttl);
+    let service = SyncService::new(
+        store,
+        ca,
+        tailer,
+        metrics,
+        config.replica_name.clone(),
+        config.node_cert_ttl,
+    );
     let incoming = sync::accept_tls(sync_listener, tls);
     let sync_task = tokio::spawn(
         tonic::transport::Server::builder()
@@ -124,5 +144,11 @@ pub async fn start(config: Config) -> Result<ControlPlane, StartError> {
             .serve_with_incoming(incoming),
     );
     tracing::info!(%api_addr, %sync_addr, ca_hash = %ca_info.ca_hash, replica = %config.replica_name, "control plane started");
-    Ok(ControlPlane { api_addr, sync_addr, ca_hash: ca_info.ca_hash.clone(), api_task, sync_task })
+    Ok(ControlPlane {
+        api_addr,
+        sync_addr,
+        ca_hash: ca_info.ca_hash.clone(),
+        api_task,
+        sync_task,
+    })
 }

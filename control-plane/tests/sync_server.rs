@@ -29,19 +29,34 @@ struct Db {
 
 impl Db {
     async fn new() -> Self {
-        let base = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let base = std::env::var("PORTCULLIS_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let name = format!("portcullis_cp_sync_{}", uuid::Uuid::new_v4().simple());
-        let admin = sqlx::PgPool::connect(&base).await.expect("postgres reachable (DATABASE_URL)");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
+        let admin = sqlx::PgPool::connect(&base)
+            .await
+            .expect("postgres reachable (DATABASE_URL)");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
         let mut url = url::Url::parse(&base).unwrap();
         url.set_path(&name);
-        Self { url: url.to_string(), name }
+        Self {
+            url: url.to_string(),
+            name,
+        }
     }
 
     async fn drop_db(self) {
-        let base = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let base = std::env::var("PORTCULLIS_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         if let Ok(admin) = sqlx::PgPool::connect(&base).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&admin).await;
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&admin)
+            .await;
         }
     }
 }
@@ -89,7 +104,13 @@ async fn write_api(store: &Store, id: &str, tags: &[&str], prev: Option<&[&str]>
     let mut tx = store.pool().begin().await.unwrap();
     let rev = commit_change(
         &mut tx,
-        NewChange { kind: ChangeKind::Api, resource_id: id, body: Some(&body), tags: Some(&tags), prev_tags: prev.as_deref() },
+        NewChange {
+            kind: ChangeKind::Api,
+            resource_id: id,
+            body: Some(&body),
+            tags: Some(&tags),
+            prev_tags: prev.as_deref(),
+        },
     )
     .await
     .unwrap();
@@ -97,10 +118,16 @@ async fn write_api(store: &Store, id: &str, tags: &[&str], prev: Option<&[&str]>
     rev
 }
 
-async fn channel(addr: SocketAddr, ca_pem: &str, identity: Option<(String, PrivateKeyDer<'static>)>) -> Channel {
+async fn channel(
+    addr: SocketAddr,
+    ca_pem: &str,
+    identity: Option<(String, PrivateKeyDer<'static>)>,
+) -> Channel {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap()).unwrap();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -120,7 +147,9 @@ async fn channel(addr: SocketAddr, ca_pem: &str, identity: Option<(String, Priva
             let connector = connector.clone();
             async move {
                 let tcp = TcpStream::connect(addr).await?;
-                let tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await?;
+                let tls = connector
+                    .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                    .await?;
                 Ok::<_, std::io::Error>(TokioIo::new(tls))
             }
         }))
@@ -134,9 +163,17 @@ struct Node {
     client: SyncClient<Channel>,
 }
 
-async fn join(cp: &ControlPlane, ca_pem: &str, token: &str, expected_group: &str) -> Result<Node, tonic::Status> {
+async fn join(
+    cp: &ControlPlane,
+    ca_pem: &str,
+    token: &str,
+    expected_group: &str,
+) -> Result<Node, tonic::Status> {
     let key = rcgen::KeyPair::generate().unwrap();
-    let csr = rcgen::CertificateParams::new(vec![]).unwrap().serialize_request(&key).unwrap();
+    let csr = rcgen::CertificateParams::new(vec![])
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap();
     let mut anon = SyncClient::new(channel(cp.sync_addr, ca_pem, None).await);
     let resp = anon
         .join(JoinRequest {
@@ -149,8 +186,13 @@ async fn join(cp: &ControlPlane, ca_pem: &str, token: &str, expected_group: &str
         .await?
         .into_inner();
     let key_der = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-    let client = SyncClient::new(channel(cp.sync_addr, ca_pem, Some((resp.certificate_pem, key_der))).await);
-    Ok(Node { id: resp.node_id, group: resp.group, client })
+    let client =
+        SyncClient::new(channel(cp.sync_addr, ca_pem, Some((resp.certificate_pem, key_der))).await);
+    Ok(Node {
+        id: resp.node_id,
+        group: resp.group,
+        client,
+    })
 }
 
 struct Stream {
@@ -160,12 +202,19 @@ struct Stream {
 
 impl Stream {
     async fn next(&mut self) -> Out {
-        let msg = tokio::time::timeout(Duration::from_secs(10), self.rx.message()).await.expect("message within 10 s");
+        let msg = tokio::time::timeout(Duration::from_secs(10), self.rx.message())
+            .await
+            .expect("message within 10 s");
         msg.unwrap().unwrap().message.unwrap()
     }
 
     async fn ack(&self, revision: u64, hash: &str) {
-        let m = WatchRequest { message: Some(In::Ack(Ack { revision, config_hash: hash.into() })) };
+        let m = WatchRequest {
+            message: Some(In::Ack(Ack {
+                revision,
+                config_hash: hash.into(),
+            })),
+        };
         self.tx.send(m).await.unwrap();
     }
 }
@@ -184,7 +233,11 @@ async fn watch(node: &mut Node, revision: u64, hash: &str) -> Result<Stream, ton
     })
     .await
     .unwrap();
-    let rx = node.client.watch(ReceiverStream::new(rx)).await?.into_inner();
+    let rx = node
+        .client
+        .watch(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
     Ok(Stream { tx, rx })
 }
 
@@ -206,8 +259,13 @@ async fn join_then_snapshot_then_group_filtered_changes() {
     let mut node = join(&cp, &ca, &t, "eu").await.unwrap();
     assert_eq!(node.group, "eu");
     let mut s = watch(&mut node, 0, "").await.unwrap();
-    let Out::Snapshot(snap) = s.next().await else { panic!("expected a snapshot") };
-    assert_eq!((snap.revision, snap.chunk, snap.chunks, snap.reason.as_str()), (3, 0, 1, "no_config"));
+    let Out::Snapshot(snap) = s.next().await else {
+        panic!("expected a snapshot")
+    };
+    assert_eq!(
+        (snap.revision, snap.chunk, snap.chunks, snap.reason.as_str()),
+        (3, 0, 1, "no_config")
+    );
     let mut ids: Vec<_> = snap.resources.iter().map(|r| r.id.as_str()).collect();
     ids.sort();
     assert_eq!(ids, ["eu-only", "shared"]);
@@ -215,37 +273,56 @@ async fn join_then_snapshot_then_group_filtered_changes() {
 
     // A change for us only: eu gets a bookmark at the new head, same hash.
     write_api(&store, "us-2", &["us"], None).await;
-    let Out::Bookmark(b) = s.next().await else { panic!("expected a bookmark") };
-    assert_eq!((b.revision, b.config_hash.as_str()), (4, snap.config_hash.as_str()));
+    let Out::Bookmark(b) = s.next().await else {
+        panic!("expected a bookmark")
+    };
+    assert_eq!(
+        (b.revision, b.config_hash.as_str()),
+        (4, snap.config_hash.as_str())
+    );
 
     // Moving eu-only to us: eu is told to delete it.
     write_api(&store, "eu-only", &["us"], Some(&["eu"])).await;
-    let Out::Changes(c) = s.next().await else { panic!("expected changes") };
+    let Out::Changes(c) = s.next().await else {
+        panic!("expected changes")
+    };
     assert_eq!((c.from_revision, c.to_revision), (4, 5));
     assert!(c.upserts.is_empty());
-    assert_eq!(c.deletes.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["eu-only"]);
+    assert_eq!(
+        c.deletes.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["eu-only"]
+    );
     s.ack(5, &c.config_hash).await;
 
     // The node registry records the ACK.
     let acked = async {
         loop {
-            let (rev,): (i64,) = sqlx::query_as("SELECT acked_revision FROM nodes").fetch_one(store.pool()).await.unwrap();
+            let (rev,): (i64,) = sqlx::query_as("SELECT acked_revision FROM nodes")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
             if rev == 5 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), acked).await.expect("ACK recorded");
+    tokio::time::timeout(Duration::from_secs(10), acked)
+        .await
+        .expect("ACK recorded");
 
     // Resuming at an old revision gives the changes since, not a snapshot.
     drop(s);
     let mut s = watch(&mut node, 3, &snap.config_hash).await.unwrap();
-    let Out::Changes(c) = s.next().await else { panic!("expected changes on resume") };
+    let Out::Changes(c) = s.next().await else {
+        panic!("expected changes on resume")
+    };
     assert_eq!((c.from_revision, c.to_revision, c.deletes.len()), (3, 5, 1));
     // Resuming at head with a wrong hash gives a snapshot.
     let mut s2 = watch(&mut node, 5, "sha256:wrong").await.unwrap();
-    let Out::Snapshot(snap) = s2.next().await else { panic!("expected a snapshot") };
+    let Out::Snapshot(snap) = s2.next().await else {
+        panic!("expected a snapshot")
+    };
     assert_eq!(snap.reason, "hash_mismatch");
     db.drop_db().await;
 }
@@ -267,8 +344,14 @@ async fn join_is_refused_for_bad_tokens_and_wrong_group() {
 
     let good = token(&store, "eu", 3600, None).await;
     let wrong_secret = format!("{}.{}", good.split('.').next().unwrap(), "ffffffffffffffff");
-    assert_eq!(code_and_msg(join(&cp, &ca, &wrong_secret, "").await).0, tonic::Code::PermissionDenied);
-    assert_eq!(code_and_msg(join(&cp, &ca, "no-dot", "").await).0, tonic::Code::PermissionDenied);
+    assert_eq!(
+        code_and_msg(join(&cp, &ca, &wrong_secret, "").await).0,
+        tonic::Code::PermissionDenied
+    );
+    assert_eq!(
+        code_and_msg(join(&cp, &ca, "no-dot", "").await).0,
+        tonic::Code::PermissionDenied
+    );
 
     let expired = token(&store, "eu", -1, None).await;
     let (code, msg) = code_and_msg(join(&cp, &ca, &expired, "").await);
@@ -276,7 +359,10 @@ async fn join_is_refused_for_bad_tokens_and_wrong_group() {
     assert!(msg.contains("expired"), "{msg}");
 
     let revoked = token(&store, "eu", 3600, None).await;
-    sqlx::query("UPDATE bootstrap_tokens SET revoked_at = now()").execute(store.pool()).await.unwrap();
+    sqlx::query("UPDATE bootstrap_tokens SET revoked_at = now()")
+        .execute(store.pool())
+        .await
+        .unwrap();
     let (_, msg) = code_and_msg(join(&cp, &ca, &revoked, "").await);
     assert!(msg.contains("revoked"), "{msg}");
 
@@ -300,19 +386,27 @@ async fn watch_needs_a_valid_unrevoked_node_certificate() {
     let ca = ca_pem(&store).await;
 
     // No client certificate at all.
-    let mut anon = Node { id: "x".into(), group: String::new(), client: SyncClient::new(channel(cp.sync_addr, &ca, None).await) };
+    let mut anon = Node {
+        id: "x".into(),
+        group: String::new(),
+        client: SyncClient::new(channel(cp.sync_addr, &ca, None).await),
+    };
     let status = watch(&mut anon, 0, "").await.err().expect("refused");
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
 
     // A certificate from another CA does not even pass the handshake.
     let rogue_ca_key = rcgen::KeyPair::generate().unwrap();
     let mut rogue_params = rcgen::CertificateParams::new(vec![]).unwrap();
-    rogue_params.distinguished_name.push(rcgen::DnType::CommonName, uuid::Uuid::new_v4().to_string());
+    rogue_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, uuid::Uuid::new_v4().to_string());
     let rogue = rogue_params.self_signed(&rogue_ca_key).unwrap();
     let key = PrivateKeyDer::try_from(rogue_ca_key.serialize_der()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()).unwrap();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+        .unwrap();
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -328,19 +422,33 @@ async fn watch_needs_a_valid_unrevoked_node_certificate() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
     let mut buf = [0u8; 16];
-    assert!(tls.read(&mut buf).await.is_err(), "a foreign client certificate must be refused");
+    assert!(
+        tls.read(&mut buf).await.is_err(),
+        "a foreign client certificate must be refused"
+    );
 
     // A revoked node is refused.
     let t = token(&store, "eu", 3600, None).await;
     let mut node = join(&cp, &ca, &t, "").await.unwrap();
     let mut s = watch(&mut node, 0, "").await.unwrap();
     assert!(matches!(s.next().await, Out::Snapshot(_)));
-    sqlx::query("UPDATE nodes SET revoked_at = now()").execute(store.pool()).await.unwrap();
-    let status = watch(&mut node, 0, "").await.err().expect("revoked node refused");
+    sqlx::query("UPDATE nodes SET revoked_at = now()")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let status = watch(&mut node, 0, "")
+        .await
+        .err()
+        .expect("revoked node refused");
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
     // ...and its open stream is cut off within seconds.
-    let cut = tokio::time::timeout(Duration::from_secs(10), s.rx.message()).await.expect("stream closed within 10 s");
-    assert_eq!(cut.err().map(|e| e.code()), Some(tonic::Code::PermissionDenied));
+    let cut = tokio::time::timeout(Duration::from_secs(10), s.rx.message())
+        .await
+        .expect("stream closed within 10 s");
+    assert_eq!(
+        cut.err().map(|e| e.code()),
+        Some(tonic::Code::PermissionDenied)
+    );
     db.drop_db().await;
 }
 
@@ -354,11 +462,18 @@ async fn compaction_keeps_what_retention_and_live_nodes_need() {
         write_api(&store, &format!("api{i}"), &[], None).await;
     }
     let count = |store: Store| async move {
-        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM change_log").fetch_one(store.pool()).await.unwrap();
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM change_log")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
         n
     };
     // Everything is younger than the age rule: nothing goes.
-    let young = Retention { min_revisions: 5, min_age_secs: 3600, node_seen_within_secs: 3600 };
+    let young = Retention {
+        min_revisions: 5,
+        min_age_secs: 3600,
+        node_seen_within_secs: 3600,
+    };
     assert_eq!(store.compact_change_log(young).await.unwrap(), 0);
     // A live node at revision 8 pins the log there even when age and count would allow more.
     sqlx::query(
@@ -369,11 +484,18 @@ async fn compaction_keeps_what_retention_and_live_nodes_need() {
     .execute(store.pool())
     .await
     .unwrap();
-    let old = Retention { min_revisions: 5, min_age_secs: 0, node_seen_within_secs: 3600 };
+    let old = Retention {
+        min_revisions: 5,
+        min_age_secs: 0,
+        node_seen_within_secs: 3600,
+    };
     assert_eq!(store.compact_change_log(old).await.unwrap(), 8);
     assert_eq!(count(store.clone()).await, 12);
     // Once the node is gone, the count rule keeps the newest 5.
-    sqlx::query("UPDATE nodes SET last_seen = now() - interval '2 hours'").execute(store.pool()).await.unwrap();
+    sqlx::query("UPDATE nodes SET last_seen = now() - interval '2 hours'")
+        .execute(store.pool())
+        .await
+        .unwrap();
     store.compact_change_log(old).await.unwrap();
     assert_eq!(count(store.clone()).await, 5);
     assert_eq!(store.oldest_retained_revision().await.unwrap(), Some(16));

@@ -60,7 +60,13 @@ impl EnvelopeKey {
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
-        let Ok(ct) = self.0.encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad }) else {
+        let Ok(ct) = self.0.encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        ) else {
             unreachable!("AES-GCM encryption of an in-memory buffer cannot fail");
         };
         let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
@@ -95,7 +101,10 @@ mod tests {
         let k = EnvelopeKey::derive(b"shared", label::BACKUP);
         let sealed = k.seal(b"config", b"group=eu");
         assert_eq!(k.open(&sealed, b"group=eu").unwrap(), b"config");
-        assert_eq!(k.open(&sealed, b"group=us"), Err(EnvelopeError::Authentication));
+        assert_eq!(
+            k.open(&sealed, b"group=us"),
+            Err(EnvelopeError::Authentication)
+        );
     }
 
     #[test]
@@ -104,8 +113,14 @@ mod tests {
         let sealed = k.seal(b"config", b"");
         let other_secret = EnvelopeKey::derive(b"other", label::BACKUP);
         let other_label = EnvelopeKey::derive(b"shared", label::CA_KEY);
-        assert_eq!(other_secret.open(&sealed, b""), Err(EnvelopeError::Authentication));
-        assert_eq!(other_label.open(&sealed, b""), Err(EnvelopeError::Authentication));
+        assert_eq!(
+            other_secret.open(&sealed, b""),
+            Err(EnvelopeError::Authentication)
+        );
+        assert_eq!(
+            other_label.open(&sealed, b""),
+            Err(EnvelopeError::Authentication)
+        );
         let mut flipped = sealed.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;

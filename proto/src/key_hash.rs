@@ -13,6 +13,9 @@ mod tests {
     #[test]
     fn matches_sha256sum() {
         // `printf abc | sha256sum`
-        assert_eq!(super::key_hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            super::key_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

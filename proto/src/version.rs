@@ -8,13 +8,19 @@ pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// message naming both versions.
 pub fn check_skew(cp: &str, dp: &str) -> Result<(), String> {
     let (Some(c), Some(d)) = (major_minor(cp), major_minor(dp)) else {
-        return Err(format!("unparsable version: control plane {cp}, gateway {dp}"));
+        return Err(format!(
+            "unparsable version: control plane {cp}, gateway {dp}"
+        ));
     };
     if c.0 != d.0 {
-        return Err(format!("gateway version {dp} has another major version than control plane {cp}"));
+        return Err(format!(
+            "gateway version {dp} has another major version than control plane {cp}"
+        ));
     }
     if d.1 > c.1 {
-        return Err(format!("gateway version {dp} is newer than control plane {cp}; upgrade the control plane first"));
+        return Err(format!(
+            "gateway version {dp} is newer than control plane {cp}; upgrade the control plane first"
+        ));
     }
     Ok(())
 }

@@ -1,1 +1,89 @@
-//! Management API (being written).
+//! Management API: Tyk Gateway API compatible routes plus Portcullis's own under `/portcullis`.
+//! Handlers are thin: parse, call the store, shape the answer; errors map to HTTP in `error.rs`.
+
+mod admin_auth;
+mod apis;
+mod error;
+mod fleet;
+mod health;
+mod policies;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{delete, get};
+
+pub use error::ApiError;
+
+use crate::ca::CaInfo;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Largest request body accepted (an API definition with a big OpenAPI document inlined).
+const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    pub store: Store,
+    pub admin_secret: Arc<str>,
+    pub ca: Arc<CaInfo>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The whole management API. Every route but `GET /hello` needs the admin secret.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/hello", get(health::hello))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(health::openapi))
+        .route("/tyk/reload", get(health::reload).post(health::reload))
+        .route("/tyk/reload/", get(health::reload).post(health::reload))
+        .route(
+            "/tyk/reload/group",
+            get(health::reload).post(health::reload),
+        )
+        .route("/tyk/apis", get(apis::list).post(apis::create))
+        .route("/tyk/apis/", get(apis::list).post(apis::create))
+        .route(
+            "/tyk/apis/{api_id}",
+            get(apis::get).put(apis::update).delete(apis::remove),
+        )
+        .route("/tyk/policies", get(policies::list).post(policies::create))
+        .route("/tyk/policies/", get(policies::list).post(policies::create))
+        .route(
+            "/tyk/policies/{id}",
+            get(policies::get)
+                .put(policies::update)
+                .delete(policies::remove),
+        )
+        .route(
+            "/portcullis/bootstrap-tokens",
+            get(fleet::list_tokens).post(fleet::create_token),
+        )
+        .route(
+            "/portcullis/bootstrap-tokens/{id}",
+            delete(fleet::revoke_token),
+        )
+        .route("/portcullis/ca", get(fleet::ca))
+        .route("/portcullis/nodes", get(fleet::list_nodes))
+        .route(
+            "/portcullis/nodes/{id}",
+            get(fleet::get_node).delete(fleet::revoke_node),
+        )
+        .fallback(health::not_found)
+        .method_not_allowed_fallback(health::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin_auth::require_admin_secret,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            health::count_requests,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests;

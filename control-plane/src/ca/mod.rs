@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use portcullis_proto::envelope::{EnvelopeError, EnvelopeKey, label};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
-use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::{
+    CertificateDer, CertificateSigningRequestDer, PrivateKeyDer, PrivatePkcs8KeyDer,
+};
 use time::OffsetDateTime;
 
 pub use spki::{NodeCertificate, parse_node_certificate, spki_sha256};
@@ -61,7 +63,9 @@ pub struct NodeCa {
 
 impl std::fmt::Debug for NodeCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeCa").field("ca_hash", &self.info.ca_hash).finish_non_exhaustive()
+        f.debug_struct("NodeCa")
+            .field("ca_hash", &self.info.ca_hash)
+            .finish_non_exhaustive()
     }
 }
 
@@ -88,7 +92,14 @@ impl NodeCa {
         let cert_der = pem_to_der(pem)?;
         let ca_hash = spki_sha256(&cert_der).map_err(CaError::BadCertificate)?;
         let issuer = Issuer::from_ca_cert_der(&cert_der, key_pair)?;
-        Ok(Self { issuer, cert_der, info: Arc::new(CaInfo { certificate_pem: pem.to_owned(), ca_hash }) })
+        Ok(Self {
+            issuer,
+            cert_der,
+            info: Arc::new(CaInfo {
+                certificate_pem: pem.to_owned(),
+                ca_hash,
+            }),
+        })
     }
 
     pub fn info(&self) -> Arc<CaInfo> {
@@ -101,13 +112,21 @@ impl NodeCa {
 
     /// Signs a node's CSR. The CA decides the subject (node id) and lifetime; only the public key
     /// is taken from the request, so a node cannot claim another identity or group.
-    pub fn sign_node_csr(&self, csr_der: &[u8], node_id: &str, ttl: Duration) -> Result<IssuedCertificate, CaError> {
-        let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
-            .map_err(CaError::BadCsr)?;
+    pub fn sign_node_csr(
+        &self,
+        csr_der: &[u8],
+        node_id: &str,
+        ttl: Duration,
+    ) -> Result<IssuedCertificate, CaError> {
+        let csr =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+                .map_err(CaError::BadCsr)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, node_id);
-        params.subject_alt_names = vec![SanType::URI(format!("urn:portcullis:node:{node_id}").try_into()?)];
+        params.subject_alt_names = vec![SanType::URI(
+            format!("urn:portcullis:node:{node_id}").try_into()?,
+        )];
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -119,7 +138,11 @@ impl NodeCa {
         let not_after = now + time::Duration::try_from(ttl).unwrap_or(time::Duration::DAY);
         params.not_after = not_after;
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
-        Ok(IssuedCertificate { pem: cert.pem(), serial_hex, not_after })
+        Ok(IssuedCertificate {
+            pem: cert.pem(),
+            serial_hex,
+            not_after,
+        })
     }
 
     /// Issues a fresh sync server certificate for `names` (DNS names or IP addresses), valid for
@@ -137,7 +160,9 @@ impl NodeCa {
                 Err(_) => n.clone().try_into().map(SanType::DnsName),
             })
             .collect::<Result<_, _>>()?;
-        params.distinguished_name.push(DnType::CommonName, "portcullis control plane");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "portcullis control plane");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.serial_number = Some(random_serial().0);
@@ -153,10 +178,18 @@ impl NodeCa {
 fn generate_ca() -> Result<(String, Vec<u8>), CaError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
-    params.distinguished_name.push(DnType::CommonName, "Portcullis node CA");
-    params.distinguished_name.push(DnType::OrganizationName, "Portcullis");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Portcullis node CA");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Portcullis");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     params.serial_number = Some(random_serial().0);
     let now = OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::minutes(1);
@@ -175,7 +208,8 @@ fn random_serial() -> (SerialNumber, String) {
 
 fn pem_to_der(pem: &str) -> Result<CertificateDer<'static>, CaError> {
     use rustls_pki_types::pem::PemObject;
-    CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| CaError::BadCertificate(e.to_string()))
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| CaError::BadCertificate(e.to_string()))
 }
 
 #[cfg(test)]

@@ -10,9 +10,12 @@ fn signs_a_csr_with_the_ca_chosen_identity() {
     let ca = test_ca();
     let node_key = KeyPair::generate().unwrap();
     let mut req = CertificateParams::default();
-    req.distinguished_name.push(DnType::CommonName, "attacker-chosen");
+    req.distinguished_name
+        .push(DnType::CommonName, "attacker-chosen");
     let csr = req.serialize_request(&node_key).unwrap();
-    let issued = ca.sign_node_csr(csr.der(), "node-123", Duration::from_secs(3600)).unwrap();
+    let issued = ca
+        .sign_node_csr(csr.der(), "node-123", Duration::from_secs(3600))
+        .unwrap();
     let der = pem_to_der(&issued.pem).unwrap();
     let parsed = parse_node_certificate(&der).unwrap();
     assert_eq!(parsed.node_id, "node-123");
@@ -23,7 +26,9 @@ fn signs_a_csr_with_the_ca_chosen_identity() {
     let ca_cert = webpki_anchor(ca.certificate_der());
     let ee = webpki::EndEntityCert::try_from(&der).unwrap();
     ee.verify_for_usage(
-        rustls::crypto::ring::default_provider().signature_verification_algorithms.all,
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .all,
         &[ca_cert],
         &[],
         rustls_pki_types::UnixTime::now(),
@@ -41,18 +46,29 @@ fn webpki_anchor(der: &CertificateDer<'_>) -> rustls_pki_types::TrustAnchor<'sta
 #[test]
 fn garbage_csr_is_refused() {
     let ca = test_ca();
-    assert!(matches!(ca.sign_node_csr(b"not a csr", "n", Duration::from_secs(60)), Err(CaError::BadCsr(_))));
+    assert!(matches!(
+        ca.sign_node_csr(b"not a csr", "n", Duration::from_secs(60)),
+        Err(CaError::BadCsr(_))
+    ));
 }
 
 #[test]
 fn server_chain_names_hosts_and_ends_with_the_ca() {
     let ca = test_ca();
-    let (chain, _key) = ca.issue_server_certificate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (chain, _key) = ca
+        .issue_server_certificate(&["localhost".into(), "127.0.0.1".into()])
+        .unwrap();
     assert_eq!(chain.len(), 2);
     assert_eq!(&chain[1], ca.certificate_der());
     let ee = webpki::EndEntityCert::try_from(&chain[0]).unwrap();
-    ee.verify_is_valid_for_subject_name(&rustls_pki_types::ServerName::try_from("localhost").unwrap()).unwrap();
-    ee.verify_is_valid_for_subject_name(&rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap()).unwrap();
+    ee.verify_is_valid_for_subject_name(
+        &rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    ee.verify_is_valid_for_subject_name(
+        &rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+    )
+    .unwrap();
 }
 
 #[test]

@@ -48,7 +48,10 @@ pub struct NewChange<'a> {
 
 /// Takes the next revision and records `change`, as the last statements of `tx`. Returns the
 /// revision; the caller commits right after.
-pub async fn commit_change(tx: &mut Transaction<'_, Postgres>, change: NewChange<'_>) -> Result<i64, StoreError> {
+pub async fn commit_change(
+    tx: &mut Transaction<'_, Postgres>,
+    change: NewChange<'_>,
+) -> Result<i64, StoreError> {
     // Taking the counter last keeps its row lock short and still orders commits by revision.
     let (revision,): (i64,) = sqlx::query_as(
         "UPDATE revision_counter SET revision = revision + 1 WHERE singleton RETURNING revision",
@@ -62,7 +65,11 @@ pub async fn commit_change(tx: &mut Transaction<'_, Postgres>, change: NewChange
     .bind(revision)
     .bind(change.kind.as_str())
     .bind(change.resource_id)
-    .bind(if change.body.is_some() { "upsert" } else { "delete" })
+    .bind(if change.body.is_some() {
+        "upsert"
+    } else {
+        "delete"
+    })
     .bind(change.body)
     .bind(change.tags)
     .bind(change.prev_tags)
@@ -88,7 +95,15 @@ pub struct Change {
     pub committed_at: DateTime<Utc>,
 }
 
-type ChangeRow = (i64, String, String, Option<Value>, Option<Vec<String>>, Option<Vec<String>>, DateTime<Utc>);
+type ChangeRow = (
+    i64,
+    String,
+    String,
+    Option<Value>,
+    Option<Vec<String>>,
+    Option<Vec<String>>,
+    DateTime<Utc>,
+);
 
 impl Store {
     /// Changes with `revision > after`, oldest first, at most `limit`.
@@ -102,23 +117,37 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         rows.into_iter()
-            .map(|(revision, kind, resource_id, body, tags, prev_tags, committed_at)| {
-                Ok(Change { revision, kind: ChangeKind::parse(&kind)?, resource_id, body, tags, prev_tags, committed_at })
-            })
+            .map(
+                |(revision, kind, resource_id, body, tags, prev_tags, committed_at)| {
+                    Ok(Change {
+                        revision,
+                        kind: ChangeKind::parse(&kind)?,
+                        resource_id,
+                        body,
+                        tags,
+                        prev_tags,
+                        committed_at,
+                    })
+                },
+            )
             .collect()
     }
 
     /// Oldest revision still in the log (`None` when empty). A node whose revision is below
     /// `oldest - 1` cannot be served deltas.
     pub async fn oldest_retained_revision(&self) -> Result<Option<i64>, StoreError> {
-        let (min,): (Option<i64>,) = sqlx::query_as("SELECT min(revision) FROM change_log").fetch_one(self.pool()).await?;
+        let (min,): (Option<i64>,) = sqlx::query_as("SELECT min(revision) FROM change_log")
+            .fetch_one(self.pool())
+            .await?;
         Ok(min)
     }
 
     /// The current head revision.
     pub async fn head_revision(&self) -> Result<i64, StoreError> {
         let (rev,): (i64,) =
-            sqlx::query_as("SELECT revision FROM revision_counter WHERE singleton").fetch_one(self.pool()).await?;
+            sqlx::query_as("SELECT revision FROM revision_counter WHERE singleton")
+                .fetch_one(self.pool())
+                .await?;
         Ok(rev)
     }
 }
@@ -146,13 +175,20 @@ impl Store {
     /// Reads the start state in one REPEATABLE READ snapshot, so head, rows and log agree.
     pub async fn load_start_state(&self, log_len: i64) -> Result<StartState, StoreError> {
         let mut tx = self.pool().begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
         let (head,): (i64,) =
-            sqlx::query_as("SELECT revision FROM revision_counter WHERE singleton").fetch_one(&mut *tx).await?;
+            sqlx::query_as("SELECT revision FROM revision_counter WHERE singleton")
+                .fetch_one(&mut *tx)
+                .await?;
         let apis: Vec<(String, Vec<String>, Value)> =
-            sqlx::query_as("SELECT api_id, tags, definition FROM apis").fetch_all(&mut *tx).await?;
-        let policies: Vec<(String, Value)> =
-            sqlx::query_as("SELECT id, definition FROM policies").fetch_all(&mut *tx).await?;
+            sqlx::query_as("SELECT api_id, tags, definition FROM apis")
+                .fetch_all(&mut *tx)
+                .await?;
+        let policies: Vec<(String, Value)> = sqlx::query_as("SELECT id, definition FROM policies")
+            .fetch_all(&mut *tx)
+            .await?;
         let rows: Vec<ChangeRow> = sqlx::query_as(
             "SELECT revision, kind, resource_id, body, tags, prev_tags, committed_at
              FROM change_log WHERE revision > $1 ORDER BY revision",
@@ -163,18 +199,40 @@ impl Store {
         tx.commit().await?;
         let mut resources: Vec<StoredResource> = apis
             .into_iter()
-            .map(|(id, tags, body)| StoredResource { kind: ChangeKind::Api, id, body, tags })
+            .map(|(id, tags, body)| StoredResource {
+                kind: ChangeKind::Api,
+                id,
+                body,
+                tags,
+            })
             .collect();
-        resources.extend(
-            policies.into_iter().map(|(id, body)| StoredResource { kind: ChangeKind::Policy, id, body, tags: Vec::new() }),
-        );
+        resources.extend(policies.into_iter().map(|(id, body)| StoredResource {
+            kind: ChangeKind::Policy,
+            id,
+            body,
+            tags: Vec::new(),
+        }));
         let log = rows
             .into_iter()
-            .map(|(revision, kind, resource_id, body, tags, prev_tags, committed_at)| {
-                Ok(Change { revision, kind: ChangeKind::parse(&kind)?, resource_id, body, tags, prev_tags, committed_at })
-            })
+            .map(
+                |(revision, kind, resource_id, body, tags, prev_tags, committed_at)| {
+                    Ok(Change {
+                        revision,
+                        kind: ChangeKind::parse(&kind)?,
+                        resource_id,
+                        body,
+                        tags,
+                        prev_tags,
+                        committed_at,
+                    })
+                },
+            )
             .collect::<Result<_, StoreError>>()?;
-        Ok(StartState { head, resources, log })
+        Ok(StartState {
+            head,
+            resources,
+            log,
+        })
     }
 }
 
@@ -191,7 +249,11 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { min_revisions: 10_000, min_age_secs: 24 * 3600, node_seen_within_secs: 3600 }
+        Self {
+            min_revisions: 10_000,
+            min_age_secs: 24 * 3600,
+            node_seen_within_secs: 3600,
+        }
     }
 }
 

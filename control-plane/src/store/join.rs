@@ -41,11 +41,21 @@ pub struct NewNode<'a> {
     pub cert_expires_at: DateTime<Utc>,
 }
 
-type TokenRow = (Vec<u8>, String, DateTime<Utc>, Option<i32>, i32, Option<DateTime<Utc>>);
+type TokenRow = (
+    Vec<u8>,
+    String,
+    DateTime<Utc>,
+    Option<i32>,
+    i32,
+    Option<DateTime<Utc>>,
+);
 
 impl Store {
     /// Checks a presented token without consuming it.
-    pub async fn check_bootstrap_token(&self, presented: &str) -> Result<Result<ValidToken, TokenRefusal>, StoreError> {
+    pub async fn check_bootstrap_token(
+        &self,
+        presented: &str,
+    ) -> Result<Result<ValidToken, TokenRefusal>, StoreError> {
         let Some((id, secret)) = presented.split_once('.') else {
             return Ok(Err(TokenRefusal::Malformed));
         };
@@ -74,12 +84,18 @@ impl Store {
         if max_uses.is_some_and(|m| uses >= m) {
             return Ok(Err(TokenRefusal::UsedUp));
         }
-        Ok(Ok(ValidToken { id: id.to_owned(), group }))
+        Ok(Ok(ValidToken {
+            id: id.to_owned(),
+            group,
+        }))
     }
 
     /// Consumes one use of the token and inserts the node, atomically: a token with one use
     /// left admits exactly one of two racing joins.
-    pub async fn register_node(&self, node: NewNode<'_>) -> Result<Result<(), TokenRefusal>, StoreError> {
+    pub async fn register_node(
+        &self,
+        node: NewNode<'_>,
+    ) -> Result<Result<(), TokenRefusal>, StoreError> {
         let mut tx = self.pool().begin().await?;
         let consumed = sqlx::query(
             "UPDATE bootstrap_tokens SET uses = uses + 1

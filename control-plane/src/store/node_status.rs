@@ -21,7 +21,12 @@ impl Store {
                 .bind(id)
                 .fetch_optional(self.pool())
                 .await?;
-        Ok(row.map(|(group, cert_serial, revoked_at)| NodeRecord { id, group, cert_serial, revoked: revoked_at.is_some() }))
+        Ok(row.map(|(group, cert_serial, revoked_at)| NodeRecord {
+            id,
+            group,
+            cert_serial,
+            revoked: revoked_at.is_some(),
+        }))
     }
 
     /// A watch stream opened on `replica`.

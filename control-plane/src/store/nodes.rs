@@ -1,1 +1,66 @@
-//! (being written)
+//! The node registry as operators see it, and revocation.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Store, StoreError};
+
+/// One node in `GET /portcullis/nodes`.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct NodeInfo {
+    pub id: Uuid,
+    pub name: String,
+    pub group: String,
+    pub version: String,
+    pub capabilities: Vec<String>,
+    pub connected: bool,
+    pub cp_replica: Option<String>,
+    pub applied_revision: i64,
+    pub applied_hash: String,
+    pub applied_at: Option<DateTime<Utc>>,
+    /// Revisions committed since the one the node applied (0 when up to date).
+    pub lag: i64,
+    pub last_nack: Option<Value>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub cert_expires_at: DateTime<Utc>,
+    pub revoked: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+const SELECT_NODES: &str = "SELECT n.id, n.name, n.node_group AS \"group\", n.version, n.capabilities, n.connected,
+        n.cp_replica, n.acked_revision AS applied_revision, n.acked_hash AS applied_hash, n.acked_at AS applied_at,
+        greatest(c.revision - n.acked_revision, 0) AS lag, n.last_nack, n.last_seen, n.cert_expires_at,
+        n.revoked_at IS NOT NULL AS revoked, n.created_at
+     FROM nodes n CROSS JOIN revision_counter c";
+
+impl Store {
+    pub async fn list_nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
+        let sql = format!("{SELECT_NODES} ORDER BY n.node_group, n.name, n.id");
+        Ok(sqlx::query_as(&sql).fetch_all(self.pool()).await?)
+    }
+
+    pub async fn get_node(&self, id: Uuid) -> Result<NodeInfo, StoreError> {
+        let sql = format!("{SELECT_NODES} WHERE n.id = $1");
+        sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Marks a node revoked; its certificate is refused from then on and its streams are cut by
+    /// the watch loop's periodic re-check.
+    pub async fn revoke_node(&self, id: Uuid) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE nodes SET revoked_at = coalesce(revoked_at, now()), connected = false WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+}

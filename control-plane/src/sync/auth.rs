@@ -38,13 +38,22 @@ pub async fn authenticate<T>(store: &Store, req: &Request<T>) -> Result<NodeIden
         return Err(SyncError::Revoked(id.to_string()));
     }
     if record.cert_serial != parsed.serial_hex {
-        return Err(SyncError::BadCertificate("certificate has been superseded by a renewal".into()));
+        return Err(SyncError::BadCertificate(
+            "certificate has been superseded by a renewal".into(),
+        ));
     }
-    Ok(NodeIdentity { id, group: record.group })
+    Ok(NodeIdentity {
+        id,
+        group: record.group,
+    })
 }
 
 /// Re-checked periodically on long-lived streams so a revocation cuts them off within seconds.
-pub async fn still_allowed(store: &Store, node: &NodeIdentity, not_after: i64) -> Result<(), SyncError> {
+pub async fn still_allowed(
+    store: &Store,
+    node: &NodeIdentity,
+    not_after: i64,
+) -> Result<(), SyncError> {
     if not_after <= Utc::now().timestamp() {
         return Err(SyncError::CertificateExpired);
     }

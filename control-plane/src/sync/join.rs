@@ -17,7 +17,11 @@ pub async fn join(inner: &Inner, req: JoinRequest) -> Result<JoinResponse, SyncE
         Err(SyncError::Token(_)) => "token_refused",
         Err(_) => "refused",
     };
-    inner.metrics.joins_total.get_or_create(&OutcomeLabels { outcome }).inc();
+    inner
+        .metrics
+        .joins_total
+        .get_or_create(&OutcomeLabels { outcome })
+        .inc();
     result
 }
 
@@ -25,15 +29,26 @@ async fn admit(inner: &Inner, req: JoinRequest) -> Result<JoinResponse, SyncErro
     check_skew(BUILD_VERSION, &req.version).map_err(SyncError::VersionSkew)?;
     let name = req.node_name.trim();
     if name.is_empty() || name.len() > 253 || name.chars().any(char::is_control) {
-        return Err(SyncError::BadRequest("node_name must be 1 to 253 printable characters".into()));
+        return Err(SyncError::BadRequest(
+            "node_name must be 1 to 253 printable characters".into(),
+        ));
     }
-    let token = inner.store.check_bootstrap_token(&req.bootstrap_token).await??;
+    let token = inner
+        .store
+        .check_bootstrap_token(&req.bootstrap_token)
+        .await??;
     if !req.expected_group.is_empty() && req.expected_group != token.group {
-        return Err(SyncError::GroupMismatch { expected: req.expected_group, actual: token.group });
+        return Err(SyncError::GroupMismatch {
+            expected: req.expected_group,
+            actual: token.group,
+        });
     }
     let id = Uuid::new_v4();
-    let issued = inner.ca.sign_node_csr(&req.csr_der, &id.to_string(), inner.cert_ttl)?;
-    let expires = DateTime::<Utc>::from_timestamp(issued.not_after.unix_timestamp(), 0).unwrap_or_default();
+    let issued = inner
+        .ca
+        .sign_node_csr(&req.csr_der, &id.to_string(), inner.cert_ttl)?;
+    let expires =
+        DateTime::<Utc>::from_timestamp(issued.not_after.unix_timestamp(), 0).unwrap_or_default();
     inner
         .store
         .register_node(NewNode {

@@ -13,9 +13,18 @@ pub async fn renew(
     node: &NodeIdentity,
     req: RenewCertificateRequest,
 ) -> Result<RenewCertificateResponse, SyncError> {
-    let issued = inner.ca.sign_node_csr(&req.csr_der, &node.id.to_string(), inner.cert_ttl)?;
-    let expires = DateTime::<Utc>::from_timestamp(issued.not_after.unix_timestamp(), 0).unwrap_or_default();
-    inner.store.node_certificate_renewed(node.id, &issued.serial_hex, expires).await?;
+    let issued = inner
+        .ca
+        .sign_node_csr(&req.csr_der, &node.id.to_string(), inner.cert_ttl)?;
+    let expires =
+        DateTime::<Utc>::from_timestamp(issued.not_after.unix_timestamp(), 0).unwrap_or_default();
+    inner
+        .store
+        .node_certificate_renewed(node.id, &issued.serial_hex, expires)
+        .await?;
     tracing::info!(node_id = %node.id, "node certificate renewed");
-    Ok(RenewCertificateResponse { certificate_pem: issued.pem, ca_pem: inner.ca.info().certificate_pem.clone() })
+    Ok(RenewCertificateResponse {
+        certificate_pem: issued.pem,
+        ca_pem: inner.ca.info().certificate_pem.clone(),
+    })
 }

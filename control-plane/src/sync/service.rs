@@ -7,8 +7,9 @@ use std::time::Duration;
 use futures_util::Stream;
 use portcullis_proto::sync::sync_server::Sync;
 use portcullis_proto::sync::{
-    JoinRequest, JoinResponse, LookupSessionRequest, LookupSessionResponse, RenewCertificateRequest,
-    RenewCertificateResponse, ReportSessionsRequest, ReportSessionsResponse, WatchRequest, WatchResponse,
+    JoinRequest, JoinResponse, LookupSessionRequest, LookupSessionResponse,
+    RenewCertificateRequest, RenewCertificateResponse, ReportSessionsRequest,
+    ReportSessionsResponse, WatchRequest, WatchResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -46,7 +47,16 @@ impl SyncService {
         replica: String,
         cert_ttl: Duration,
     ) -> Self {
-        Self { inner: Arc::new(Inner { store, ca, tailer, metrics, replica, cert_ttl }) }
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                ca,
+                tailer,
+                metrics,
+                replica,
+                cert_ttl,
+            }),
+        }
     }
 }
 
@@ -67,7 +77,10 @@ impl Sync for SyncService {
 
     type WatchStream = WatchStream;
 
-    async fn watch(&self, request: Request<Streaming<WatchRequest>>) -> Result<Response<WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<WatchStream>, Status> {
         let node = auth::authenticate(&self.inner.store, &request).await?;
         let not_after = auth::certificate_not_after(&request);
         let (tx, rx) = mpsc::channel(16);
@@ -81,7 +94,9 @@ impl Sync for SyncService {
         request: Request<RenewCertificateRequest>,
     ) -> Result<Response<RenewCertificateResponse>, Status> {
         let node = auth::authenticate(&self.inner.store, &request).await?;
-        Ok(Response::new(renew::renew(&self.inner, &node, request.into_inner()).await?))
+        Ok(Response::new(
+            renew::renew(&self.inner, &node, request.into_inner()).await?,
+        ))
     }
 
     async fn lookup_session(
@@ -89,7 +104,9 @@ impl Sync for SyncService {
         request: Request<LookupSessionRequest>,
     ) -> Result<Response<LookupSessionResponse>, Status> {
         auth::authenticate(&self.inner.store, &request).await?;
-        Err(Status::unimplemented("session lookup is not available in this version"))
+        Err(Status::unimplemented(
+            "session lookup is not available in this version",
+        ))
     }
 
     async fn report_sessions(
@@ -97,6 +114,8 @@ impl Sync for SyncService {
         request: Request<ReportSessionsRequest>,
     ) -> Result<Response<ReportSessionsResponse>, Status> {
         auth::authenticate(&self.inner.store, &request).await?;
-        Err(Status::unimplemented("session reports are not available in this version"))
+        Err(Status::unimplemented(
+            "session reports are not available in this version",
+        ))
     }
 }

@@ -52,7 +52,10 @@ pub struct GroupView {
 /// What a node needs next.
 #[derive(Debug)]
 pub enum Plan {
-    Snapshot { reason: &'static str, view: Arc<GroupView> },
+    Snapshot {
+        reason: &'static str,
+        view: Arc<GroupView>,
+    },
     Changes(Changes),
     Bookmark(Bookmark),
 }
@@ -82,12 +85,23 @@ fn visible(tags: Option<&[String]>, group: &str) -> bool {
 impl ConfigState {
     /// State at `head` with `resources`, and the retained `log` (oldest first) ending at `head`.
     pub fn new(head: i64, resources: Vec<LoadedResource>, log: Vec<Change>) -> Self {
-        let mut state = Self { head, log_floor: head, ..Self::default() };
+        let mut state = Self {
+            head,
+            log_floor: head,
+            ..Self::default()
+        };
         for r in resources {
             let body = Bytes::from(canonical_json(&r.body));
             let code = kind_code(r.kind);
             let digest = resource_digest(code, &r.id, &body);
-            state.resources.insert((code, r.id), Entry { body, digest, tags: r.tags });
+            state.resources.insert(
+                (code, r.id),
+                Entry {
+                    body,
+                    digest,
+                    tags: r.tags,
+                },
+            );
         }
         let log: Vec<_> = log.into_iter().filter(|c| c.revision <= head).collect();
         if let Some(first) = log.first() {
@@ -113,14 +127,24 @@ impl ConfigState {
     pub fn apply(&mut self, changes: &[Change]) -> Result<(), String> {
         for c in changes {
             if c.revision != self.head + 1 {
-                return Err(format!("change log gap: head {} then revision {}", self.head, c.revision));
+                return Err(format!(
+                    "change log gap: head {} then revision {}",
+                    self.head, c.revision
+                ));
             }
             let entry = log_entry(c.clone());
             match &entry.body {
                 Some(body) => {
                     let digest = resource_digest(entry.key.0, &entry.key.1, body);
                     let tags = entry.tags.clone().unwrap_or_default();
-                    self.resources.insert(entry.key.clone(), Entry { body: body.clone(), digest, tags });
+                    self.resources.insert(
+                        entry.key.clone(),
+                        Entry {
+                            body: body.clone(),
+                            digest,
+                            tags,
+                        },
+                    );
                 }
                 None => {
                     self.resources.remove(&entry.key);
@@ -146,12 +170,17 @@ impl ConfigState {
 
     /// Commit times of revisions in `(after, upto]` still in the log.
     pub fn commit_times(&self, after: i64, upto: i64) -> Vec<DateTime<Utc>> {
-        self.log_range(after.max(self.log_floor), upto).map(|e| e.committed_at).collect()
+        self.log_range(after.max(self.log_floor), upto)
+            .map(|e| e.committed_at)
+            .collect()
     }
 
     fn log_range(&self, after: i64, upto: i64) -> impl Iterator<Item = &LogEntry> {
         let start = usize::try_from(after - self.log_floor).unwrap_or(0);
-        self.log.iter().skip(start).take_while(move |e| e.revision <= upto)
+        self.log
+            .iter()
+            .skip(start)
+            .take_while(move |e| e.revision <= upto)
     }
 
     /// The group's view at head (computed once per group and head).
@@ -185,7 +214,9 @@ impl ConfigState {
                 let mut size = 0;
                 for key in &view.keys {
                     // The view belongs to the current head, so every key is present.
-                    let Some(entry) = self.resources.get(key) else { continue };
+                    let Some(entry) = self.resources.get(key) else {
+                        continue;
+                    };
                     let cost = entry.body.len() + key.1.len() + 16;
                     if size + cost > CHUNK_BYTES && chunks.last().is_some_and(|c| !c.is_empty()) {
                         chunks.push(Vec::new());
@@ -193,7 +224,11 @@ impl ConfigState {
                     }
                     size += cost;
                     if let Some(chunk) = chunks.last_mut() {
-                        chunk.push(Resource { kind: key.0, id: key.1.clone(), body: entry.body.clone() });
+                        chunk.push(Resource {
+                            kind: key.0,
+                            id: key.1.clone(),
+                            body: entry.body.clone(),
+                        });
                     }
                 }
                 let n = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
@@ -220,20 +255,35 @@ impl ConfigState {
     /// after applying the delta, and NACKs on mismatch.
     pub fn plan(&mut self, group: &str, revision: i64, hash: &str) -> Plan {
         let view = self.view(group);
-        if revision <= 0 || hash.is_empty() {
-            return Plan::Snapshot { reason: "no_config", view };
+        if revision < 0 || hash.is_empty() {
+            return Plan::Snapshot {
+                reason: "no_config",
+                view,
+            };
         }
         if revision > self.head {
-            return Plan::Snapshot { reason: "ahead_of_head", view };
+            return Plan::Snapshot {
+                reason: "ahead_of_head",
+                view,
+            };
         }
         if revision < self.log_floor {
-            return Plan::Snapshot { reason: "below_retention", view };
+            return Plan::Snapshot {
+                reason: "below_retention",
+                view,
+            };
         }
         if revision == self.head {
             if hash != view.hash {
-                return Plan::Snapshot { reason: "hash_mismatch", view };
+                return Plan::Snapshot {
+                    reason: "hash_mismatch",
+                    view,
+                };
             }
-            return Plan::Bookmark(Bookmark { revision: self.head as u64, config_hash: view.hash.clone() });
+            return Plan::Bookmark(Bookmark {
+                revision: self.head as u64,
+                config_hash: view.hash.clone(),
+            });
         }
         // First and last change of each resource touched since `revision`.
         let mut touched: BTreeMap<&ResourceKey, (bool, &LogEntry)> = BTreeMap::new();
@@ -247,15 +297,23 @@ impl ConfigState {
         let mut deletes = Vec::new();
         for (key, (was_visible, last)) in touched {
             match &last.body {
-                Some(body) if visible(last.tags.as_deref(), group) => {
-                    upserts.push(Resource { kind: key.0, id: key.1.clone(), body: body.clone() })
-                }
-                _ if was_visible => deletes.push(ResourceRef { kind: key.0, id: key.1.clone() }),
+                Some(body) if visible(last.tags.as_deref(), group) => upserts.push(Resource {
+                    kind: key.0,
+                    id: key.1.clone(),
+                    body: body.clone(),
+                }),
+                _ if was_visible => deletes.push(ResourceRef {
+                    kind: key.0,
+                    id: key.1.clone(),
+                }),
                 _ => {}
             }
         }
         if upserts.is_empty() && deletes.is_empty() {
-            return Plan::Bookmark(Bookmark { revision: self.head as u64, config_hash: view.hash.clone() });
+            return Plan::Bookmark(Bookmark {
+                revision: self.head as u64,
+                config_hash: view.hash.clone(),
+            });
         }
         Plan::Changes(Changes {
             from_revision: revision as u64,

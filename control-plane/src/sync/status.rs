@@ -34,11 +34,13 @@ impl From<SyncError> for Status {
     fn from(e: SyncError) -> Self {
         match &e {
             SyncError::Token(_) => Status::permission_denied(e.to_string()),
-            SyncError::GroupMismatch { .. } | SyncError::VersionSkew(_) => Status::failed_precondition(e.to_string()),
-            SyncError::BadRequest(_) => Status::invalid_argument(e.to_string()),
-            SyncError::NoCertificate | SyncError::BadCertificate(_) | SyncError::CertificateExpired => {
-                Status::unauthenticated(e.to_string())
+            SyncError::GroupMismatch { .. } | SyncError::VersionSkew(_) => {
+                Status::failed_precondition(e.to_string())
             }
+            SyncError::BadRequest(_) => Status::invalid_argument(e.to_string()),
+            SyncError::NoCertificate
+            | SyncError::BadCertificate(_)
+            | SyncError::CertificateExpired => Status::unauthenticated(e.to_string()),
             SyncError::Revoked(_) => Status::permission_denied(e.to_string()),
             SyncError::Ca(CaError::BadCsr(_)) => Status::invalid_argument(e.to_string()),
             SyncError::Ca(inner) => {

@@ -50,10 +50,17 @@ async fn load(store: &Store) -> Result<ConfigState, StoreError> {
 /// Locks the state; a poisoned lock only means another thread panicked mid-update of plain data
 /// that every update leaves consistent, so keep going.
 pub(crate) fn lock(state: &Mutex<ConfigState>) -> std::sync::MutexGuard<'_, ConfigState> {
-    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-async fn run(store: Store, state: Arc<Mutex<ConfigState>>, head_tx: watch::Sender<i64>, metrics: Arc<Metrics>) {
+async fn run(
+    store: Store,
+    state: Arc<Mutex<ConfigState>>,
+    head_tx: watch::Sender<i64>,
+    metrics: Arc<Metrics>,
+) {
     let mut listener = None;
     loop {
         if listener.is_none() {

@@ -42,28 +42,59 @@ struct Session {
     blocked_until_after: Option<i64>,
 }
 
-pub async fn run(inner: Arc<Inner>, node: NodeIdentity, not_after: i64, mut inbound: Streaming<WatchRequest>, out: Out) {
+pub async fn run(
+    inner: Arc<Inner>,
+    node: NodeIdentity,
+    not_after: i64,
+    mut inbound: Streaming<WatchRequest>,
+    out: Out,
+) {
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
-        Ok(Ok(Some(WatchRequest { message: Some(Inbound::Hello(h)) }))) => h,
+        Ok(Ok(Some(WatchRequest {
+            message: Some(Inbound::Hello(h)),
+        }))) => h,
         _ => {
-            let _ = out.send(Err(Status::invalid_argument("the first message of Watch must be Hello"))).await;
+            let _ = out
+                .send(Err(Status::invalid_argument(
+                    "the first message of Watch must be Hello",
+                )))
+                .await;
             return;
         }
     };
     if hello.node_id != node.id.to_string() {
-        let _ = out.send(Err(Status::permission_denied("Hello names another node than the certificate"))).await;
+        let _ = out
+            .send(Err(Status::permission_denied(
+                "Hello names another node than the certificate",
+            )))
+            .await;
         return;
     }
     if let Err(skew) = check_skew(BUILD_VERSION, &hello.build_version) {
         let _ = out.send(Err(SyncError::VersionSkew(skew).into())).await;
         return;
     }
-    if let Err(e) = inner.store.node_connected(node.id, &inner.replica, &hello.build_version, &hello.capabilities).await {
+    if let Err(e) = inner
+        .store
+        .node_connected(
+            node.id,
+            &inner.replica,
+            &hello.build_version,
+            &hello.capabilities,
+        )
+        .await
+    {
         let _ = out.send(Err(SyncError::from(e).into())).await;
         return;
     }
-    let labels = GroupLabels { group: node.group.clone() };
-    inner.metrics.sync_connected_streams.get_or_create(&labels).inc();
+    let labels = GroupLabels {
+        group: node.group.clone(),
+    };
+    inner
+        .metrics
+        .sync_connected_streams
+        .get_or_create(&labels)
+        .inc();
     tracing::info!(node_id = %node.id, group = %node.group, revision = hello.last_revision, "watch stream opened");
 
     let node_id = node.id;
@@ -80,7 +111,11 @@ pub async fn run(inner: Arc<Inner>, node: NodeIdentity, not_after: i64, mut inbo
     if let Some(status) = end {
         let _ = session.out.send(Err(status)).await;
     }
-    inner.metrics.sync_connected_streams.get_or_create(&labels).dec();
+    inner
+        .metrics
+        .sync_connected_streams
+        .get_or_create(&labels)
+        .dec();
     if let Err(e) = inner.store.node_disconnected(node_id, &inner.replica).await {
         tracing::warn!(error = %e, "could not record node disconnect");
     }
@@ -93,7 +128,11 @@ fn to_i64(v: u64) -> i64 {
 
 impl Session {
     /// Runs until the node goes away (`None`) or must be cut off (`Some(status)`).
-    async fn serve(&mut self, inbound: &mut Streaming<WatchRequest>, not_after: i64) -> Option<Status> {
+    async fn serve(
+        &mut self,
+        inbound: &mut Streaming<WatchRequest>,
+        not_after: i64,
+    ) -> Option<Status> {
         let mut head = self.inner.tailer.head.clone();
         // A node coming from another replica may be a few milliseconds ahead of this replica's
         // tailer; give it a moment before calling the node "ahead of head" and resending everything.
@@ -152,7 +191,10 @@ impl Session {
         let messages = {
             let mut state = lock(&self.inner.tailer.state);
             let plan = if resync {
-                Plan::Snapshot { reason: "resync", view: state.view(&self.node.group) }
+                Plan::Snapshot {
+                    reason: "resync",
+                    view: state.view(&self.node.group),
+                }
             } else {
                 state.plan(&self.node.group, self.sent.0, &self.sent.1)
             };
@@ -162,18 +204,25 @@ impl Session {
                     self.inner
                         .metrics
                         .sync_snapshots_total
-                        .get_or_create(&SnapshotLabels { group: self.node.group.clone(), reason })
+                        .get_or_create(&SnapshotLabels {
+                            group: self.node.group.clone(),
+                            reason,
+                        })
                         .inc();
                     self.sent = (view.revision, view.hash.clone());
                     msgs
                 }
                 Plan::Changes(c) => {
                     self.sent = (to_i64(c.to_revision), c.config_hash.clone());
-                    vec![WatchResponse { message: Some(Outbound::Changes(c)) }]
+                    vec![WatchResponse {
+                        message: Some(Outbound::Changes(c)),
+                    }]
                 }
                 Plan::Bookmark(b) => {
                     self.sent = (to_i64(b.revision), b.config_hash.clone());
-                    vec![WatchResponse { message: Some(Outbound::Bookmark(b)) }]
+                    vec![WatchResponse {
+                        message: Some(Outbound::Bookmark(b)),
+                    }]
                 }
             }
         };
@@ -194,20 +243,33 @@ impl Session {
         let now = Utc::now();
         {
             // The family's guard must not live across an await.
-            let histogram = self.inner.metrics.sync_propagation_seconds.get_or_create(&self.labels);
+            let histogram = self
+                .inner
+                .metrics
+                .sync_propagation_seconds
+                .get_or_create(&self.labels);
             for t in times {
                 histogram.observe((now - t).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
             }
         }
         self.acked = (revision, ack.config_hash);
-        if let Err(e) = self.inner.store.node_acked(self.node.id, revision, &self.acked.1).await {
+        if let Err(e) = self
+            .inner
+            .store
+            .node_acked(self.node.id, revision, &self.acked.1)
+            .await
+        {
             tracing::warn!(error = %e, "could not record ACK");
         }
     }
 
     async fn on_nack(&mut self, nack: Nack) -> bool {
         tracing::warn!(node_id = %self.node.id, revision = nack.revision, error = %nack.error, resources = ?nack.resource_ids, "node rejected configuration");
-        self.inner.metrics.sync_nacks_total.get_or_create(&self.labels).inc();
+        self.inner
+            .metrics
+            .sync_nacks_total
+            .get_or_create(&self.labels)
+            .inc();
         let record = serde_json::json!({
             "revision": nack.revision,
             "error": nack.error,
@@ -217,7 +279,9 @@ impl Session {
         if let Err(e) = self.inner.store.node_nacked(self.node.id, &record).await {
             tracing::warn!(error = %e, "could not record NACK");
         }
-        if nack.error.starts_with("config hash mismatch") || nack.error.starts_with("base revision mismatch") {
+        if nack.error.starts_with("config hash mismatch")
+            || nack.error.starts_with("base revision mismatch")
+        {
             self.blocked_until_after = None;
             return self.push(true).await;
         }
@@ -227,14 +291,20 @@ impl Session {
     }
 }
 
-fn snapshot_messages(state: &super::state::ConfigState, view: &GroupView, reason: &'static str) -> Vec<WatchResponse> {
+fn snapshot_messages(
+    state: &super::state::ConfigState,
+    view: &GroupView,
+    reason: &'static str,
+) -> Vec<WatchResponse> {
     state
         .snapshot_chunks(view)
         .iter()
         .map(|chunk| {
             let mut chunk = chunk.clone();
             chunk.reason = reason.to_owned();
-            WatchResponse { message: Some(Outbound::Snapshot(chunk)) }
+            WatchResponse {
+                message: Some(Outbound::Snapshot(chunk)),
+            }
         })
         .collect()
 }

@@ -85,7 +85,8 @@ impl ApiDefinition {
     /// Forces the id (PUT /tyk/apis/{id} addresses the API by path).
     pub fn set_api_id(&mut self, id: &str) {
         self.spec.api_id = id.to_owned();
-        self.raw.insert("api_id".into(), Value::String(id.to_owned()));
+        self.raw
+            .insert("api_id".into(), Value::String(id.to_owned()));
     }
 
     pub fn spec(&self) -> &ApiSpec {
@@ -111,25 +112,44 @@ impl ApiDefinition {
         if s.api_id.contains('/') {
             return Err(ValidationError::new("api_id", "Invalid API ID"));
         }
-        if s.api_id.chars().any(|c| c.is_whitespace() || c.is_control()) || s.api_id.len() > 255 {
-            return Err(ValidationError::new("api_id", "must be at most 255 characters without white space"));
+        if s.api_id
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+            || s.api_id.len() > 255
+        {
+            return Err(ValidationError::new(
+                "api_id",
+                "must be at most 255 characters without white space",
+            ));
         }
         let lp = &s.proxy.listen_path;
         if lp.is_empty() {
             return Err(ValidationError::new("proxy.listen_path", "is required"));
         }
         if !lp.starts_with('/') || lp.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(ValidationError::new("proxy.listen_path", "must start with / and contain no white space"));
+            return Err(ValidationError::new(
+                "proxy.listen_path",
+                "must start with / and contain no white space",
+            ));
         }
         validate_target_url(&s.proxy.target_url)?;
-        if s.domain.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
+        if s.domain
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+        {
             return Err(ValidationError::new("domain", "must be a host name"));
         }
         if !s.proxy.timeout.is_finite() || s.proxy.timeout < 0.0 {
-            return Err(ValidationError::new("proxy.timeout", "must be a non-negative number of seconds"));
+            return Err(ValidationError::new(
+                "proxy.timeout",
+                "must be a non-negative number of seconds",
+            ));
         }
         if let Some(i) = s.tags.iter().position(|t| t.is_empty()) {
-            return Err(ValidationError::new(format!("tags[{i}]"), "must not be empty"));
+            return Err(ValidationError::new(
+                format!("tags[{i}]"),
+                "must not be empty",
+            ));
         }
         Ok(())
     }
@@ -140,7 +160,8 @@ fn validate_target_url(target: &str) -> Result<(), ValidationError> {
     if target.is_empty() {
         return Err(ValidationError::new(field, "is required"));
     }
-    let url = url::Url::parse(target).map_err(|e| ValidationError::new(field, format!("not an absolute URL: {e}")))?;
+    let url = url::Url::parse(target)
+        .map_err(|e| ValidationError::new(field, format!("not an absolute URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ValidationError::new(field, "scheme must be http or https"));
     }
@@ -180,21 +201,50 @@ mod tests {
         let cases = [
             ("{", "body"),
             ("[]", "body"),
-            (r#"{"proxy":{"target_url":"http://u/"}}"#, "proxy.listen_path"),
-            (r#"{"proxy":{"listen_path":"/a","target_url":"not a url"}}"#, "proxy.target_url"),
-            (r#"{"proxy":{"listen_path":"/a","target_url":"/relative"}}"#, "proxy.target_url"),
-            (r#"{"proxy":{"listen_path":"/a","target_url":"ftp://h/"}}"#, "proxy.target_url"),
-            (r#"{"api_id":"a/b","proxy":{"listen_path":"/a","target_url":"http://h/"}}"#, "api_id"),
-            (r#"{"use_keyless":"yes","proxy":{"listen_path":"/a","target_url":"http://h/"}}"#, "use_keyless"),
-            (r#"{"proxy":{"listen_path":5,"target_url":"http://h/"}}"#, "proxy.listen_path"),
-            (r#"{"tags":[1],"proxy":{"listen_path":"/a","target_url":"http://h/"}}"#, "tags[0]"),
+            (
+                r#"{"proxy":{"target_url":"http://u/"}}"#,
+                "proxy.listen_path",
+            ),
+            (
+                r#"{"proxy":{"listen_path":"/a","target_url":"not a url"}}"#,
+                "proxy.target_url",
+            ),
+            (
+                r#"{"proxy":{"listen_path":"/a","target_url":"/relative"}}"#,
+                "proxy.target_url",
+            ),
+            (
+                r#"{"proxy":{"listen_path":"/a","target_url":"ftp://h/"}}"#,
+                "proxy.target_url",
+            ),
+            (
+                r#"{"api_id":"a/b","proxy":{"listen_path":"/a","target_url":"http://h/"}}"#,
+                "api_id",
+            ),
+            (
+                r#"{"use_keyless":"yes","proxy":{"listen_path":"/a","target_url":"http://h/"}}"#,
+                "use_keyless",
+            ),
+            (
+                r#"{"proxy":{"listen_path":5,"target_url":"http://h/"}}"#,
+                "proxy.listen_path",
+            ),
+            (
+                r#"{"tags":[1],"proxy":{"listen_path":"/a","target_url":"http://h/"}}"#,
+                "tags[0]",
+            ),
             (r#"{"name":"no proxy"}"#, "proxy.listen_path"),
         ];
         for (body, field) in cases {
             let e = parse(body).unwrap_err();
             assert_eq!(e.field, field, "{body} -> {e}");
         }
-        assert_eq!(parse(r#"{"api_id":"a/b","proxy":{"listen_path":"/a","target_url":"http://h/"}}"#).unwrap_err().reason, "Invalid API ID");
+        assert_eq!(
+            parse(r#"{"api_id":"a/b","proxy":{"listen_path":"/a","target_url":"http://h/"}}"#)
+                .unwrap_err()
+                .reason,
+            "Invalid API ID"
+        );
     }
 
     #[test]

@@ -7,9 +7,11 @@ use serde_json::{Map, Value};
 use super::ValidationError;
 
 /// Parses `body` as a JSON object and deserializes the typed view from it.
-pub(super) fn parse_object<T: DeserializeOwned>(body: &[u8]) -> Result<(Map<String, Value>, T), ValidationError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ValidationError::new("body", format!("malformed JSON: {e}")))?;
+pub(super) fn parse_object<T: DeserializeOwned>(
+    body: &[u8],
+) -> Result<(Map<String, Value>, T), ValidationError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ValidationError::new("body", format!("malformed JSON: {e}")))?;
     let Value::Object(map) = value else {
         return Err(ValidationError::new("body", "expected a JSON object"));
     };
@@ -18,7 +20,9 @@ pub(super) fn parse_object<T: DeserializeOwned>(body: &[u8]) -> Result<(Map<Stri
 }
 
 /// Deserializes the typed view of an object, naming the path of a field of the wrong type.
-pub(super) fn typed_view<T: DeserializeOwned>(map: &Map<String, Value>) -> Result<T, ValidationError> {
+pub(super) fn typed_view<T: DeserializeOwned>(
+    map: &Map<String, Value>,
+) -> Result<T, ValidationError> {
     let de = serde_json::Value::Object(map.clone());
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -107,19 +107,34 @@ impl Policy {
     fn validate(&self) -> Result<(), ValidationError> {
         let s = &self.spec;
         if s.id.contains('/') || s.id.chars().any(char::is_whitespace) || s.id.len() > 255 {
-            return Err(ValidationError::new("id", "must be at most 255 characters without / or white space"));
+            return Err(ValidationError::new(
+                "id",
+                "must be at most 255 characters without / or white space",
+            ));
         }
         if !s.rate.is_finite() || (s.rate < 0.0 && s.rate != -1.0) {
-            return Err(ValidationError::new("rate", "must be a non-negative number or -1 (unlimited)"));
+            return Err(ValidationError::new(
+                "rate",
+                "must be a non-negative number or -1 (unlimited)",
+            ));
         }
         if !s.per.is_finite() || (s.per < 0.0 && s.per != -1.0) {
-            return Err(ValidationError::new("per", "must be a non-negative number of seconds or -1"));
+            return Err(ValidationError::new(
+                "per",
+                "must be a non-negative number of seconds or -1",
+            ));
         }
         if s.quota_max < -1 {
-            return Err(ValidationError::new("quota_max", "must be -1 (unlimited) or more"));
+            return Err(ValidationError::new(
+                "quota_max",
+                "must be -1 (unlimited) or more",
+            ));
         }
         if s.quota_renewal_rate < -1 {
-            return Err(ValidationError::new("quota_renewal_rate", "must be -1 or more"));
+            return Err(ValidationError::new(
+                "quota_renewal_rate",
+                "must be -1 or more",
+            ));
         }
         Ok(())
     }
@@ -131,7 +146,8 @@ mod tests {
 
     #[test]
     fn generates_id_and_keeps_fields() {
-        let p = Policy::parse(br#"{"name":"gold","rate":10,"per":1,"partitions":{"quota":true}}"#).unwrap();
+        let p = Policy::parse(br#"{"name":"gold","rate":10,"per":1,"partitions":{"quota":true}}"#)
+            .unwrap();
         assert_eq!(p.id().len(), 32);
         assert_eq!(p.to_value()["partitions"]["quota"], true);
     }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::json::{null_as_default, parse_object, typed_view};
 use super::ValidationError;
+use super::json::{null_as_default, parse_object, typed_view};
 
 /// `allowed_urls` entry: a path regex and the methods allowed on it.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -133,8 +133,13 @@ impl SessionState {
 
     /// Policy ids, with Tyk's deprecated single `apply_policy_id` folded in.
     pub fn policy_ids(&self) -> impl Iterator<Item = &str> {
-        let legacy = (!self.spec.apply_policy_id.is_empty()).then_some(self.spec.apply_policy_id.as_str());
-        self.spec.apply_policies.iter().map(String::as_str).chain(legacy)
+        let legacy =
+            (!self.spec.apply_policy_id.is_empty()).then_some(self.spec.apply_policy_id.as_str());
+        self.spec
+            .apply_policies
+            .iter()
+            .map(String::as_str)
+            .chain(legacy)
     }
 
     /// The whole session as JSON, unknown fields included.
@@ -152,24 +157,42 @@ impl SessionState {
     fn validate(&self) -> Result<(), ValidationError> {
         let s = &self.spec;
         if !s.rate.is_finite() || (s.rate < 0.0 && s.rate != -1.0) {
-            return Err(ValidationError::new("rate", "must be a non-negative number or -1 (unlimited)"));
+            return Err(ValidationError::new(
+                "rate",
+                "must be a non-negative number or -1 (unlimited)",
+            ));
         }
         if !s.per.is_finite() || (s.per < 0.0 && s.per != -1.0) {
-            return Err(ValidationError::new("per", "must be a non-negative number of seconds or -1"));
+            return Err(ValidationError::new(
+                "per",
+                "must be a non-negative number of seconds or -1",
+            ));
         }
         if s.quota_max < -1 {
-            return Err(ValidationError::new("quota_max", "must be -1 (unlimited) or more"));
+            return Err(ValidationError::new(
+                "quota_max",
+                "must be -1 (unlimited) or more",
+            ));
         }
         if s.expires < -1 {
-            return Err(ValidationError::new("expires", "must be a unix time in seconds, 0 for never"));
+            return Err(ValidationError::new(
+                "expires",
+                "must be a unix time in seconds, 0 for never",
+            ));
         }
         if s.session_lifetime < 0 {
-            return Err(ValidationError::new("session_lifetime", "must be 0 or a number of seconds"));
+            return Err(ValidationError::new(
+                "session_lifetime",
+                "must be 0 or a number of seconds",
+            ));
         }
         for (api, access) in &s.access_rights {
             if let Some(limit) = &access.limit {
                 if !limit.rate.is_finite() || !limit.per.is_finite() {
-                    return Err(ValidationError::new(format!("access_rights.{api}.limit"), "must be finite numbers"));
+                    return Err(ValidationError::new(
+                        format!("access_rights.{api}.limit"),
+                        "must be finite numbers",
+                    ));
                 }
             }
         }
@@ -197,11 +220,18 @@ mod tests {
         for (body, field) in [
             (r#"{"rate":"x"}"#, "rate"),
             (r#"{"quota_max":-3}"#, "quota_max"),
-            (r#"{"access_rights":{"a":{"versions":1}}}"#, "access_rights.a.versions"),
+            (
+                r#"{"access_rights":{"a":{"versions":1}}}"#,
+                "access_rights.a.versions",
+            ),
             (r#"{"expires":"tomorrow"}"#, "expires"),
             (r#"{"session_lifetime":-1}"#, "session_lifetime"),
         ] {
-            assert_eq!(SessionState::parse(body.as_bytes()).unwrap_err().field, field, "{body}");
+            assert_eq!(
+                SessionState::parse(body.as_bytes()).unwrap_err().field,
+                field,
+                "{body}"
+            );
         }
     }
 }

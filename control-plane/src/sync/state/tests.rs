@@ -4,7 +4,13 @@ use serde_json::json;
 
 use super::*;
 
-fn change(revision: i64, id: &str, body: Option<serde_json::Value>, tags: Option<&[&str]>, prev: Option<&[&str]>) -> Change {
+fn change(
+    revision: i64,
+    id: &str,
+    body: Option<serde_json::Value>,
+    tags: Option<&[&str]>,
+    prev: Option<&[&str]>,
+) -> Change {
     let v = |t: Option<&[&str]>| t.map(|t| t.iter().map(|s| s.to_string()).collect());
     Change {
         revision,
@@ -26,7 +32,11 @@ struct Edge {
 
 impl Edge {
     fn hash(&self) -> String {
-        let digests: Vec<_> = self.resources.iter().map(|(k, b)| resource_digest(k.0, &k.1, b)).collect();
+        let digests: Vec<_> = self
+            .resources
+            .iter()
+            .map(|(k, b)| resource_digest(k.0, &k.1, b))
+            .collect();
         config_hash(digests.iter())
     }
 
@@ -41,7 +51,8 @@ impl Edge {
                 self.resources.clear();
                 for chunk in state.snapshot_chunks(&view).iter() {
                     for r in &chunk.resources {
-                        self.resources.insert((r.kind, r.id.clone()), r.body.clone());
+                        self.resources
+                            .insert((r.kind, r.id.clone()), r.body.clone());
                     }
                 }
                 self.revision = view.revision;
@@ -81,7 +92,11 @@ fn new_node_gets_a_snapshot_then_only_its_groups_changes() {
     assert_eq!(eu.step(&mut s, "eu", 0, ""), "snapshot");
     assert_eq!(us.step(&mut s, "us", 0, ""), "snapshot");
 
-    s.apply(&[change(1, "a", Some(api("a")), Some(&["eu"]), None), change(2, "b", Some(api("b")), Some(&[]), None)]).unwrap();
+    s.apply(&[
+        change(1, "a", Some(api("a")), Some(&["eu"]), None),
+        change(2, "b", Some(api("b")), Some(&[]), None),
+    ])
+    .unwrap();
     let h = eu.hash();
     assert_eq!(eu.step(&mut s, "eu", eu.revision, &h), "changes");
     assert_eq!(eu.resources.len(), 2);
@@ -90,7 +105,8 @@ fn new_node_gets_a_snapshot_then_only_its_groups_changes() {
     assert_eq!(us.resources.len(), 1, "us sees only the untagged API");
 
     // Moving "a" from eu to us: eu deletes it, us gains it.
-    s.apply(&[change(3, "a", Some(api("a")), Some(&["us"]), Some(&["eu"]))]).unwrap();
+    s.apply(&[change(3, "a", Some(api("a")), Some(&["us"]), Some(&["eu"]))])
+        .unwrap();
     let h = eu.hash();
     eu.step(&mut s, "eu", eu.revision, &h);
     let h = us.hash();
@@ -99,7 +115,8 @@ fn new_node_gets_a_snapshot_then_only_its_groups_changes() {
     assert!(us.resources.contains_key(&(1, "a".into())));
 
     // A change only for us is a bookmark for eu.
-    s.apply(&[change(4, "c", Some(api("c")), Some(&["us"]), None)]).unwrap();
+    s.apply(&[change(4, "c", Some(api("c")), Some(&["us"]), None)])
+        .unwrap();
     let h = eu.hash();
     assert_eq!(eu.step(&mut s, "eu", eu.revision, &h), "bookmark");
     assert_eq!(eu.revision, 4);
@@ -110,11 +127,16 @@ fn created_then_deleted_between_two_plans_sends_nothing_and_delete_reaches_holde
     let mut s = ConfigState::new(0, vec![], vec![]);
     let mut eu = Edge::default();
     eu.step(&mut s, "eu", 0, "");
-    s.apply(&[change(1, "x", Some(api("x")), Some(&[]), None), change(2, "x", None, None, Some(&[]))]).unwrap();
+    s.apply(&[
+        change(1, "x", Some(api("x")), Some(&[]), None),
+        change(2, "x", None, None, Some(&[])),
+    ])
+    .unwrap();
     let h = eu.hash();
     assert_eq!(eu.step(&mut s, "eu", eu.revision, &h), "bookmark");
 
-    s.apply(&[change(3, "y", Some(api("y")), Some(&[]), None)]).unwrap();
+    s.apply(&[change(3, "y", Some(api("y")), Some(&[]), None)])
+        .unwrap();
     let h = eu.hash();
     eu.step(&mut s, "eu", eu.revision, &h);
     s.apply(&[change(4, "y", None, None, Some(&[]))]).unwrap();
@@ -126,7 +148,8 @@ fn created_then_deleted_between_two_plans_sends_nothing_and_delete_reaches_holde
 #[test]
 fn resume_rules_pick_snapshot_reasons() {
     let mut s = ConfigState::new(0, vec![], vec![]);
-    s.apply(&[change(1, "a", Some(api("a")), Some(&[]), None)]).unwrap();
+    s.apply(&[change(1, "a", Some(api("a")), Some(&[]), None)])
+        .unwrap();
     let reason = |p: Plan| match p {
         Plan::Snapshot { reason, .. } => reason,
         Plan::Changes(_) => "changes",
@@ -139,10 +162,23 @@ fn resume_rules_pick_snapshot_reasons() {
     assert_eq!(reason(s.plan("eu", 1, &good)), "bookmark");
 
     // A state loaded from a log that starts at revision 5 cannot serve a node at revision 2.
-    let log = vec![change(5, "a", Some(api("a")), Some(&[]), None), change(6, "b", Some(api("b")), Some(&[]), None)];
+    let log = vec![
+        change(5, "a", Some(api("a")), Some(&[]), None),
+        change(6, "b", Some(api("b")), Some(&[]), None),
+    ];
     let loaded = vec![
-        LoadedResource { kind: ChangeKind::Api, id: "a".into(), body: api("a"), tags: vec![] },
-        LoadedResource { kind: ChangeKind::Api, id: "b".into(), body: api("b"), tags: vec![] },
+        LoadedResource {
+            kind: ChangeKind::Api,
+            id: "a".into(),
+            body: api("a"),
+            tags: vec![],
+        },
+        LoadedResource {
+            kind: ChangeKind::Api,
+            id: "b".into(),
+            body: api("b"),
+            tags: vec![],
+        },
     ];
     let mut s = ConfigState::new(6, loaded, log);
     assert_eq!(reason(s.plan("eu", 2, "sha256:x")), "below_retention");
@@ -152,7 +188,10 @@ fn resume_rules_pick_snapshot_reasons() {
 #[test]
 fn gaps_are_refused() {
     let mut s = ConfigState::new(0, vec![], vec![]);
-    assert!(s.apply(&[change(2, "a", Some(api("a")), Some(&[]), None)]).is_err());
+    assert!(
+        s.apply(&[change(2, "a", Some(api("a")), Some(&[]), None)])
+            .is_err()
+    );
 }
 
 #[test]
@@ -174,11 +213,21 @@ fn large_snapshots_are_chunked_under_a_mebibyte_and_complete() {
     for (i, c) in chunks.iter().enumerate() {
         assert_eq!(c.chunk as usize, i);
         assert_eq!(c.chunks as usize, chunks.len());
-        let size: usize = c.resources.iter().map(|r| r.body.len() + r.id.len() + 16).sum();
+        let size: usize = c
+            .resources
+            .iter()
+            .map(|r| r.body.len() + r.id.len() + 16)
+            .sum();
         assert!(size <= CHUNK_BYTES, "chunk {i} is {size} bytes");
         total += c.resources.len();
     }
     assert_eq!(total, 3000);
     let mut edge = Edge::default();
-    edge.apply(&s, Plan::Snapshot { reason: "no_config", view });
+    edge.apply(
+        &s,
+        Plan::Snapshot {
+            reason: "no_config",
+            view,
+        },
+    );
 }

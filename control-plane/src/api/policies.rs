@@ -1,0 +1,77 @@
+//! `/tyk/policies`: Tyk policies.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use portcullis_proto::model::Policy;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiState};
+
+const NOT_FOUND: &str = "Policy not found";
+
+pub async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(Value::Array(
+        state
+            .store
+            .list_policies()
+            .await
+            .map_err(ApiError::from_store(NOT_FOUND))?,
+    )))
+}
+
+pub async fn get(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        state
+            .store
+            .get_policy(&id)
+            .await
+            .map_err(ApiError::from_store(NOT_FOUND))?,
+    ))
+}
+
+pub async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let policy = Policy::parse(&body)?;
+    state
+        .store
+        .write_policy(&policy, true)
+        .await
+        .map_err(ApiError::from_store(NOT_FOUND))?;
+    Ok(Json(
+        json!({"key": policy.id(), "status": "ok", "action": "added"}),
+    ))
+}
+
+pub async fn update(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let mut policy = Policy::parse(&body)?;
+    policy.set_id(&id);
+    state
+        .store
+        .write_policy(&policy, false)
+        .await
+        .map_err(ApiError::from_store(NOT_FOUND))?;
+    Ok(Json(
+        json!({"key": id, "status": "ok", "action": "modified"}),
+    ))
+}
+
+pub async fn remove(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state
+        .store
+        .delete_policy(&id)
+        .await
+        .map_err(ApiError::from_store(NOT_FOUND))?;
+    Ok(Json(
+        json!({"key": id, "status": "ok", "action": "deleted"}),
+    ))
+}

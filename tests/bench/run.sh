@@ -1,0 +1,317 @@
+#!/usr/bin/env bash
+# Proxy benchmark, pinned layout (reference/perf.md §5): direct upstream vs nginx proxy vs Portcullis.
+#
+#   CPU 0: load generator (wrk -t1 / oha) + upstream (nginx, 1 worker, `return 200` 34-byte body)
+#   CPU 1: the proxy under test, alone: nginx (1 worker) on :18001, portcullis-gw
+#          (PORTCULLIS_WORKER_THREADS=1) on :18002 (admin :19080); portcullis-cp unpinned
+#          (API :17080, sync :17443, database portcullis_bench, recreated each run)
+#
+# Usage: tests/bench/run.sh
+# Env:   REPS=5 DUR=10 WARM=3 CONNS=64     closed loop (wrk --latency), targets interleaved round-robin
+#        RATE=5000 OL_DUR=10 OL_REPS=3     open loop (oha -q RATE --latency-correction), if oha exists
+#        OHA=path/to/oha                   (default: oha on PATH, else ~/.cargo/bin/oha)
+#        PROPAGATION=1                     run $BIN/portcullis-bench-propagation at the end (0 = skip)
+#        W=dir                             scratch dir for configs, logs and raw outputs (default mktemp -d)
+#        NO_BUILD=1                        skip cargo build; CARGO_TARGET_DIR (default /var/tmp/portcullis-target)
+# Every server started here is stopped by PID on exit. Needs >= 2 CPUs.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+# shellcheck source-path=SCRIPTDIR source=../../deploy/lib/services.sh
+source "$ROOT/deploy/lib/services.sh"
+
+REPS="${REPS:-5}"; DUR="${DUR:-10}"; WARM="${WARM:-3}"; CONNS="${CONNS:-64}"
+RATE="${RATE:-5000}"; OL_DUR="${OL_DUR:-10}"; OL_REPS="${OL_REPS:-3}"
+PROPAGATION="${PROPAGATION:-1}"
+W="${W:-$(mktemp -d /tmp/portcullis-bench.XXXXXX)}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/portcullis-target}"
+BIN="$CARGO_TARGET_DIR/release"
+DB_NAME=portcullis_bench
+API="http://127.0.0.1:17080"
+LG_CPU=0 # load generator + upstream
+PX_CPU=1 # proxy under test
+
+declare -A URL=(
+  [direct]="http://127.0.0.1:18000/"
+  [nginx]="http://127.0.0.1:18001/"
+  [portcullis]="http://127.0.0.1:18002/bench/"
+)
+ORDER=(direct nginx portcullis)
+
+mkdir -p "$W"/{up,px}/{logs,tmp} "$W/results/closed" "$W/results/open" "$W/gw-state"
+log "scratch dir: W=$W"
+
+PIDS=()
+start() { # start CPUSET NAME CMD...   (CPUSET "-" = not pinned)
+  local cpus="$1" name="$2"
+  shift 2
+  if [ "$cpus" = - ]; then
+    "$@" >"$W/$name.log" 2>&1 </dev/null &
+  else
+    taskset -c "$cpus" "$@" >"$W/$name.log" 2>&1 </dev/null &
+  fi
+  PIDS+=("$!")
+  log "    started $name pid=$! cpus=$cpus log=$W/$name.log"
+}
+cleanup() {
+  local rc=$?
+  if [ "${#PIDS[@]}" -gt 0 ]; then
+    stop_pids "${PIDS[@]}"
+    log "stopped ${#PIDS[@]} servers"
+  fi
+  step_report "$rc"
+  log "raw outputs: $W"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------------------
+step_begin "tools"
+[ "$(nproc)" -ge 2 ] || die "the pinned layout needs 2 CPUs (nproc=$(nproc))"
+ensure_cmd curl curl
+ensure_cmd openssl openssl
+ensure_cmd python3 python3
+ensure_cmd taskset util-linux
+ensure_cmd wrk wrk
+ensure_cmd nginx nginx-light
+ensure_cargo
+ensure_protoc
+ensure_postgres
+OHA="${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}"
+for p in 17080 17443 18000 18001 18002 19080; do
+  if port_open "$p"; then die "127.0.0.1:$p is already in use (another benchmark or stack running?)"; fi
+done
+step_end
+
+if [ "${NO_BUILD:-0}" != 1 ]; then
+  step_begin "cargo build --release"
+  (cd "$ROOT" && cargo build --release --locked -p portcullis-control-plane -p portcullis-data-plane)
+  step_end
+fi
+if [ ! -x "$BIN/portcullis-cp" ] || [ ! -x "$BIN/portcullis-gw" ]; then die "binaries missing in $BIN"; fi
+
+# ---------------------------------------------------------------------------------------------
+step_begin "configs and servers"
+common_http='
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 75s;
+  client_body_temp_path tmp/body; proxy_temp_path tmp/proxy; fastcgi_temp_path tmp/fcgi;
+  uwsgi_temp_path tmp/uwsgi; scgi_temp_path tmp/scgi;'
+cat >"$W/up/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+user root;
+pid $W/up/nginx.pid;
+error_log $W/up/logs/error.log warn;
+worker_rlimit_nofile 16384;
+events { worker_connections 8192; }
+http {
+  $common_http
+  server {
+    listen 127.0.0.1:18000 backlog=4096;
+    location / {
+      default_type application/json;
+      return 200 '{"message":"hello from upstream"}\n';
+    }
+  }
+}
+EOF
+cat >"$W/px/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+user root;
+pid $W/px/nginx.pid;
+error_log $W/px/logs/error.log warn;
+worker_rlimit_nofile 16384;
+events { worker_connections 8192; }
+http {
+  $common_http
+  upstream up {
+    server 127.0.0.1:18000;
+    keepalive 256;
+    keepalive_requests 10000000;
+  }
+  server {
+    listen 127.0.0.1:18001 backlog=4096;
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering on;
+    }
+  }
+}
+EOF
+ulimit -n 65536 2>/dev/null || ulimit -n 16384 2>/dev/null || true
+
+# fresh database, fresh secrets for every run
+pg_psql "$PORTCULLIS_PG_ADMIN_URL" -c "drop database if exists $DB_NAME with (force)" >/dev/null
+ensure_database "$DB_NAME"
+ADMIN_SECRET="$(openssl rand -hex 16)"
+ENC_SECRET="$(openssl rand -hex 16)"
+printf '%s\n' "$ADMIN_SECRET" >"$W/admin_secret"
+
+start "$LG_CPU" upstream-nginx nginx -p "$W/up" -e "$W/up/logs/error.log" -c "$W/up/nginx.conf"
+start "$PX_CPU" proxy-nginx nginx -p "$W/px" -e "$W/px/logs/error.log" -c "$W/px/nginx.conf"
+wait_http_code 200 10 "${PIDS[0]}" "${URL[direct]}"
+wait_http_code 200 10 "${PIDS[1]}" "${URL[nginx]}"
+
+RUST_LOG="${RUST_LOG:-warn}" \
+  PORTCULLIS_DATABASE_URL="$(pg_url_for "$DB_NAME")" \
+  PORTCULLIS_ADMIN_SECRET="$ADMIN_SECRET" \
+  PORTCULLIS_ENCRYPTION_SECRET="$ENC_SECRET" \
+  start - portcullis-cp "$BIN/portcullis-cp" serve --api-listen 127.0.0.1:17080 --sync-listen 127.0.0.1:17443
+CP_PID="${PIDS[-1]}"
+wait_http_code 200 30 "$CP_PID" "$API/hello"
+bootstrap_token "$API" "$ADMIN_SECRET" default
+RUST_LOG="${RUST_LOG:-warn}" \
+  PORTCULLIS_WORKER_THREADS=1 \
+  PORTCULLIS_BOOTSTRAP_TOKEN="$BOOT_TOKEN" \
+  PORTCULLIS_ENCRYPTION_SECRET="$ENC_SECRET" \
+  start "$PX_CPU" portcullis-gw "$BIN/portcullis-gw" run --listen 127.0.0.1:18002 \
+  --admin-listen 127.0.0.1:19080 --control-plane https://127.0.0.1:17443 \
+  --ca-hash "$BOOT_CA_HASH" --state-dir "$W/gw-state"
+GW_PID="${PIDS[-1]}"
+wait_http_code 200 30 "$GW_PID" "http://127.0.0.1:19080/ready"
+tyk_api_upsert "$API" "$ADMIN_SECRET" bench \
+  '{"name":"bench","api_id":"bench","use_keyless":true,"active":true,"proxy":{"listen_path":"/bench/","target_url":"http://127.0.0.1:18000/","strip_listen_path":true}}'
+wait_http_code 200 30 "$GW_PID" "${URL[portcullis]}"
+for t in "${ORDER[@]}"; do
+  body="$(curl -s --max-time 2 "${URL[$t]}")"
+  [ "${#body}" = 34 ] || log "!! $t: body is ${#body} bytes, expected the 34-byte upstream body: $body"
+done
+step_end
+
+# ---------------------------------------------------------------------------------------------
+step_begin "closed loop (wrk, $REPS x ${DUR}s)"
+for t in "${ORDER[@]}"; do
+  taskset -c "$LG_CPU" wrk -t1 -c"$CONNS" -d"${WARM}s" "${URL[$t]}" >/dev/null
+done
+for r in $(seq 1 "$REPS"); do
+  for t in "${ORDER[@]}"; do
+    out="$W/results/closed/$t.$r.txt"
+    taskset -c "$LG_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "${URL[$t]}" >"$out"
+    printf '    %-11s rep %s: %s  p99 %s\n' "$t" "$r" \
+      "$(awk '/Requests\/sec/ {print $2 " req/s"}' "$out")" "$(awk '$1 == "99%" {print $2}' "$out")" >&2
+    sleep 1
+  done
+done
+step_end
+
+# ---------------------------------------------------------------------------------------------
+OPEN_LOOP=0
+if [ -x "$OHA" ]; then
+  OPEN_LOOP=1
+  step_begin "open loop (oha -q $RATE, $OL_REPS x ${OL_DUR}s)"
+  if "$OHA" --help 2>&1 | grep -q -- '--output-format'; then
+    OHA_JSON=(--output-format json)
+    OHA_QUIET=(--output-format quiet)
+  else
+    OHA_JSON=(--json)
+    OHA_QUIET=()
+  fi
+  for t in "${ORDER[@]}"; do # short warm-up at the target rate
+    taskset -c "$LG_CPU" "$OHA" -c "$CONNS" -q "$RATE" -z 2s --no-tui "${OHA_QUIET[@]}" "${URL[$t]}" >/dev/null 2>&1 || true
+  done
+  for r in $(seq 1 "$OL_REPS"); do
+    for t in "${ORDER[@]}"; do
+      out="$W/results/open/$t.q$RATE.$r.json"
+      taskset -c "$LG_CPU" "$OHA" -c "$CONNS" -q "$RATE" --latency-correction -z "${OL_DUR}s" --no-tui \
+        "${OHA_JSON[@]}" "${URL[$t]}" >"$out"
+      python3 - "$out" "$t" "$r" <<'PY' >&2
+import json, sys
+d = json.load(open(sys.argv[1])); s = d["summary"]; p = d["latencyPercentiles"]
+print(f"    {sys.argv[2]:11s} rep {sys.argv[3]}: {s['requestsPerSec']:.0f} req/s "
+      f"p50 {p['p50'] * 1e3:.3f} ms p99 {p['p99'] * 1e3:.3f} ms success {s['successRate']}")
+PY
+      sleep 1
+    done
+  done
+  step_end
+else
+  log "oha not found ($OHA): skipping the open-loop step. Install it with: cargo install --locked oha"
+fi
+
+# ---------------------------------------------------------------------------------------------
+python3 - "$W/results" "$RATE" "$OPEN_LOOP" "${ORDER[@]}" <<'PY' | tee "$W/summary.md"
+import glob, json, os, re, statistics as st, sys
+
+res, rate, open_loop, order = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4:]
+
+def ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s)$", v)
+    x, u = float(m.group(1)), m.group(2)
+    return x / 1000 if u == "us" else x * 1000 if u == "s" else x
+
+def wrk(path):
+    t = open(path).read()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+    p50 = ms(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1))
+    p99 = ms(re.search(r"^\s+99%\s+(\S+)", t, re.M).group(1))
+    errs = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+    if m:
+        errs += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
+    if m:
+        errs += sum(int(g) for g in m.groups())
+    return rps, p50, p99, errs
+
+closed = {t: [wrk(f) for f in sorted(glob.glob(os.path.join(res, "closed", f"{t}.*.txt")))] for t in order}
+opened = {}
+for t in order:
+    for f in sorted(glob.glob(os.path.join(res, "open", f"{t}.q{rate}.*.json"))):
+        d = json.load(open(f))
+        s, p = d["summary"], d["latencyPercentiles"]
+        opened.setdefault(t, []).append((s["requestsPerSec"], p["p50"] * 1e3, p["p99"] * 1e3, s.get("successRate", 1.0)))
+
+med = lambda rows, i: st.median(r[i] for r in rows)
+nginx_rps = med(closed["nginx"], 0) if closed.get("nginx") else None
+direct_ol_p99 = med(opened["direct"], 2) if opened.get("direct") else None
+
+print()
+print(f"## Pinned layout: wrk -t1 -c64 closed loop ({len(closed[order[0]])} reps, median)"
+      + (f"; oha open loop at {rate} req/s" if open_loop else "; open loop skipped (no oha)"))
+print()
+print(f"| target | rps median (min–max) | ÷ nginx | p50 ms | p99 ms | errors | open {rate}/s: rps | p50 ms | p99 ms | added p99 vs direct ms |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for t in order:
+    rows = closed.get(t) or []
+    if rows:
+        rps = med(rows, 0)
+        ratio = f"{rps / nginx_rps:.2f}" if nginx_rps else ""
+        c = (f"{rps:,.0f} ({min(r[0] for r in rows):,.0f}–{max(r[0] for r in rows):,.0f}) | "
+             f"{ratio} | {med(rows, 1):.2f} | {med(rows, 2):.2f} | {sum(r[3] for r in rows)}")
+    else:
+        c = " | | | | "
+    o = opened.get(t) or []
+    if o:
+        added = "" if t == "direct" or direct_ol_p99 is None else f"{med(o, 2) - direct_ol_p99:+.3f}"
+        oc = f"{med(o, 0):,.0f} | {med(o, 1):.3f} | {med(o, 2):.3f} | {added}"
+        if min(r[3] for r in o) < 1.0:
+            oc += f" (success {min(r[3] for r in o):.4f})"
+    else:
+        oc = " | | | "
+    print(f"| {t} | {c} | {oc} |")
+print()
+print("errors = non-2xx + socket errors summed over all closed-loop runs (must be 0).")
+PY
+
+# ---------------------------------------------------------------------------------------------
+if [ "$PROPAGATION" = 1 ]; then
+  PROP_BIN="${PROPAGATION_BIN:-$BIN/portcullis-bench-propagation}"
+  if [ -x "$PROP_BIN" ]; then
+    step_begin "config propagation (200 updates)"
+    rc=0
+    "$PROP_BIN" --api "$API" --admin-secret "$ADMIN_SECRET" --gateway http://127.0.0.1:18002 --updates 200 \
+      2>&1 | tee "$W/propagation.txt" || rc=$?
+    [ "$rc" = 0 ] || log "!! portcullis-bench-propagation exited with $rc (output in $W/propagation.txt)"
+    step_end
+  else
+    log "note: $PROP_BIN not found: skipping the propagation benchmark (build the package that provides it, or PROPAGATION=0)"
+  fi
+fi
+log "summary: $W/summary.md"
