@@ -33,11 +33,13 @@ BIN="$CARGO_TARGET_DIR/release"
 
 # ---------------------------------------------------------------------------------------------
 # process bookkeeping: $PIDDIR/NAME.pid holds "PID STARTTIME" (start time guards against PID reuse)
-start_bg() { # start_bg NAME CMD...   (env assignments before the call reach the process)
+LAST_PID=""
+start_bg() { # start_bg NAME CMD...   (env assignments before the call reach the process; sets LAST_PID)
   local name="$1" pid
   shift
   nohup "$@" >"$LOGDIR/$name.log" 2>&1 </dev/null &
   pid=$!
+  LAST_PID=$pid
   printf '%s %s\n' "$pid" "$(proc_start_time "$pid" || echo 0)" >"$PIDDIR/$name.pid"
   log "    started $name (pid $pid, log $LOGDIR/$name.log)"
 }
@@ -199,7 +201,7 @@ do_up() {
   step_begin "demo upstream"
   write_upstream
   start_bg upstream python3 "$STATE/upstream.py" 127.0.0.1 "$UPSTREAM_PORT"
-  wait_http_code 200 10 "$(recorded_pid upstream)" "http://127.0.0.1:$UPSTREAM_PORT/"
+  wait_http_code 200 10 "$LAST_PID" "http://127.0.0.1:$UPSTREAM_PORT/"
   step_end
 
   step_begin "control plane"
@@ -207,7 +209,7 @@ do_up() {
     PORTCULLIS_ADMIN_SECRET="$admin_secret" \
     PORTCULLIS_ENCRYPTION_SECRET="$enc_secret" \
     start_bg cp "$BIN/portcullis-cp" serve --api-listen "$API_ADDR" --sync-listen "$SYNC_ADDR"
-  wait_http_code 200 30 "$(recorded_pid cp)" "$API/hello"
+  wait_http_code 200 30 "$LAST_PID" "$API/hello"
   step_end
 
   step_begin "gateway"
@@ -217,13 +219,14 @@ do_up() {
     PORTCULLIS_ENCRYPTION_SECRET="$enc_secret" \
     start_bg gw "$BIN/portcullis-gw" run --listen "$PROXY_ADDR" --admin-listen "$GW_ADMIN_ADDR" \
     --control-plane "https://$SYNC_ADDR" --ca-hash "$BOOT_CA_HASH" --state-dir "$STATE/gw-state"
-  wait_http_code 200 30 "$(recorded_pid gw)" "http://$GW_ADMIN_ADDR/ready"
+  GW_PID="$LAST_PID"
+  wait_http_code 200 30 "$GW_PID" "http://$GW_ADMIN_ADDR/ready"
   step_end
 
   step_begin "demo API /demo/"
   tyk_api_upsert "$API" "$admin_secret" demo \
     '{"name":"demo","api_id":"demo","use_keyless":true,"active":true,"proxy":{"listen_path":"/demo/","target_url":"http://127.0.0.1:'"$UPSTREAM_PORT"'/","strip_listen_path":true}}'
-  wait_http_code 200 30 "$(recorded_pid gw)" "http://$PROXY_ADDR/demo/"
+  wait_http_code 200 30 "$GW_PID" "http://$PROXY_ADDR/demo/"
   step_end
 
   UP_DONE=1

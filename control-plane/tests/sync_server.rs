@@ -1,6 +1,8 @@
 //! The sync server against a real Postgres, with a raw gRPC client over real TLS: join rules,
 //! per-call certificate checks, snapshots, per-group deltas and bookmarks.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step should stop a test loudly
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,2 +1,17 @@
-//! Portcullis edge gateway (being written).
+//! Portcullis edge gateway: the proxy, its routing table, the admin port and the sync client
+//! that keeps the configuration in step with the control plane.
+
+pub mod admin;
+pub mod applied;
+pub mod cli;
 pub mod config;
+pub mod error;
+pub mod proxy;
+pub mod router;
+pub mod shared;
+pub mod sync;
+
+mod gateway;
+
+pub use config::Config;
+pub use gateway::{Gateway, RunError, StartError, start};

@@ -91,7 +91,7 @@ ensure_protoc() { ensure_cmd protoc protobuf-compiler; }
 # ---------------------------------------------------------------------------------------------
 # Postgres
 pg_ready() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT" -t 3 >/dev/null 2>&1; }
-pg_psql() { PGCONNECT_TIMEOUT=5 psql -X -q -v ON_ERROR_STOP=1 -At "$@" </dev/null; }
+pg_psql() { PGCONNECT_TIMEOUT=5 PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -At "$@" </dev/null; }
 pg_login_ok() { pg_psql "$PORTCULLIS_PG_ADMIN_URL" -c 'select 1' >/dev/null 2>&1; }
 pg_wait() {
   for _ in $(seq 1 "${1:-30}"); do pg_ready && return 0; sleep 1; done

@@ -7,6 +7,7 @@ pub mod config_hash;
 pub mod envelope;
 pub mod key_hash;
 pub mod model;
+pub mod pin;
 pub mod version;
 
 /// Generated tonic/prost code for `portcullis.sync.v1`.

@@ -1,1 +1,41 @@
-//! placeholder
+//! Test harness: per-test databases, an echo upstream, and control planes and gateways each on
+//! their own runtime and thread, so a test can stop one (its runtime is dropped, its sockets
+//! close) and start it again.
+
+// Test support: a failed setup step should stop the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod component;
+pub mod echo;
+pub mod stack;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use component::{Cp, Dp, DpOptions, keyless_api};
+pub use echo::{EchoUpstream, Received};
+pub use stack::{ADMIN_SECRET, ENCRYPTION_SECRET, TestDb};
+
+/// Installs the process-wide rustls provider once (reqwest is built without one).
+pub fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Polls `check` every 20 ms until it yields `Some`, or fails after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,16 +1,8 @@
 //! Reading what the CA needs out of certificates: the SPKI pin and a node's identity.
 
-use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-/// `sha256:<hex>` of a certificate's SubjectPublicKeyInfo, as kubeadm pins CAs.
-pub fn spki_sha256(cert_der: &[u8]) -> Result<String, String> {
-    let (_, cert) = X509Certificate::from_der(cert_der).map_err(|e| e.to_string())?;
-    Ok(format!(
-        "sha256:{}",
-        hex::encode(Sha256::digest(cert.tbs_certificate.subject_pki.raw))
-    ))
-}
+pub use portcullis_proto::pin::spki_sha256;
 
 /// Identity carried by a node certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]

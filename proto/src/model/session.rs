@@ -187,13 +187,13 @@ impl SessionState {
             ));
         }
         for (api, access) in &s.access_rights {
-            if let Some(limit) = &access.limit {
-                if !limit.rate.is_finite() || !limit.per.is_finite() {
-                    return Err(ValidationError::new(
-                        format!("access_rights.{api}.limit"),
-                        "must be finite numbers",
-                    ));
-                }
+            if let Some(limit) = &access.limit
+                && (!limit.rate.is_finite() || !limit.per.is_finite())
+            {
+                return Err(ValidationError::new(
+                    format!("access_rights.{api}.limit"),
+                    "must be finite numbers",
+                ));
             }
         }
         Ok(())

@@ -1,1 +1,9 @@
+//! End-to-end tests: real control planes and gateways (each on its own runtime), real Postgres
+//! (one database per test), real TLS between them and real HTTP everywhere.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step should stop a test loudly
+
+mod fleet;
+mod management;
+mod proxy;
+mod resilience;

@@ -1,0 +1,133 @@
+//! Admin port: `/hello` (liveness), `/ready` (503 until the first configuration, then 200 for
+//! good, whatever the control plane does), `/metrics` (Prometheus text).
+
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::shared::Shared;
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+fn metrics(shared: &Shared) -> String {
+    let s = &shared.stats;
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, kind: &str, value: i64| {
+        let _ = write!(
+            out,
+            "# HELP portcullis_gateway_{name} {help}\n# TYPE portcullis_gateway_{name} {kind}\nportcullis_gateway_{name} {value}\n"
+        );
+    };
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    gauge(
+        "applied_revision",
+        "Revision of the configuration being served.",
+        "gauge",
+        s.applied_revision.load(Ordering::Relaxed),
+    );
+    gauge(
+        "cp_connected",
+        "1 while a watch stream to a control plane is open.",
+        "gauge",
+        i64::from(s.connected.load(Ordering::Relaxed)),
+    );
+    gauge(
+        "ready",
+        "1 once a configuration has been applied.",
+        "gauge",
+        i64::from(shared.is_ready()),
+    );
+    gauge(
+        "apis",
+        "APIs in the routing table.",
+        "gauge",
+        i64::try_from(shared.table.load().len()).unwrap_or(i64::MAX),
+    );
+    gauge(
+        "sync_snapshots_total",
+        "Snapshots applied.",
+        "counter",
+        n(s.snapshots.load(Ordering::Relaxed)),
+    );
+    gauge(
+        "sync_changes_total",
+        "Deltas applied.",
+        "counter",
+        n(s.changes.load(Ordering::Relaxed)),
+    );
+    gauge(
+        "sync_nacks_total",
+        "Messages rejected.",
+        "counter",
+        n(s.nacks.load(Ordering::Relaxed)),
+    );
+    gauge(
+        "sync_connects_total",
+        "Watch streams opened.",
+        "counter",
+        n(s.connects.load(Ordering::Relaxed)),
+    );
+    out
+}
+
+fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/hello" => respond(
+            StatusCode::OK,
+            "application/json",
+            format!(
+                r#"{{"status":"pass","version":"{}","description":"Portcullis gateway"}}"#,
+                portcullis_proto::version::BUILD_VERSION
+            ),
+        ),
+        "/ready" if shared.is_ready() => respond(
+            StatusCode::OK,
+            "application/json",
+            r#"{"status":"ready"}"#.into(),
+        ),
+        "/ready" => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/json",
+            r#"{"status":"waiting for the first configuration"}"#.into(),
+        ),
+        "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", metrics(shared)),
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "application/json",
+            r#"{"error":"Not found"}"#.into(),
+        ),
+    }
+}
+
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(route(&shared, &req)) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

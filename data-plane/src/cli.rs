@@ -1,0 +1,108 @@
+//! Command line of `portcullis-gw`; every flag also reads an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "portcullis-gw", version, about = "Portcullis edge gateway")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Join (if needed), sync and proxy (the default).
+    Run,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[arg(long, env = "PORTCULLIS_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    #[arg(
+        long,
+        env = "PORTCULLIS_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9080"
+    )]
+    pub admin_listen: SocketAddr,
+    /// Control-plane sync URL, https://HOST:7443 (repeat or comma-separate for several replicas).
+    #[arg(
+        long = "control-plane",
+        env = "PORTCULLIS_CONTROL_PLANE",
+        value_delimiter = ','
+    )]
+    pub control_planes: Vec<url::Url>,
+    #[arg(long, env = "PORTCULLIS_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    pub bootstrap_token: Option<String>,
+    /// sha256:HEX pin of the node CA (printed by `portcullis-cp token create`).
+    #[arg(long, env = "PORTCULLIS_CA_HASH")]
+    pub ca_hash: Option<String>,
+    #[arg(long, env = "PORTCULLIS_GROUP")]
+    pub group: Option<String>,
+    /// Name shown in the node registry (default: host name).
+    #[arg(long, env = "PORTCULLIS_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Keeps the node identity and last configuration across restarts.
+    #[arg(long, env = "PORTCULLIS_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[arg(long, env = "PORTCULLIS_ENCRYPTION_SECRET", hide_env_values = true)]
+    pub encryption_secret: Option<String>,
+    /// Upstream timeout in seconds when an API sets no proxy.timeout.
+    #[arg(long, env = "PORTCULLIS_UPSTREAM_TIMEOUT", default_value_t = 30.0)]
+    pub upstream_timeout: f64,
+    /// Tokio worker threads (default: one per core).
+    #[arg(long, env = "PORTCULLIS_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+    #[arg(long, env = "PORTCULLIS_LOG_JSON")]
+    pub log_json: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("missing {0} (flag or environment variable)")]
+    Missing(&'static str),
+    #[error("--upstream-timeout must be a positive number of seconds")]
+    Timeout,
+}
+
+impl RunArgs {
+    pub fn to_config(&self) -> Result<Config, CliError> {
+        if self.control_planes.is_empty() {
+            return Err(CliError::Missing(
+                "--control-plane / PORTCULLIS_CONTROL_PLANE",
+            ));
+        }
+        if !(self.upstream_timeout.is_finite() && self.upstream_timeout > 0.0) {
+            return Err(CliError::Timeout);
+        }
+        Ok(Config {
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            control_planes: self.control_planes.clone(),
+            bootstrap_token: self.bootstrap_token.clone(),
+            ca_hash: self
+                .ca_hash
+                .clone()
+                .ok_or(CliError::Missing("--ca-hash / PORTCULLIS_CA_HASH"))?,
+            group: self.group.clone(),
+            node_name: self.node_name.clone().unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_else(|_| "edge".into())
+            }),
+            state_dir: self.state_dir.clone(),
+            encryption_secret: self.encryption_secret.clone().ok_or(CliError::Missing(
+                "--encryption-secret / PORTCULLIS_ENCRYPTION_SECRET",
+            ))?,
+            upstream_timeout: Duration::from_secs_f64(self.upstream_timeout),
+        })
+    }
+}

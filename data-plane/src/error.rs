@@ -1,0 +1,44 @@
+//! Every error a client of the proxy can see, mapped to a status and a Tyk-style JSON body
+//! `{"error": "..."}` in one place.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    #[error("No API found for this path")]
+    NoRoute,
+    #[error("Authorization field missing")]
+    AuthMissing,
+    #[error("There was a problem proxying the request")]
+    Upstream,
+    #[error("Upstream service reached hard timeout.")]
+    Timeout,
+    #[error("Gateway has no configuration yet")]
+    NotReady,
+}
+
+impl ProxyError {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::AuthMissing => StatusCode::UNAUTHORIZED,
+            Self::Upstream => StatusCode::BAD_GATEWAY,
+            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The response body, built without serde: the messages are fixed strings without quotes.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let body = format!("{{\n    \"error\": \"{self}\"\n}}");
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
+    }
+}

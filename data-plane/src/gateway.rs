@@ -1,0 +1,189 @@
+//! Wiring: state dir, listeners, proxy, admin port and sync client, all on the caller's runtime
+//! (a test can run several gateways in one process and stop one by dropping its runtime).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::applied::AppliedConfig;
+use crate::config::Config;
+use crate::proxy::{self, Proxy};
+use crate::shared::{Shared, SyncStats};
+use crate::sync::identity::StateDir;
+use crate::sync::{SyncClient, SyncFatal};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("at least one --control-plane URL is needed")]
+    NoControlPlane,
+    #[error("--ca-hash must look like sha256:<64 hex digits>, got {0:?}")]
+    CaHash(String),
+    #[error("no node identity in the state dir and no --bootstrap-token to join with")]
+    NoToken,
+    #[error("state dir {path}: {reason}")]
+    StateDir { path: String, reason: String },
+    #[error("cannot listen on {addr} for the {what}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS client configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("sync: {0}")]
+    Sync(#[from] SyncFatal),
+    #[error("{what} server failed: {source}")]
+    Server {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("a gateway task ended unexpectedly: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A running gateway.
+pub struct Gateway {
+    proxy_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    shared: Arc<Shared>,
+    proxy_task: JoinHandle<std::io::Result<()>>,
+    admin_task: JoinHandle<std::io::Result<()>>,
+    sync_task: JoinHandle<Result<(), SyncFatal>>,
+}
+
+impl Gateway {
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn node_id(&self) -> Option<String> {
+        self.shared.node_id.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// The state the gateway shares between its tasks (routing table, readiness, sync stats).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    pub fn sync_stats(&self) -> &SyncStats {
+        &self.shared.stats
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.shared.is_ready()
+    }
+
+    /// True once the sync task has given up (wrong CA pin, refused token...).
+    pub fn sync_failed(&self) -> bool {
+        self.sync_task.is_finished()
+    }
+
+    /// Runs until a server fails or the sync task gives up for good. A sync failure is
+    /// reported while the proxy keeps serving until the caller drops the gateway.
+    pub async fn wait(mut self) -> Result<(), RunError> {
+        tokio::select! {
+            r = &mut self.proxy_task => r?.map_err(|source| RunError::Server { what: "proxy", source }),
+            r = &mut self.admin_task => r?.map_err(|source| RunError::Server { what: "admin", source }),
+            r = &mut self.sync_task => Ok(r??),
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.proxy_task.abort();
+        self.admin_task.abort();
+        self.sync_task.abort();
+    }
+}
+
+fn valid_ca_hash(h: &str) -> bool {
+    h.strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+async fn bind(
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), StartError> {
+    let err = |source| StartError::Bind { what, addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(err)?;
+    let local = listener.local_addr().map_err(err)?;
+    Ok((listener, local))
+}
+
+/// Starts the gateway: loads the state dir (serving its configuration at once), binds the
+/// listeners and starts syncing. Returns once the listeners are bound.
+pub async fn start(config: Config) -> Result<Gateway, StartError> {
+    if config.control_planes.is_empty() {
+        return Err(StartError::NoControlPlane);
+    }
+    if !valid_ca_hash(&config.ca_hash) {
+        return Err(StartError::CaHash(config.ca_hash.clone()));
+    }
+    let shared = Shared::new();
+    let state_err = |path: &std::path::Path, reason: String| StartError::StateDir {
+        path: path.display().to_string(),
+        reason,
+    };
+    let state_dir = match &config.state_dir {
+        Some(p) => Some(StateDir::open(p).map_err(|e| state_err(p, e.to_string()))?),
+        None => None,
+    };
+    let mut identity = None;
+    let mut applied = None;
+    if let (Some(dir), Some(path)) = (&state_dir, &config.state_dir) {
+        identity = dir.load_identity().map_err(|e| state_err(path, e))?;
+        if let Some(id) = &identity {
+            *shared.node_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.node_id.clone());
+            match dir.load_config(&config.encryption_secret, &id.group) {
+                Ok(Some(snapshot)) => match AppliedConfig::from_snapshot(&[snapshot]) {
+                    Ok(c) => {
+                        tracing::info!(
+                            revision = c.revision,
+                            resources = c.len(),
+                            "serving the configuration from the state dir"
+                        );
+                        shared.install(c.routing_table(), c.revision);
+                        applied = Some(c);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ignoring the configuration in the state dir")
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "ignoring the configuration in the state dir"),
+            }
+        }
+    }
+    if identity.is_none() && config.bootstrap_token.is_none() {
+        return Err(StartError::NoToken);
+    }
+
+    let (proxy_listener, proxy_addr) = bind("proxy", config.listen).await?;
+    let (admin_listener, admin_addr) = bind("admin port", config.admin_listen).await?;
+    let proxy = Arc::new(Proxy::new(shared.clone(), config.upstream_timeout)?);
+    let proxy_task = tokio::spawn(proxy::serve(proxy_listener, proxy));
+    let admin_task = tokio::spawn(crate::admin::serve(admin_listener, shared.clone()));
+    let sync = SyncClient::new(config, shared.clone(), state_dir, identity, applied);
+    let sync_task = tokio::spawn(sync.run());
+    tracing::info!(%proxy_addr, %admin_addr, "gateway started");
+    Ok(Gateway {
+        proxy_addr,
+        admin_addr,
+        shared,
+        proxy_task,
+        admin_task,
+        sync_task,
+    })
+}

@@ -1,0 +1,88 @@
+//! Building the upstream request from the client's and relaying the answer.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::{HOST, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri, Version};
+use http_body_util::Either;
+use hyper::body::Incoming;
+
+use super::headers::{add_forwarded, remove_hop_by_hop};
+use super::{ProxyBody, UpstreamClient};
+use crate::error::ProxyError;
+use crate::router::Route;
+
+/// The upstream path: the target's base path joined with what follows the listen path
+/// (or the whole path when `strip_listen_path` is off), with one slash between them.
+pub fn upstream_path_and_query(route: &Route, uri: &Uri) -> Option<PathAndQuery> {
+    let path = uri.path();
+    let rest = if route.strip_listen_path {
+        let lp = route.listen_path.trim_end_matches('/');
+        path.strip_prefix(lp).unwrap_or(path)
+    } else {
+        path
+    };
+    let query = uri.query();
+    let mut out = String::with_capacity(
+        route.target_base.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1,
+    );
+    out.push_str(&route.target_base);
+    if !rest.starts_with('/') {
+        out.push('/');
+    }
+    out.push_str(rest);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    PathAndQuery::try_from(out).ok()
+}
+
+pub async fn forward(
+    client: &UpstreamClient,
+    route: &Route,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+    default_timeout: Duration,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (mut parts, body) = req.into_parts();
+    let path_and_query = upstream_path_and_query(route, &parts.uri).ok_or(ProxyError::Upstream)?;
+    let client_authority = parts.uri.authority().cloned();
+    parts.uri = Uri::builder()
+        .scheme(route.scheme.clone())
+        .authority(route.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| ProxyError::Upstream)?;
+    let client_version = parts.version;
+    parts.version = Version::HTTP_11;
+    remove_hop_by_hop(&mut parts.headers);
+    if route.preserve_host_header {
+        // HTTP/2 clients send :authority instead of Host.
+        if !parts.headers.contains_key(HOST)
+            && let Some(a) = client_authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(HOST, a);
+        }
+    } else if let Ok(h) = HeaderValue::from_str(route.authority.as_str()) {
+        parts.headers.insert(HOST, h);
+    }
+    add_forwarded(&mut parts.headers, remote.ip(), "http");
+
+    let timeout = route.timeout.unwrap_or(default_timeout);
+    let upstream =
+        tokio::time::timeout(timeout, client.request(Request::from_parts(parts, body))).await;
+    let mut resp = match upstream {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            tracing::debug!(api_id = %route.api_id, error = %e, "upstream request failed");
+            return Err(ProxyError::Upstream);
+        }
+        Err(_) => return Err(ProxyError::Timeout),
+    };
+    remove_hop_by_hop(resp.headers_mut());
+    *resp.version_mut() = client_version;
+    Ok(resp.map(Either::Left))
+}

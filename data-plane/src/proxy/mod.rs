@@ -1,0 +1,121 @@
+//! The proxy server: accepts HTTP/1.1 and HTTP/2 (h2c) clients, routes each request and
+//! forwards it to the upstream with a pooled client, streaming bodies both ways.
+
+mod forward;
+pub mod headers;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::error::ProxyError;
+use crate::shared::Shared;
+
+/// Upstream bodies pass through untouched; gateway answers are small full bodies.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+
+/// Per-process proxy state, shared by every connection.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    client: UpstreamClient,
+    default_timeout: Duration,
+}
+
+impl Proxy {
+    pub fn new(shared: Arc<Shared>, default_timeout: Duration) -> Result<Self, rustls::Error> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(provider)?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(https);
+        Ok(Self {
+            shared,
+            client,
+            default_timeout,
+        })
+    }
+
+    async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<ProxyBody> {
+        let table = self.shared.table.load();
+        if !self.shared.is_ready() {
+            return reply(ProxyError::NotReady);
+        }
+        let host = req.uri().host().or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
+        let Some(route) = table.lookup(host, req.uri().path()).cloned() else {
+            return reply(ProxyError::NoRoute);
+        };
+        drop(table);
+        // Authentication methods plug in here (issue 4); until then only keyless APIs pass.
+        if !route.keyless {
+            return reply(ProxyError::AuthMissing);
+        }
+        match forward::forward(&self.client, &route, req, remote, self.default_timeout).await {
+            Ok(resp) => resp,
+            Err(e) => reply(e),
+        }
+    }
+}
+
+fn reply(e: ProxyError) -> Response<ProxyBody> {
+    e.into_response().map(Either::Right)
+}
+
+/// Serves connections until the listener fails.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) -> std::io::Result<()> {
+    let builder = Arc::new(hyper_util::server::conn::auto::Builder::new(
+        TokioExecutor::new(),
+    ));
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(proxy.handle(req, remote).await) }
+            });
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, %remote, "client connection ended with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,212 @@
+//! The routing table: APIs by host, then by longest listen path. Built aside from validated
+//! definitions and swapped in whole, so a request sees one consistent configuration.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use portcullis_proto::model::{ApiDefinition, ValidationError};
+
+/// Everything the proxy needs to forward to one API, parsed once per configuration change.
+#[derive(Debug)]
+pub struct Route {
+    pub api_id: String,
+    pub domain: String,
+    pub listen_path: String,
+    pub strip_listen_path: bool,
+    pub preserve_host_header: bool,
+    pub keyless: bool,
+    pub active: bool,
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Path prefix of `target_url`, without a trailing slash ("" for the root).
+    pub target_base: String,
+    /// `proxy.timeout` when set; otherwise the gateway default applies.
+    pub timeout: Option<Duration>,
+}
+
+impl Route {
+    pub fn from_definition(def: &ApiDefinition) -> Result<Self, ValidationError> {
+        let spec = def.spec();
+        let target: url::Url = spec.proxy.target_url.parse().map_err(|e| {
+            ValidationError::new("proxy.target_url", format!("not an absolute URL: {e}"))
+        })?;
+        let scheme = match target.scheme() {
+            "http" => Scheme::HTTP,
+            "https" => Scheme::HTTPS,
+            other => {
+                return Err(ValidationError::new(
+                    "proxy.target_url",
+                    format!("unsupported scheme {other}"),
+                ));
+            }
+        };
+        let host = target
+            .host_str()
+            .ok_or_else(|| ValidationError::new("proxy.target_url", "has no host"))?;
+        let authority = match target.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        };
+        let authority: Authority = authority.parse().map_err(|_| {
+            ValidationError::new("proxy.target_url", "host is not a valid authority")
+        })?;
+        let timeout =
+            (spec.proxy.timeout > 0.0).then(|| Duration::from_secs_f64(spec.proxy.timeout));
+        Ok(Self {
+            api_id: spec.api_id.clone(),
+            domain: spec.domain.to_ascii_lowercase(),
+            listen_path: spec.proxy.listen_path.clone(),
+            strip_listen_path: spec.proxy.strip_listen_path,
+            preserve_host_header: spec.proxy.preserve_host_header,
+            keyless: spec.use_keyless,
+            active: spec.active,
+            scheme,
+            authority,
+            target_base: target.path().trim_end_matches('/').to_owned(),
+            timeout,
+        })
+    }
+
+    /// True when `path` is under this route's listen path ("/a/" also takes "/a").
+    fn matches(&self, path: &str) -> bool {
+        let lp = self.listen_path.as_str();
+        if path.starts_with(lp) {
+            // "/api" must not take "/apiary": the next character must end a segment.
+            return lp.ends_with('/')
+                || path.len() == lp.len()
+                || matches!(path.as_bytes()[lp.len()], b'/' | b'?');
+        }
+        lp.len() > 1 && lp.ends_with('/') && path == &lp[..lp.len() - 1]
+    }
+}
+
+/// Routes grouped by host; each group sorted by listen path length, longest first.
+#[derive(Debug, Default)]
+pub struct RoutingTable {
+    by_domain: HashMap<String, Vec<Arc<Route>>>,
+    any_domain: Vec<Arc<Route>>,
+    len: usize,
+}
+
+impl RoutingTable {
+    pub fn new<'a>(routes: impl IntoIterator<Item = &'a Arc<Route>>) -> Self {
+        let mut table = Self::default();
+        for route in routes {
+            if !route.active {
+                continue;
+            }
+            table.len += 1;
+            if route.domain.is_empty() {
+                table.any_domain.push(route.clone());
+            } else {
+                table
+                    .by_domain
+                    .entry(route.domain.clone())
+                    .or_default()
+                    .push(route.clone());
+            }
+        }
+        let longest_first = |v: &mut Vec<Arc<Route>>| {
+            v.sort_by(|a, b| {
+                b.listen_path
+                    .len()
+                    .cmp(&a.listen_path.len())
+                    .then_with(|| a.listen_path.cmp(&b.listen_path))
+            })
+        };
+        longest_first(&mut table.any_domain);
+        table.by_domain.values_mut().for_each(longest_first);
+        table
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The API for a request: APIs bound to the request's host first, then host-less ones.
+    pub fn lookup(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
+        if let Some(host) = host.filter(|_| !self.by_domain.is_empty()) {
+            let host = strip_port(host);
+            let found = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.by_domain.get(&host.to_ascii_lowercase())
+            } else {
+                self.by_domain.get(host)
+            };
+            if let Some(route) = found.and_then(|routes| routes.iter().find(|r| r.matches(path))) {
+                return Some(route);
+            }
+        }
+        self.any_domain.iter().find(|r| r.matches(path))
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+    }
+    host.rsplit_once(':')
+        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn route(id: &str, domain: &str, listen_path: &str) -> Arc<Route> {
+        let def = ApiDefinition::from_value(json!({
+            "api_id": id, "domain": domain, "use_keyless": true,
+            "proxy": {"listen_path": listen_path, "target_url": "http://127.0.0.1:1/base/"}
+        }))
+        .unwrap();
+        Arc::new(Route::from_definition(&def).unwrap())
+    }
+
+    #[test]
+    fn longest_listen_path_wins_and_segments_are_respected() {
+        let routes = [
+            route("root", "", "/"),
+            route("a", "", "/api/"),
+            route("ab", "", "/api/b/"),
+            route("x", "", "/x"),
+        ];
+        let t = RoutingTable::new(routes.iter());
+        let id = |p: &str| t.lookup(None, p).map(|r| r.api_id.clone());
+        assert_eq!(id("/api/b/c").as_deref(), Some("ab"));
+        assert_eq!(id("/api/c").as_deref(), Some("a"));
+        assert_eq!(id("/api").as_deref(), Some("a"));
+        assert_eq!(id("/x/y").as_deref(), Some("x"));
+        assert_eq!(id("/xy").as_deref(), Some("root"), "/x must not take /xy");
+        assert_eq!(id("/other").as_deref(), Some("root"));
+    }
+
+    #[test]
+    fn host_bound_apis_come_first_and_ports_or_case_do_not_matter() {
+        let routes = [
+            route("any", "", "/p/"),
+            route("eu", "eu.example.com", "/p/"),
+        ];
+        let t = RoutingTable::new(routes.iter());
+        assert_eq!(
+            t.lookup(Some("EU.example.com:8080"), "/p/1")
+                .unwrap()
+                .api_id,
+            "eu"
+        );
+        assert_eq!(
+            t.lookup(Some("us.example.com"), "/p/1").unwrap().api_id,
+            "any"
+        );
+        assert_eq!(t.lookup(None, "/p/1").unwrap().api_id, "any");
+        assert!(t.lookup(None, "/q").is_none());
+        assert_eq!(route("r", "", "/").target_base, "/base");
+    }
+}

@@ -1,0 +1,61 @@
+//! State shared between the sync client (writer), the proxy and the admin port (readers).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+
+use crate::router::RoutingTable;
+
+#[derive(Default)]
+pub struct Shared {
+    pub table: ArcSwap<RoutingTable>,
+    ready: AtomicBool,
+    pub stats: SyncStats,
+    /// Set once joined (or loaded from the state dir).
+    pub node_id: std::sync::Mutex<Option<String>>,
+}
+
+impl Shared {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Swaps in a new routing table; from then on the gateway is ready for good.
+    pub fn install(&self, table: RoutingTable, revision: i64) {
+        self.table.store(Arc::new(table));
+        self.stats
+            .applied_revision
+            .store(revision, Ordering::Release);
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// Counters describing the sync client, for tests, `/metrics` and operators.
+#[derive(Default, Debug)]
+pub struct SyncStats {
+    pub applied_revision: AtomicI64,
+    pub snapshots: AtomicU64,
+    pub changes: AtomicU64,
+    pub bookmarks: AtomicU64,
+    pub nacks: AtomicU64,
+    pub connects: AtomicU64,
+    pub connected: AtomicBool,
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl SyncStats {
+    pub fn set_error(&self, e: impl Into<String>) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = Some(e.into());
+        }
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|g| g.clone())
+    }
+}

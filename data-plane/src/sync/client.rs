@@ -1,0 +1,322 @@
+//! The long-running sync task: join if needed, then watch, reconnecting with jittered
+//! exponential backoff across the configured control planes. The gateway keeps serving its last
+//! configuration whatever happens here.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use portcullis_proto::sync::sync_client::SyncClient as Grpc;
+use portcullis_proto::sync::watch_request::Message as Outbound;
+use portcullis_proto::sync::watch_response::Message as Inbound;
+use portcullis_proto::sync::{Ack, Hello, Nack, Snapshot, WatchRequest};
+use portcullis_proto::version::BUILD_VERSION;
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::connect;
+use super::identity::{Identity, StateDir};
+use super::join::{JoinFailure, JoinParams, error_chain, join};
+use crate::applied::{AppliedConfig, ApplyError};
+use crate::config::Config;
+use crate::shared::Shared;
+
+/// Snapshots of many thousands of APIs arrive in 1 MiB chunks; deltas can be larger.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Why the sync task gave up for good. The gateway keeps serving what it has.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SyncFatal {
+    #[error("{0}")]
+    PinMismatch(String),
+    #[error("{0}")]
+    JoinRefused(String),
+    #[error("no node identity in the state dir and no --bootstrap-token to join with")]
+    NoToken,
+    #[error("state dir: {0}")]
+    StateDir(String),
+}
+
+pub struct SyncClient {
+    config: Config,
+    shared: Arc<Shared>,
+    state_dir: Option<StateDir>,
+    identity: Option<Identity>,
+    applied: Option<AppliedConfig>,
+    next_cp: usize,
+}
+
+struct Backoff(Duration);
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(BACKOFF_MAX);
+        // Full jitter in [d/2, d): a fleet reconnecting after a CP restart spreads out.
+        let half = d / 2;
+        half + Duration::from_micros(rand::rng().random_range(0..=half.as_micros().max(1) as u64))
+    }
+
+    fn reset(&mut self) {
+        self.0 = BACKOFF_MIN;
+    }
+}
+
+enum StreamEnd {
+    /// Worth retrying (after a pause); whether any message was applied.
+    Retry { error: String, progressed: bool },
+}
+
+impl SyncClient {
+    pub fn new(
+        config: Config,
+        shared: Arc<Shared>,
+        state_dir: Option<StateDir>,
+        identity: Option<Identity>,
+        applied: Option<AppliedConfig>,
+    ) -> Self {
+        Self {
+            config,
+            shared,
+            state_dir,
+            identity,
+            applied,
+            next_cp: 0,
+        }
+    }
+
+    fn cp_url(&mut self) -> url::Url {
+        let n = self.config.control_planes.len().max(1);
+        let url = self.config.control_planes[self.next_cp % n].clone();
+        self.next_cp = self.next_cp.wrapping_add(1);
+        url
+    }
+
+    pub async fn run(mut self) -> Result<(), SyncFatal> {
+        let identity = match self.identity.clone() {
+            Some(i) => i,
+            None => self.join_with_retry().await?,
+        };
+        if let Ok(mut g) = self.shared.node_id.lock() {
+            *g = Some(identity.node_id.clone());
+        }
+        let (persist_tx, persist_rx) = watch::channel(None::<Snapshot>);
+        if let Some(dir) = self.state_dir.clone() {
+            tokio::spawn(persist(
+                dir,
+                persist_rx,
+                self.config.encryption_secret.clone(),
+                identity.group.clone(),
+            ));
+        }
+        let mut backoff = Backoff(BACKOFF_MIN);
+        loop {
+            let url = self.cp_url();
+            let StreamEnd::Retry { error, progressed } =
+                self.watch_once(&url, &identity, &persist_tx).await;
+            self.shared.stats.connected.store(false, Ordering::Release);
+            tracing::warn!(control_plane = %url, %error, "sync stream ended; serving the last configuration");
+            self.shared.stats.set_error(error);
+            if progressed {
+                backoff.reset();
+            }
+            tokio::time::sleep(backoff.next()).await;
+        }
+    }
+
+    async fn join_with_retry(&mut self) -> Result<Identity, SyncFatal> {
+        let token = self
+            .config
+            .bootstrap_token
+            .clone()
+            .ok_or(SyncFatal::NoToken)?;
+        let mut backoff = Backoff(BACKOFF_MIN);
+        loop {
+            let url = self.cp_url();
+            let result = join(JoinParams {
+                url: &url,
+                token: &token,
+                ca_hash: &self.config.ca_hash,
+                node_name: &self.config.node_name,
+                group: self.config.group.as_deref(),
+            })
+            .await;
+            match result {
+                Ok(identity) => {
+                    tracing::info!(node_id = %identity.node_id, group = %identity.group, control_plane = %url, "joined");
+                    if let Some(dir) = &self.state_dir {
+                        dir.save_identity(&identity)
+                            .map_err(|e| SyncFatal::StateDir(e.to_string()))?;
+                    }
+                    return Ok(identity);
+                }
+                Err(JoinFailure::Fatal(e)) => {
+                    tracing::error!(error = %e, "join failed");
+                    self.shared.stats.set_error(e.to_string());
+                    return Err(e);
+                }
+                Err(JoinFailure::Retry(e)) => {
+                    tracing::warn!(control_plane = %url, error = %e, "join attempt failed; retrying");
+                    self.shared.stats.set_error(e);
+                    tokio::time::sleep(backoff.next()).await;
+                }
+            }
+        }
+    }
+
+    async fn watch_once(
+        &mut self,
+        url: &url::Url,
+        identity: &Identity,
+        persist_tx: &watch::Sender<Option<Snapshot>>,
+    ) -> StreamEnd {
+        let retry = |error: String, progressed| StreamEnd::Retry { error, progressed };
+        let tls = match connect::node_tls(identity) {
+            Ok(t) => t,
+            Err(e) => return retry(e.to_string(), false),
+        };
+        let channel = match connect::channel(url, tls).await {
+            Ok(c) => c,
+            Err(e) => return retry(error_chain(&e), false),
+        };
+        let mut grpc = Grpc::new(channel).max_decoding_message_size(MAX_MESSAGE);
+        let (tx, rx) = mpsc::channel(16);
+        let (revision, hash) = match &self.applied {
+            Some(a) => (u64::try_from(a.revision).unwrap_or(0), a.hash.clone()),
+            None => (0, String::new()),
+        };
+        let hello = Hello {
+            node_id: identity.node_id.clone(),
+            protocol_version: portcullis_proto::PROTOCOL_VERSION,
+            capabilities: vec!["keyless".into()],
+            build_version: BUILD_VERSION.into(),
+            last_revision: revision,
+            config_hash: hash,
+        };
+        let _ = tx
+            .send(WatchRequest {
+                message: Some(Outbound::Hello(hello)),
+            })
+            .await;
+        let mut inbound = match grpc.watch(ReceiverStream::new(rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => return retry(format!("watch refused: {}", status.message()), false),
+        };
+        let stats = &self.shared.stats;
+        stats.connected.store(true, Ordering::Release);
+        stats.connects.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(control_plane = %url, revision, "watching");
+        let mut chunks: Vec<Snapshot> = Vec::new();
+        let mut progressed = false;
+        loop {
+            let msg = match inbound.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => return retry("control plane closed the stream".into(), progressed),
+                Err(status) => {
+                    return retry(format!("stream error: {}", status.message()), progressed);
+                }
+            };
+            let (result, at) = match msg.message {
+                Some(Inbound::Snapshot(s)) => {
+                    if s.chunk == 0 {
+                        chunks.clear();
+                    }
+                    let (last, revision) = (s.chunk + 1 >= s.chunks, s.revision);
+                    chunks.push(s);
+                    if !last {
+                        continue;
+                    }
+                    let result =
+                        AppliedConfig::from_snapshot(&std::mem::take(&mut chunks)).map(|c| {
+                            stats.snapshots.fetch_add(1, Ordering::Relaxed);
+                            self.applied = Some(c);
+                        });
+                    (result, revision)
+                }
+                Some(Inbound::Changes(c)) => {
+                    let result = match self.applied.as_mut() {
+                        Some(a) => a.apply_changes(&c),
+                        None => Err(ApplyError::BaseMismatch {
+                            held: 0,
+                            from: i64::try_from(c.from_revision).unwrap_or(0),
+                        }),
+                    };
+                    if result.is_ok() {
+                        stats.changes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (result, c.to_revision)
+                }
+                Some(Inbound::Bookmark(b)) => {
+                    let result = match self.applied.as_mut() {
+                        Some(a) => a.apply_bookmark(b.revision, &b.config_hash),
+                        None => Err(ApplyError::HashMismatch {
+                            expected: b.config_hash.clone(),
+                            computed: "nothing".into(),
+                        }),
+                    };
+                    if result.is_ok() {
+                        stats.bookmarks.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (result, b.revision)
+                }
+                None => continue,
+            };
+            let reply = match result {
+                Ok(()) => {
+                    let Some(applied) = self.applied.as_ref() else {
+                        continue;
+                    };
+                    progressed = true;
+                    self.shared
+                        .install(applied.routing_table(), applied.revision);
+                    persist_tx.send_replace(Some(applied.to_snapshot()));
+                    Outbound::Ack(Ack {
+                        revision: at,
+                        config_hash: applied.hash.clone(),
+                    })
+                }
+                Err(e) => {
+                    stats.nacks.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(revision = at, error = %e, "configuration rejected; serving the previous one");
+                    Outbound::Nack(Nack {
+                        revision: at,
+                        error: e.to_string(),
+                        resource_ids: e.resource_ids(),
+                    })
+                }
+            };
+            if tx
+                .send(WatchRequest {
+                    message: Some(reply),
+                })
+                .await
+                .is_err()
+            {
+                return retry("stream closed while answering".into(), progressed);
+            }
+        }
+    }
+}
+
+/// Writes the newest applied configuration to the state dir, coalescing bursts of changes.
+async fn persist(
+    dir: StateDir,
+    mut rx: watch::Receiver<Option<Snapshot>>,
+    secret: String,
+    group: String,
+) {
+    while rx.changed().await.is_ok() {
+        let Some(snapshot) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        let (dir, secret, group) = (dir.clone(), secret.clone(), group.clone());
+        let written =
+            tokio::task::spawn_blocking(move || dir.save_config(&snapshot, &secret, &group)).await;
+        if let Ok(Err(e)) = written {
+            tracing::warn!(error = %e, "could not write the configuration to the state dir");
+        }
+    }
+}

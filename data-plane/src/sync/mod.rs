@@ -1,0 +1,10 @@
+//! The sync client: join with a bootstrap token (CA pinned), then one Watch stream at a time,
+//! applying snapshots and changes atomically and answering each with an ACK or a NACK.
+
+mod client;
+mod connect;
+pub mod identity;
+mod join;
+pub mod pin;
+
+pub use client::{SyncClient, SyncFatal};

@@ -1,0 +1,344 @@
+//! A control plane or gateway running on its own runtime and thread. Dropping (or `stop`)
+//! drops that runtime: every task ends and every socket closes, as when a process dies.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use portcullis_data_plane::shared::Shared;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::stack::{ADMIN_SECRET, ENCRYPTION_SECRET};
+
+struct Runner {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Runner {
+    /// Runs `start` on a fresh runtime in a new thread; returns what it reports once started.
+    async fn spawn<C, I, F, Fut>(start: F) -> Result<(Self, I), String>
+    where
+        C: 'static,
+        I: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(C, I), String>> + 'static,
+    {
+        let (info_tx, info_rx) = oneshot::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = info_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match start().await {
+                    Ok((component, info)) => {
+                        let _ = info_tx.send(Ok(info));
+                        let _ = stop_rx.await;
+                        drop(component);
+                    }
+                    Err(e) => {
+                        let _ = info_tx.send(Err(e));
+                    }
+                }
+            });
+            rt.shutdown_timeout(Duration::from_secs(5));
+        });
+        let info = info_rx
+            .await
+            .map_err(|_| "component thread died while starting".to_owned())??;
+        Ok((
+            Self {
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            },
+            info,
+        ))
+    }
+
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A control plane with a management API client.
+pub struct Cp {
+    pub api_addr: SocketAddr,
+    pub sync_addr: SocketAddr,
+    pub ca_hash: String,
+    pub db_url: String,
+    http: reqwest::Client,
+    runner: Runner,
+}
+
+impl Cp {
+    pub async fn start(db_url: &str) -> Self {
+        Self::start_on(
+            db_url,
+            "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+            "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+        )
+        .await
+        .expect("control plane starts")
+    }
+
+    /// Starts on given addresses (a restart reuses the previous ones).
+    pub async fn start_on(
+        db_url: &str,
+        api_listen: SocketAddr,
+        sync_listen: SocketAddr,
+    ) -> Result<Self, String> {
+        crate::init();
+        let config = portcullis_control_plane::Config {
+            api_listen,
+            sync_listen,
+            sync_names: vec!["localhost".into(), "127.0.0.1".into()],
+            database_url: db_url.to_owned(),
+            admin_secret: ADMIN_SECRET.into(),
+            encryption_secret: ENCRYPTION_SECRET.into(),
+            replica_name: "cp-test".into(),
+            node_cert_ttl: Duration::from_secs(3600),
+            max_db_connections: 8,
+        };
+        let (runner, (api_addr, sync_addr, ca_hash)) = Runner::spawn(move || async move {
+            let cp = portcullis_control_plane::start(config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let info = (cp.api_addr, cp.sync_addr, cp.ca_hash.clone());
+            Ok((cp, info))
+        })
+        .await?;
+        Ok(Self {
+            api_addr,
+            sync_addr,
+            ca_hash,
+            db_url: db_url.to_owned(),
+            http: reqwest::Client::new(),
+            runner,
+        })
+    }
+
+    pub fn sync_url(&self) -> url::Url {
+        url::Url::parse(&format!("https://127.0.0.1:{}", self.sync_addr.port()))
+            .unwrap_or_else(|_| unreachable!())
+    }
+
+    /// Stops the control plane, as if its process died.
+    pub fn stop(mut self) {
+        self.runner.stop();
+    }
+
+    /// Calls the management API with the admin secret; returns status and JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        self.call_raw(
+            method,
+            path,
+            body.map(|b| b.to_string()),
+            Some(ADMIN_SECRET),
+        )
+        .await
+    }
+
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        secret: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("http://{}{path}", self.api_addr));
+        if let Some(s) = secret {
+            req = req.header("X-Tyk-Authorization", s);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.expect("management API reachable");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn create_api(&self, def: &Value) -> Value {
+        let (status, body) = self.call(Method::POST, "/tyk/apis", Some(def)).await;
+        assert_eq!(status, StatusCode::OK, "create API: {body}");
+        body
+    }
+
+    pub async fn token(&self, group: &str) -> String {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/portcullis/bootstrap-tokens",
+                Some(&json!({"group": group})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "create token: {body}");
+        body["token"].as_str().expect("token in answer").to_owned()
+    }
+}
+
+/// How to start a gateway.
+#[derive(Clone, Debug, Default)]
+pub struct DpOptions {
+    pub token: Option<String>,
+    pub ca_hash: Option<String>,
+    pub group: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub upstream_timeout: Option<Duration>,
+}
+
+/// A gateway.
+pub struct Dp {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    http: reqwest::Client,
+    runner: Runner,
+}
+
+impl Dp {
+    pub async fn start(cp: &Cp, opts: DpOptions) -> Result<Self, String> {
+        crate::init();
+        let config = portcullis_data_plane::Config {
+            listen: opts
+                .listen
+                .unwrap_or_else(|| "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!())),
+            admin_listen: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+            control_planes: vec![cp.sync_url()],
+            bootstrap_token: opts.token,
+            ca_hash: opts.ca_hash.unwrap_or_else(|| cp.ca_hash.clone()),
+            group: opts.group,
+            node_name: "edge-e2e".into(),
+            state_dir: opts.state_dir,
+            encryption_secret: ENCRYPTION_SECRET.into(),
+            upstream_timeout: opts.upstream_timeout.unwrap_or(Duration::from_secs(10)),
+        };
+        let (runner, (proxy_addr, admin_addr, shared)) = Runner::spawn(move || async move {
+            let gw = portcullis_data_plane::start(config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let info = (gw.proxy_addr(), gw.admin_addr(), gw.shared());
+            Ok((gw, info))
+        })
+        .await?;
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            proxy_addr,
+            admin_addr,
+            shared,
+            http,
+            runner,
+        })
+    }
+
+    pub fn stop(mut self) {
+        self.runner.stop();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy_addr)
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.shared.stats.applied_revision.load(Ordering::Acquire)
+    }
+
+    pub fn snapshots(&self) -> u64 {
+        self.shared.stats.snapshots.load(Ordering::Relaxed)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.shared.stats.last_error()
+    }
+
+    /// GET through the proxy: status and body text.
+    pub async fn get(&self, path: &str) -> (StatusCode, String) {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("gateway reachable");
+        let status = resp.status();
+        (status, resp.text().await.unwrap_or_default())
+    }
+
+    pub async fn admin(&self, path: &str) -> StatusCode {
+        self.http
+            .get(format!("http://{}{path}", self.admin_addr))
+            .send()
+            .await
+            .expect("admin port reachable")
+            .status()
+    }
+
+    /// Waits until the gateway serves at least `revision`.
+    pub async fn wait_for_revision(&self, revision: i64) {
+        crate::eventually(
+            Duration::from_secs(20),
+            &format!("gateway at revision {revision}"),
+            || async { (self.revision() >= revision).then_some(()) },
+        )
+        .await;
+    }
+
+    /// Waits until `path` answers `status` through the proxy.
+    pub async fn wait_for_status(&self, path: &str, status: u16) -> String {
+        crate::eventually(
+            Duration::from_secs(20),
+            &format!("{path} answering {status}"),
+            || async {
+                let (s, body) = self.get(path).await;
+                (s.as_u16() == status).then_some(body)
+            },
+        )
+        .await
+    }
+}
+
+/// A keyless API definition for tests.
+pub fn keyless_api(id: &str, listen_path: &str, target: &str) -> Value {
+    json!({
+        "name": id, "api_id": id, "use_keyless": true, "active": true,
+        "proxy": {"listen_path": listen_path, "target_url": target, "strip_listen_path": true},
+        "version_data": {"not_versioned": true, "versions": {"Default": {"name": "Default"}}},
+    })
+}
