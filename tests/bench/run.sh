@@ -87,7 +87,7 @@ step_end
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
   step_begin "cargo build --release"
-  (cd "$ROOT" && cargo build --release --locked -p portcullis-control-plane -p portcullis-data-plane)
+  (cd "$ROOT" && cargo build --release --locked -p portcullis-control-plane -p portcullis-data-plane -p portcullis-tests --bin portcullis-cp --bin portcullis-gw --bin portcullis-bench-propagation)
   step_end
 fi
 if [ ! -x "$BIN/portcullis-cp" ] || [ ! -x "$BIN/portcullis-gw" ]; then die "binaries missing in $BIN"; fi
