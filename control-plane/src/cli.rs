@@ -9,7 +9,12 @@ use serde_json::{Value, json};
 use crate::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "portcullis-cp", version, about = "Portcullis control plane")]
+#[command(
+    name = "portcullis-cp",
+    version,
+    about = "Portcullis control plane",
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -20,9 +25,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the management API and the sync server (the default).
-    Serve,
+    Serve(ServeArgs),
     /// Apply database migrations and exit.
-    Migrate,
+    Migrate(MigrateArgs),
     /// Bootstrap tokens (via the management API).
     #[command(subcommand)]
     Token(TokenCommand),
@@ -97,6 +102,27 @@ pub struct ClientArgs {
     pub api_url: String,
     #[arg(long, env = "PORTCULLIS_ADMIN_SECRET", hide_env_values = true)]
     pub admin_secret: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Postgres URL (falls back to DATABASE_URL).
+    #[arg(long, env = "PORTCULLIS_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl MigrateArgs {
+    pub fn database_url(&self) -> Result<String, CliError> {
+        database_url(self.database_url.as_ref())
+    }
+}
+
+fn database_url(flag: Option<&String>) -> Result<String, CliError> {
+    flag.cloned()
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+        .ok_or(CliError::Missing(
+            "--database-url / PORTCULLIS_DATABASE_URL / DATABASE_URL",
+        ))
 }
 
 #[derive(Debug, Args)]
@@ -293,6 +319,6 @@ pub async fn run_client(command: Command) -> Result<String, CliError> {
                 v["certificate"].as_str().unwrap_or_default()
             )
         }
-        Command::Serve | Command::Migrate => String::new(),
+        Command::Serve(_) | Command::Migrate(_) => String::new(),
     })
 }

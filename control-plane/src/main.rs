@@ -20,9 +20,10 @@ fn init_logs(json: bool) {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    match cli.command {
-        None | Some(Command::Serve) => {
-            let config = cli.serve.to_config().map_err(|e| e.to_string())?;
+    let command = cli.command.unwrap_or(Command::Serve(cli.serve));
+    match command {
+        Command::Serve(args) => {
+            let config = args.to_config().map_err(|e| e.to_string())?;
             let cp = portcullis_control_plane::start(config)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -34,8 +35,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                 }
             }
         }
-        Some(Command::Migrate) => {
-            let url = cli.serve.database_url().map_err(|e| e.to_string())?;
+        Command::Migrate(args) => {
+            let url = args.database_url().map_err(|e| e.to_string())?;
             let store = Store::connect(&url, 2)
                 .await
                 .map_err(|e| format!("database: {e}"))?;
@@ -46,7 +47,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("migrations applied");
             Ok(())
         }
-        Some(other) => {
+        other => {
             println!("{}", run_client(other).await.map_err(|e| e.to_string())?);
             Ok(())
         }
@@ -57,7 +58,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // reqwest and rustls share ring; installing it once up front keeps every client consistent.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    init_logs(cli.serve.log_json);
+    let json_logs = match &cli.command {
+        Some(Command::Serve(args)) => args.log_json,
+        _ => cli.serve.log_json,
+    };
+    init_logs(json_logs);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

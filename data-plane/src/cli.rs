@@ -9,7 +9,12 @@ use clap::{Parser, Subcommand};
 use crate::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "portcullis-gw", version, about = "Portcullis edge gateway")]
+#[command(
+    name = "portcullis-gw",
+    version,
+    about = "Portcullis edge gateway",
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -20,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Join (if needed), sync and proxy (the default).
-    Run,
+    Run(RunArgs),
 }
 
 #[derive(Debug, clap::Args)]

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use portcullis_data_plane::cli::Cli;
+use portcullis_data_plane::cli::{Cli, Command, RunArgs};
 
 fn init_logs(json: bool) {
     let filter =
@@ -18,8 +18,8 @@ fn init_logs(json: bool) {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
-    let config = cli.run.to_config().map_err(|e| e.to_string())?;
+async fn run(args: RunArgs) -> Result<(), String> {
+    let config = args.to_config().map_err(|e| e.to_string())?;
     let gateway = portcullis_data_plane::start(config)
         .await
         .map_err(|e| e.to_string())?;
@@ -34,10 +34,11 @@ async fn run(cli: Cli) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.run.log_json);
+    let Command::Run(args) = cli.command.unwrap_or(Command::Run(cli.run));
+    init_logs(args.log_json);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = cli.run.worker_threads.filter(|n| *n > 0) {
+    if let Some(n) = args.worker_threads.filter(|n| *n > 0) {
         builder.worker_threads(n);
     }
     let runtime = match builder.enable_all().build() {
@@ -47,7 +48,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("portcullis-gw: {e}");

@@ -42,29 +42,49 @@ async fn main() -> Result<(), String> {
     let args = Args::parse();
     let http = reqwest::Client::new();
     let id = format!("propagation-{}", std::process::id());
-    let def = |i: usize| json!({"api_id": id, "name": id, "use_keyless": true,
-        "proxy": {"listen_path": format!("/prop-{id}/{i}/"), "target_url": args.target, "strip_listen_path": true}});
+    let def = |i: usize| {
+        json!({"api_id": id, "name": id, "use_keyless": true,
+        "proxy": {"listen_path": format!("/prop-{id}/{i}/"), "target_url": args.target, "strip_listen_path": true}})
+    };
     let send = |method: reqwest::Method, path: String, body: Option<serde_json::Value>| {
-        let mut req = http.request(method, format!("{}{path}", args.api)).header("X-Tyk-Authorization", &args.admin_secret);
+        let mut req = http
+            .request(method, format!("{}{path}", args.api))
+            .header("X-Tyk-Authorization", &args.admin_secret);
         if let Some(b) = body {
             req = req.json(&b);
         }
         req.send()
     };
-    let resp = send(reqwest::Method::POST, "/tyk/apis".into(), Some(def(0))).await.map_err(|e| e.to_string())?;
+    let resp = send(reqwest::Method::POST, "/tyk/apis".into(), Some(def(0)))
+        .await
+        .map_err(|e| e.to_string())?;
     if !resp.status().is_success() {
-        return Err(format!("creating the API failed: {}", resp.text().await.unwrap_or_default()));
+        return Err(format!(
+            "creating the API failed: {}",
+            resp.text().await.unwrap_or_default()
+        ));
     }
     let mut samples = Vec::with_capacity(args.updates);
     for i in 1..=args.updates {
-        let resp = send(reqwest::Method::PUT, format!("/tyk/apis/{id}"), Some(def(i))).await.map_err(|e| e.to_string())?;
+        let resp = send(
+            reqwest::Method::PUT,
+            format!("/tyk/apis/{id}"),
+            Some(def(i)),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let committed = Instant::now();
         if !resp.status().is_success() {
             return Err(format!("update {i} failed: {}", resp.status()));
         }
         let url = format!("{}/prop-{id}/{i}/", args.gateway);
         loop {
-            let status = http.get(&url).send().await.map(|r| r.status().as_u16()).unwrap_or(0);
+            let status = http
+                .get(&url)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
             if status != 404 && status != 0 {
                 break;
             }
@@ -77,17 +97,32 @@ async fn main() -> Result<(), String> {
     }
     let _ = send(reqwest::Method::DELETE, format!("/tyk/apis/{id}"), None).await;
     samples.sort();
-    println!("commit→served over {} updates: p50 {}  p90 {}  p99 {}  max {}", samples.len(),
-        ms(percentile(&samples, 0.5)), ms(percentile(&samples, 0.9)), ms(percentile(&samples, 0.99)), ms(percentile(&samples, 1.0)));
+    println!(
+        "commit→served over {} updates: p50 {}  p90 {}  p99 {}  max {}",
+        samples.len(),
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.9)),
+        ms(percentile(&samples, 0.99)),
+        ms(percentile(&samples, 1.0))
+    );
     if let Ok(resp) = send(reqwest::Method::GET, "/metrics".into(), None).await
         && let Ok(text) = resp.text().await
     {
         let value = |name: &str| -> f64 {
-            text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+            text.lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
         };
-        let (sum, count) = (value("portcullis_sync_propagation_seconds_sum"), value("portcullis_sync_propagation_seconds_count"));
+        let (sum, count) = (
+            value("portcullis_sync_propagation_seconds_sum"),
+            value("portcullis_sync_propagation_seconds_count"),
+        );
         if count > 0.0 {
-            println!("control plane commit→ACK: {count} ACKed revisions, mean {:.2} ms", sum / count * 1e3);
+            println!(
+                "control plane commit→ACK: {count} ACKed revisions, mean {:.2} ms",
+                sum / count * 1e3
+            );
         }
     }
     Ok(())
