@@ -10,9 +10,11 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 
 use super::headers::{add_forwarded, remove_hop_by_hop};
+use super::upstream::{self, Reserved};
 use super::{ProxyBody, UpstreamClient};
 use crate::error::ProxyError;
 use crate::router::Route;
+use std::sync::Arc;
 
 /// The upstream path: the target's base path joined with what follows the listen path
 /// (or the whole path when `strip_listen_path` is off), with one slash between them.
@@ -42,6 +44,7 @@ pub fn upstream_path_and_query(route: &Route, uri: &Uri) -> Option<PathAndQuery>
 
 pub async fn forward(
     client: &UpstreamClient,
+    reserved: &Arc<Reserved>,
     route: &Route,
     req: Request<Incoming>,
     remote: SocketAddr,
@@ -72,8 +75,14 @@ pub async fn forward(
     add_forwarded(&mut parts.headers, remote.ip(), "http");
 
     let timeout = route.timeout.unwrap_or(default_timeout);
-    let upstream =
-        tokio::time::timeout(timeout, client.request(Request::from_parts(parts, body))).await;
+    let sent = upstream::send(
+        client,
+        reserved,
+        &route.scheme,
+        &route.authority,
+        Request::from_parts(parts, body),
+    );
+    let upstream = tokio::time::timeout(timeout, sent).await;
     let mut resp = match upstream {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {

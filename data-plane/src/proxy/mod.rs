@@ -3,6 +3,7 @@
 
 mod forward;
 pub mod headers;
+mod upstream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ use crate::error::ProxyError;
 use crate::shared::Shared;
 
 /// Upstream bodies pass through untouched; gateway answers are small full bodies.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<upstream::UpstreamBody, Full<Bytes>>;
 
 type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
 
@@ -32,6 +33,7 @@ type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
 pub struct Proxy {
     shared: Arc<Shared>,
     client: UpstreamClient,
+    idle: Arc<upstream::IdleUpstreams>,
     default_timeout: Duration,
 }
 
@@ -54,11 +56,17 @@ impl Proxy {
         Ok(Self {
             shared,
             client,
+            idle: Arc::default(),
             default_timeout,
         })
     }
 
-    async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<ProxyBody> {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+        reserved: &Arc<upstream::Reserved>,
+    ) -> Response<ProxyBody> {
         let table = self.shared.table.load();
         if !self.shared.is_ready() {
             return reply(ProxyError::NotReady);
@@ -76,7 +84,16 @@ impl Proxy {
         if !route.keyless {
             return reply(ProxyError::AuthMissing);
         }
-        match forward::forward(&self.client, &route, req, remote, self.default_timeout).await {
+        match forward::forward(
+            &self.client,
+            reserved,
+            &route,
+            req,
+            remote,
+            self.default_timeout,
+        )
+        .await
+        {
             Ok(resp) => resp,
             Err(e) => reply(e),
         }
@@ -106,9 +123,11 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) -> std::io::Result<
         let proxy = proxy.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
+            let reserved = Arc::new(upstream::Reserved::new(proxy.idle.clone()));
             let service = service_fn(move |req| {
                 let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(req, remote).await) }
+                let reserved = reserved.clone();
+                async move { Ok::<_, Infallible>(proxy.handle(req, remote, &reserved).await) }
             });
             if let Err(e) = builder
                 .serve_connection(TokioIo::new(stream), service)

@@ -227,39 +227,83 @@ async fn a_change_the_gateway_cannot_apply_is_nacked_and_the_old_config_keeps_se
     let db = TestDb::new().await;
     let echo = EchoUpstream::start().await;
     let cp = Cp::start(&db.url).await;
-    let dp = Dp::start(&cp, DpOptions { token: Some(cp.token("default").await), ..Default::default() }).await.unwrap();
-    cp.create_api(&keyless_api("good", "/good/", &echo.url())).await;
+    let dp = Dp::start(
+        &cp,
+        DpOptions {
+            token: Some(cp.token("default").await),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    cp.create_api(&keyless_api("good", "/good/", &echo.url()))
+        .await;
     dp.wait_for_status("/good/", 200).await;
 
     // A definition this gateway cannot use (as a newer control plane might write): committed
     // through the change log directly, since the management API would refuse it.
-    let store = portcullis_control_plane::store::Store::connect(&db.url, 2).await.unwrap();
+    let store = portcullis_control_plane::store::Store::connect(&db.url, 2)
+        .await
+        .unwrap();
     let bad = json!({"api_id": "broken", "proxy": {"listen_path": "/broken/", "target_url": "ftp://nowhere/"}});
     let mut tx = store.pool().begin().await.unwrap();
     use portcullis_control_plane::store::changelog::{ChangeKind, NewChange, commit_change};
-    commit_change(&mut tx, NewChange { kind: ChangeKind::Api, resource_id: "broken", body: Some(&bad), tags: Some(&[]), prev_tags: None })
-        .await
-        .unwrap();
+    commit_change(
+        &mut tx,
+        NewChange {
+            kind: ChangeKind::Api,
+            resource_id: "broken",
+            body: Some(&bad),
+            tags: Some(&[]),
+            prev_tags: None,
+        },
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
 
-    let nack = eventually(Duration::from_secs(10), "NACK recorded in the node registry", || async {
-        let (_, nodes) = cp.call(Method::GET, "/portcullis/nodes", None).await;
-        let nack = nodes["nodes"][0]["last_nack"].clone();
-        (!nack.is_null()).then_some(nack)
-    })
+    let nack = eventually(
+        Duration::from_secs(10),
+        "NACK recorded in the node registry",
+        || async {
+            let (_, nodes) = cp.call(Method::GET, "/portcullis/nodes", None).await;
+            let nack = nodes["nodes"][0]["last_nack"].clone();
+            (!nack.is_null()).then_some(nack)
+        },
+    )
     .await;
     assert_eq!(nack["resource_ids"], json!(["broken"]));
-    assert!(nack["error"].as_str().unwrap().contains("invalid resource broken: proxy.target_url"), "{nack}");
+    assert!(
+        nack["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid resource broken: proxy.target_url"),
+        "{nack}"
+    );
     assert_eq!(dp.revision(), 1, "still on the last good revision");
-    assert_eq!(dp.get("/good/").await.0, StatusCode::OK, "old configuration keeps serving");
+    assert_eq!(
+        dp.get("/good/").await.0,
+        StatusCode::OK,
+        "old configuration keeps serving"
+    );
 
     // Once the operator removes the bad definition, the gateway moves on with everything else.
     let mut tx = store.pool().begin().await.unwrap();
-    commit_change(&mut tx, NewChange { kind: ChangeKind::Api, resource_id: "broken", body: None, tags: None, prev_tags: Some(&[]) })
-        .await
-        .unwrap();
+    commit_change(
+        &mut tx,
+        NewChange {
+            kind: ChangeKind::Api,
+            resource_id: "broken",
+            body: None,
+            tags: None,
+            prev_tags: Some(&[]),
+        },
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
-    cp.create_api(&keyless_api("later", "/later/", &echo.url())).await;
+    cp.create_api(&keyless_api("later", "/later/", &echo.url()))
+        .await;
     dp.wait_for_status("/later/", 200).await;
     assert_eq!(dp.revision(), 4);
 }

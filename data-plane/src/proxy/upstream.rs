@@ -1,0 +1,277 @@
+//! Upstream connections. Each client connection keeps one HTTP/1.1 connection to the upstream it
+//! last used, reserved for it: sequential requests on a keep-alive client connection then skip the
+//! shared pool (its lock, hashing and checkout futures) entirely. When the client connection
+//! ends, its upstream connection goes to a process-wide idle list that the next client connection
+//! draws from, so clients without keep-alive still reuse upstream connections. Concurrent HTTP/2
+//! streams and TLS upstreams go through the shared pooled client.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::UpstreamClient;
+
+type Sender = SendRequest<Incoming>;
+
+enum Slot {
+    Empty,
+    Idle(Authority, Sender),
+    /// A request of this client connection is using it (HTTP/2 streams run concurrently).
+    Busy,
+}
+
+/// The upstream connection reserved for one client connection.
+pub struct Reserved {
+    slot: Mutex<Slot>,
+    idle: Arc<IdleUpstreams>,
+}
+
+impl Reserved {
+    pub fn new(idle: Arc<IdleUpstreams>) -> Self {
+        Self {
+            slot: Mutex::new(Slot::Empty),
+            idle,
+        }
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        let slot = std::mem::replace(
+            self.slot.get_mut().unwrap_or_else(|p| p.into_inner()),
+            Slot::Empty,
+        );
+        if let Slot::Idle(authority, sender) = slot {
+            self.idle.put(authority, sender);
+        }
+    }
+}
+
+/// Most idle connections kept per upstream once their client connections have gone.
+const IDLE_PER_UPSTREAM: usize = 256;
+
+/// Idle upstream connections left behind by finished client connections.
+#[derive(Default)]
+pub struct IdleUpstreams {
+    by_authority: Mutex<HashMap<Authority, Vec<Sender>>>,
+}
+
+impl IdleUpstreams {
+    fn take(&self, authority: &Authority) -> Option<Sender> {
+        let mut map = self.by_authority.lock().unwrap_or_else(|p| p.into_inner());
+        let list = map.get_mut(authority)?;
+        while let Some(s) = list.pop() {
+            if !s.is_closed() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn put(&self, authority: Authority, sender: Sender) {
+        let mut map = self.by_authority.lock().unwrap_or_else(|p| p.into_inner());
+        let list = map.entry(authority).or_default();
+        list.retain(|s| !s.is_closed());
+        if list.len() < IDLE_PER_UPSTREAM {
+            list.push(sender);
+        }
+    }
+}
+
+enum Claim {
+    /// The idle connection to this upstream.
+    Reuse(Sender),
+    /// Nothing usable is reserved: open a new connection and keep it.
+    Open,
+    /// Another request of this client connection holds it: use the shared pool.
+    Busy,
+}
+
+impl Reserved {
+    fn claim(&self, authority: &Authority) -> Claim {
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        match std::mem::replace(&mut *slot, Slot::Busy) {
+            Slot::Idle(a, s) if a == *authority && !s.is_closed() => Claim::Reuse(s),
+            Slot::Idle(..) | Slot::Empty => Claim::Open,
+            Slot::Busy => Claim::Busy,
+        }
+    }
+
+    fn put(&self, authority: Authority, sender: Sender) {
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Slot::Idle(authority, sender);
+    }
+
+    fn release(&self) {
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Slot::Empty;
+    }
+}
+
+/// Frees the claim when a request fails before its connection could be given back.
+struct ClaimGuard<'a>(Option<&'a Reserved>);
+
+impl Drop for ClaimGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.0 {
+            r.release();
+        }
+    }
+}
+
+/// An upstream response body that hands its connection back to the client connection's slot
+/// once the body has been read to the end.
+pub struct UpstreamBody {
+    inner: Incoming,
+    give_back: Option<(Arc<Reserved>, Authority, Sender)>,
+}
+
+impl UpstreamBody {
+    fn pooled(inner: Incoming) -> Self {
+        Self {
+            inner,
+            give_back: None,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some((reserved, authority, sender)) = self.give_back.take() {
+            reserved.put(authority, sender);
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // Dropped before its end (client went away): the connection's state is unknown.
+        if let Some((reserved, ..)) = self.give_back.take() {
+            reserved.release();
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.finish(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+async fn connect(authority: &Authority) -> Result<Sender, String> {
+    let port = authority.port_u16().unwrap_or(80);
+    let stream = TcpStream::connect((
+        authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']'),
+        port,
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// Sends `req` to the upstream at `scheme://authority`.
+pub async fn send(
+    client: &UpstreamClient,
+    reserved: &Arc<Reserved>,
+    scheme: &Scheme,
+    authority: &Authority,
+    req: Request<Incoming>,
+) -> Result<Response<UpstreamBody>, String> {
+    if *scheme != Scheme::HTTP {
+        return pooled(client, req).await;
+    }
+    let mut req = req;
+    let mut sender = match reserved.claim(authority) {
+        Claim::Busy => return pooled(client, req).await,
+        Claim::Reuse(s) => Some(s),
+        Claim::Open => None,
+    };
+    let mut guard = ClaimGuard(Some(reserved));
+    if sender.is_none() {
+        sender = reserved.idle.take(authority);
+    }
+    if let Some(mut s) = sender.take()
+        && s.ready().await.is_ok()
+    {
+        match s.try_send_request(req).await {
+            Ok(resp) => {
+                guard.0 = None;
+                return Ok(give_back(resp, reserved, authority, s));
+            }
+            // The upstream closed the idle connection before the request went out: retry once
+            // on a new connection, as the pooled client would.
+            Err(mut e) => match e.take_message() {
+                Some(unsent) => req = unsent,
+                None => return Err(e.into_error().to_string()),
+            },
+        }
+    }
+    let mut s = connect(authority).await?;
+    let resp = s.send_request(req).await.map_err(|e| e.to_string())?;
+    guard.0 = None;
+    Ok(give_back(resp, reserved, authority, s))
+}
+
+fn give_back(
+    resp: Response<Incoming>,
+    reserved: &Arc<Reserved>,
+    authority: &Authority,
+    sender: Sender,
+) -> Response<UpstreamBody> {
+    let mut give_back = Some((reserved.clone(), authority.clone(), sender));
+    if resp.body().is_end_stream()
+        && let Some((r, a, s)) = give_back.take()
+    {
+        r.put(a, s);
+    }
+    resp.map(|inner| UpstreamBody { inner, give_back })
+}
+
+async fn pooled(
+    client: &UpstreamClient,
+    req: Request<Incoming>,
+) -> Result<Response<UpstreamBody>, String> {
+    client
+        .request(req)
+        .await
+        .map(|r| r.map(UpstreamBody::pooled))
+        .map_err(|e| e.to_string())
+}
