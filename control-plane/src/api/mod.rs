@@ -6,12 +6,13 @@ mod apis;
 mod error;
 mod fleet;
 mod health;
+mod keys;
 mod policies;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 
 pub use error::ApiError;
 
@@ -56,6 +57,16 @@ pub fn router(state: ApiState) -> Router {
             get(policies::get)
                 .put(policies::update)
                 .delete(policies::remove),
+        )
+        .route("/tyk/keys", get(keys::list).post(keys::create))
+        .route("/tyk/keys/", get(keys::list).post(keys::create))
+        .route("/tyk/keys/create", post(keys::create))
+        .route(
+            "/tyk/keys/{key}",
+            get(keys::get)
+                .post(keys::create_named)
+                .put(keys::update)
+                .delete(keys::remove),
         )
         .route(
             "/portcullis/bootstrap-tokens",

@@ -9,6 +9,7 @@ pub mod ca;
 pub mod changelog;
 mod error;
 pub mod join;
+pub mod keys;
 pub mod node_status;
 pub mod nodes;
 pub mod policies;

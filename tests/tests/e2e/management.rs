@@ -311,3 +311,210 @@ async fn tokens_ca_and_node_registry() {
         .await;
     assert_eq!(list["tokens"][0]["revoked"], Value::Bool(true));
 }
+
+/// libxcrypt's bcrypt (through Python's `crypt`), an implementation independent of ours.
+fn libc_bcrypt_matches(password: &str, hash: &str) -> bool {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt,sys; print(crypt.crypt(sys.argv[1], sys.argv[2]) == sys.argv[2])",
+            password,
+            hash,
+        ])
+        .output()
+        .expect("python3 runs");
+    String::from_utf8_lossy(&out.stdout).trim() == "True"
+}
+
+#[tokio::test]
+async fn keys_are_stored_hashed_and_round_trip_tyk_sessions() {
+    use sha2::Digest;
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    let session = json!({
+        "org_id": "acme", "rate": 10, "per": 60, "quota_max": 1000, "quota_renewal_rate": 3600, "expires": 0,
+        "access_rights": {"orders": {"api_id": "orders", "api_name": "Orders", "versions": ["Default"],
+            "allowed_urls": [{"url": "/orders/.*", "methods": ["GET"]}]}},
+        "meta_data": {"team": "blue"}, "tags": ["gold"], "custom_field": {"kept": true}
+    });
+    let (status, created) = cp.call(Method::POST, "/tyk/keys", Some(&session)).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    assert_eq!(created["action"], "added");
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert!(
+        key.starts_with("acme") && key.len() == 4 + 32,
+        "org id + uuid hex: {key}"
+    );
+    let hash = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    assert_eq!(created["key_hash"], hash.as_str());
+
+    // Only the hash reaches Postgres.
+    let pool = db.pool().await;
+    let dump: String =
+        sqlx::query_scalar("SELECT string_agg(key_hash || session::text, '') FROM keys")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(!dump.contains(&key), "the key itself is never stored");
+    assert!(dump.contains(&hash));
+
+    let (status, got) = cp
+        .call(Method::GET, &format!("/tyk/keys/{key}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        got["access_rights"]["orders"]["allowed_urls"][0]["methods"],
+        json!(["GET"])
+    );
+    assert_eq!(
+        got["custom_field"],
+        json!({"kept": true}),
+        "unknown fields survive"
+    );
+    let created_at = got["date_created"].clone();
+    let (status, by_hash) = cp
+        .call(Method::GET, &format!("/tyk/keys/{hash}?hashed=true"), None)
+        .await;
+    assert_eq!(
+        (status, by_hash["meta_data"]["team"].as_str()),
+        (StatusCode::OK, Some("blue"))
+    );
+
+    let mut changed = session.clone();
+    changed["rate"] = json!(99);
+    let (status, body) = cp
+        .call(
+            Method::PUT,
+            &format!("/tyk/keys/{hash}?hashed=true"),
+            Some(&changed),
+        )
+        .await;
+    assert_eq!(
+        (status, body["action"].as_str()),
+        (StatusCode::OK, Some("modified"))
+    );
+    let (_, got) = cp
+        .call(Method::GET, &format!("/tyk/keys/{key}"), None)
+        .await;
+    assert_eq!(got["rate"], 99);
+    assert_eq!(
+        got["date_created"], created_at,
+        "creation date kept on update"
+    );
+    let (_, list) = cp.call(Method::GET, "/tyk/keys", None).await;
+    assert_eq!(list["keys"], json!([hash]));
+
+    // Bad input names the field and changes nothing.
+    for (body, field) in [
+        (json!({"rate": "fast", "access_rights": {"a": {}}}), "rate"),
+        (json!({"org_id": "x"}), "access_rights"),
+        (
+            json!({"access_rights": {"a": {"versions": "Default"}}}),
+            "access_rights.a.versions",
+        ),
+    ] {
+        let (status, answer) = cp.call(Method::POST, "/tyk/keys/create", Some(&body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(answer["field"], field, "{answer}");
+    }
+    let (status, answer) = cp
+        .call(
+            Method::PUT,
+            &format!("/tyk/keys/{key}"),
+            Some(&json!({"quota_max": "lots"})),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("quota_max"))
+    );
+    let (_, got) = cp
+        .call(Method::GET, &format!("/tyk/keys/{key}"), None)
+        .await;
+    assert_eq!(got["rate"], 99);
+
+    // Tyk's not-found messages, one per verb.
+    let (status, body) = cp.call(Method::GET, "/tyk/keys/nope", None).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (StatusCode::NOT_FOUND, Some("Key not found"))
+    );
+    let (status, body) = cp.call(Method::PUT, "/tyk/keys/nope", Some(&session)).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (StatusCode::NOT_FOUND, Some("Key is not found"))
+    );
+    let (status, body) = cp.call(Method::DELETE, "/tyk/keys/nope", None).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (StatusCode::NOT_FOUND, Some("There is no such key found"))
+    );
+
+    let (status, body) = cp
+        .call(Method::DELETE, &format!("/tyk/keys/{key}"), None)
+        .await;
+    assert_eq!(
+        (status, body["action"].as_str()),
+        (StatusCode::OK, Some("deleted"))
+    );
+    let (status, _) = cp
+        .call(Method::GET, &format!("/tyk/keys/{key}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn basic_auth_users_get_bcrypt_passwords_and_custom_keys_keep_their_name() {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    let user = json!({"access_rights": {"a": {"api_id": "a"}}, "basic_auth_data": {"password": "s3cret!"},
+        "expires": 1_000_000_000});
+    let (status, body) = cp.call(Method::POST, "/tyk/keys/alice", Some(&user)).await;
+    assert_eq!(
+        (status, body["key"].as_str()),
+        (StatusCode::OK, Some("alice"))
+    );
+    let (_, stored) = cp.call(Method::GET, "/tyk/keys/alice", None).await;
+    let hash = stored["basic_auth_data"]["password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(stored["basic_auth_data"]["hash_type"], "bcrypt");
+    assert!(
+        hash.starts_with("$2b$10$"),
+        "bcrypt, cost 10 as Tyk: {hash}"
+    );
+    assert!(
+        libc_bcrypt_matches("s3cret!", &hash),
+        "an independent bcrypt accepts the password"
+    );
+    assert!(!libc_bcrypt_matches("s3cret?", &hash));
+    assert_eq!(
+        stored["expires"], 0,
+        "an expiry already in the past at creation means never, as Tyk"
+    );
+
+    // Updating with the stored (already hashed) password does not hash it twice.
+    let (status, _) = cp.call(Method::PUT, "/tyk/keys/alice", Some(&stored)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, again) = cp.call(Method::GET, "/tyk/keys/alice", None).await;
+    assert_eq!(again["basic_auth_data"]["password"], hash.as_str());
+
+    let (status, body) = cp
+        .call(
+            Method::POST,
+            "/tyk/keys/bob",
+            Some(&json!({"basic_auth_data": {"password": "x", "hash_type": "murmur32"}})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("basic_auth_data.hash_type"))
+    );
+    let (status, _) = cp
+        .call(Method::POST, "/tyk/keys/abc?hashed=true", Some(&user))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

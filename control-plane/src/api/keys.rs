@@ -1,0 +1,203 @@
+//! `/tyk/keys`: keys (Tyk sessions). A key is stored only as its sha256; it is shown once, in the
+//! answer to the call that created it. Basic-auth passwords are stored as bcrypt hashes.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use chrono::Utc;
+use portcullis_proto::key_hash::key_hash;
+use portcullis_proto::model::{SessionState, ValidationError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiState};
+
+/// Tyk's wording differs per verb; clients match on it.
+const NOT_FOUND_GET: &str = "Key not found";
+const NOT_FOUND_PUT: &str = "Key is not found";
+const NOT_FOUND_DELETE: &str = "There is no such key found";
+/// Tyk's default basic-auth hashing.
+const BCRYPT_COST: u32 = 10;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct KeyQuery {
+    #[serde(default)]
+    hashed: Option<String>,
+}
+
+impl KeyQuery {
+    fn hashed(&self) -> bool {
+        matches!(self.hashed.as_deref(), Some("true" | "1"))
+    }
+}
+
+/// The stored address of `key`: the key's hash, or `key` itself when it already is one.
+fn address(key: &str, query: &KeyQuery) -> Result<String, ApiError> {
+    if key.is_empty() {
+        return Err(ValidationError::new("key", "must not be empty").into());
+    }
+    if query.hashed() {
+        if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ValidationError::new(
+                "key",
+                "with hashed=true the key must be a sha256 hex digest",
+            )
+            .into());
+        }
+        return Ok(key.to_ascii_lowercase());
+    }
+    Ok(key_hash(key))
+}
+
+/// Validates a session and shapes it for storage: bcrypt for a plaintext basic-auth password,
+/// creation date kept, an `expires` already in the past on creation means "never" (as Tyk).
+fn prepare(body: &[u8], existing: Option<&Value>, creating: bool) -> Result<Value, ApiError> {
+    let session = SessionState::parse(body)?;
+    let mut value = session.to_value();
+    let spec = session.spec();
+    let now = Utc::now();
+    if creating && spec.expires > 0 && spec.expires < now.timestamp() {
+        value["expires"] = json!(0);
+    }
+    if let Some(basic) = &spec.basic_auth_data
+        && !basic.password.is_empty()
+        && basic.hash_type != "bcrypt"
+    {
+        if !basic.hash_type.is_empty() {
+            return Err(ValidationError::new(
+                "basic_auth_data.hash_type",
+                "only bcrypt (or a plaintext password) is supported",
+            )
+            .into());
+        }
+        let hashed = bcrypt::hash(&basic.password, BCRYPT_COST)
+            .map_err(|e| ValidationError::new("basic_auth_data.password", e.to_string()))?;
+        value["basic_auth_data"] = json!({"password": hashed, "hash_type": "bcrypt"});
+    }
+    let created = existing
+        .and_then(|e| e.get("date_created"))
+        .cloned()
+        .unwrap_or_else(|| json!(now.to_rfc3339()));
+    value["date_created"] = created;
+    value["last_updated"] = json!(now.timestamp().to_string());
+    Ok(value)
+}
+
+fn requires_rights(body: &[u8]) -> Result<(), ApiError> {
+    let session = SessionState::parse(body)?;
+    if session.spec().access_rights.is_empty() && session.policy_ids().next().is_none() {
+        return Err(ValidationError::new(
+            "access_rights",
+            "Failed to create key, keys must have at least one Access Rights record set.",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// `POST /tyk/keys` and `POST /tyk/keys/create`: a generated key (org id + uuid hex, Tyk's
+/// legacy format).
+pub async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    requires_rights(&body)?;
+    let session = prepare(&body, None, true)?;
+    let org = session["org_id"].as_str().unwrap_or_default();
+    let key = format!("{org}{}", portcullis_proto::model::generate_id());
+    let hash = key_hash(&key);
+    state
+        .store
+        .put_key(&hash, &session)
+        .await
+        .map_err(ApiError::from_store(NOT_FOUND_GET))?;
+    tracing::info!(key_hash = %hash, "key created");
+    Ok(Json(
+        json!({"key": key, "status": "ok", "action": "added", "key_hash": hash}),
+    ))
+}
+
+/// `POST /tyk/keys/{key}`: a caller-chosen key, or a basic-auth user name.
+pub async fn create_named(
+    State(state): State<ApiState>,
+    Path(key): Path<String>,
+    Query(query): Query<KeyQuery>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    if query.hashed() {
+        return Err(ValidationError::new("hashed", "a key cannot be created by its hash").into());
+    }
+    let hash = address(&key, &query)?;
+    let existing = state.store.get_key(&hash).await.ok();
+    let session = prepare(&body, existing.as_ref(), existing.is_none())?;
+    state
+        .store
+        .put_key(&hash, &session)
+        .await
+        .map_err(ApiError::from_store(NOT_FOUND_GET))?;
+    Ok(Json(
+        json!({"key": key, "status": "ok", "action": "added", "key_hash": hash}),
+    ))
+}
+
+pub async fn update(
+    State(state): State<ApiState>,
+    Path(key): Path<String>,
+    Query(query): Query<KeyQuery>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let hash = address(&key, &query)?;
+    let existing = state
+        .store
+        .get_key(&hash)
+        .await
+        .map_err(ApiError::from_store(NOT_FOUND_PUT))?;
+    let session = prepare(&body, Some(&existing), false)?;
+    state
+        .store
+        .update_key(&hash, &session)
+        .await
+        .map_err(ApiError::from_store(NOT_FOUND_PUT))?;
+    Ok(Json(
+        json!({"key": key, "status": "ok", "action": "modified", "key_hash": hash}),
+    ))
+}
+
+pub async fn get(
+    State(state): State<ApiState>,
+    Path(key): Path<String>,
+    Query(query): Query<KeyQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let hash = address(&key, &query).map_err(|_| ApiError::NotFound(NOT_FOUND_GET))?;
+    let mut session = state
+        .store
+        .get_key(&hash)
+        .await
+        .map_err(ApiError::from_store(NOT_FOUND_GET))?;
+    session["key_hash"] = json!(hash);
+    Ok(Json(session))
+}
+
+pub async fn remove(
+    State(state): State<ApiState>,
+    Path(key): Path<String>,
+    Query(query): Query<KeyQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let hash = address(&key, &query).map_err(|_| ApiError::NotFound(NOT_FOUND_DELETE))?;
+    state
+        .store
+        .delete_key(&hash)
+        .await
+        .map_err(ApiError::from_store(NOT_FOUND_DELETE))?;
+    tracing::info!(key_hash = %hash, "key deleted");
+    Ok(Json(
+        json!({"key": key, "status": "ok", "action": "deleted"}),
+    ))
+}
+
+/// `GET /tyk/keys`: hashes only; the keys themselves are not stored.
+pub async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let keys = state
+        .store
+        .list_key_hashes()
+        .await
+        .map_err(ApiError::from_store(NOT_FOUND_GET))?;
+    Ok(Json(json!({ "keys": keys })))
+}
