@@ -503,3 +503,85 @@ async fn compaction_keeps_what_retention_and_live_nodes_need() {
     assert_eq!(store.oldest_retained_revision().await.unwrap(), Some(16));
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn key_writes_stream_as_session_events_and_lookups_need_a_node_certificate() {
+    use portcullis_proto::sync::LookupSessionRequest;
+    let db = Db::new().await;
+    let cp = control_plane(&db).await;
+    let store = Store::connect(&db.url, 4).await.unwrap();
+    let ca = ca_pem(&store).await;
+    let t = token(&store, "eu", 3600, None).await;
+    let mut node = join(&cp, &ca, &t, "eu").await.unwrap();
+    let mut s = watch(&mut node, 0, "").await.unwrap();
+    let Out::Snapshot(snap) = s.next().await else {
+        panic!("expected a snapshot")
+    };
+    s.ack(0, &snap.config_hash).await;
+
+    let hash = portcullis_proto::key_hash::key_hash("my-key");
+    store
+        .put_key(&hash, &json!({"rate": 5, "access_rights": {}}))
+        .await
+        .unwrap();
+    let Out::Changes(c) = s.next().await else {
+        panic!("expected changes")
+    };
+    assert_eq!(c.session_events.len(), 1);
+    assert_eq!(
+        (
+            c.session_events[0].key_hash.as_str(),
+            c.session_events[0].revoked
+        ),
+        (hash.as_str(), false)
+    );
+    assert_eq!(
+        c.config_hash, snap.config_hash,
+        "keys do not change the configuration hash"
+    );
+
+    let found = node
+        .client
+        .lookup_session(LookupSessionRequest {
+            key_hash: hash.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(found.found);
+    assert_eq!(found.revision, 1);
+    let session: serde_json::Value = serde_json::from_slice(&found.session_json).unwrap();
+    assert_eq!(session["rate"], 5);
+    let missing = node
+        .client
+        .lookup_session(LookupSessionRequest {
+            key_hash: "00".repeat(32),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!missing.found);
+    let bad = node
+        .client
+        .lookup_session(LookupSessionRequest {
+            key_hash: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+
+    store.delete_key(&hash).await.unwrap();
+    let Out::Changes(c) = s.next().await else {
+        panic!("expected changes")
+    };
+    assert!(c.session_events[0].revoked);
+    assert_eq!(c.session_events[0].revision, 2);
+
+    let mut anonymous = SyncClient::new(channel(cp.sync_addr, &ca, None).await);
+    let refused = anonymous
+        .lookup_session(LookupSessionRequest { key_hash: hash })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    db.drop_db().await;
+}

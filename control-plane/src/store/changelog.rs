@@ -14,6 +14,9 @@ pub const NOTIFY_CHANNEL: &str = "portcullis_changes";
 pub enum ChangeKind {
     Api,
     Policy,
+    /// A key was created, changed or deleted. Only its hash travels (as a session event that
+    /// invalidates edge caches); the session itself is looked up on demand.
+    Session,
 }
 
 impl ChangeKind {
@@ -21,6 +24,7 @@ impl ChangeKind {
         match self {
             Self::Api => "api",
             Self::Policy => "policy",
+            Self::Session => "session",
         }
     }
 
@@ -28,6 +32,7 @@ impl ChangeKind {
         match s {
             "api" => Ok(Self::Api),
             "policy" => Ok(Self::Policy),
+            "session" => Ok(Self::Session),
             other => Err(StoreError::Corrupt(format!("unknown change kind {other}"))),
         }
     }

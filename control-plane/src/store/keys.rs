@@ -1,12 +1,36 @@
 //! Keys (Tyk sessions), stored by the sha256 of the key: the key itself is never stored.
+//! Every write also commits a `session` change, which edges receive as a session event that
+//! drops the key from their caches, in revision order with the rest of the configuration.
 
 use serde_json::Value;
+use sqlx::{Postgres, Transaction};
 
+use super::changelog::{ChangeKind, NewChange, commit_change};
 use super::{Store, StoreError};
+
+const EVERY_GROUP: &[String] = &[];
+
+async fn session_event(
+    tx: &mut Transaction<'_, Postgres>,
+    key_hash: &str,
+    deleted: bool,
+) -> Result<i64, StoreError> {
+    // The log carries no session content: an empty object marks "changed", NULL "deleted".
+    let marker = Value::Object(serde_json::Map::new());
+    let change = NewChange {
+        kind: ChangeKind::Session,
+        resource_id: key_hash,
+        body: (!deleted).then_some(&marker),
+        tags: (!deleted).then_some(EVERY_GROUP),
+        prev_tags: Some(EVERY_GROUP),
+    };
+    commit_change(tx, change).await
+}
 
 impl Store {
     /// Inserts or replaces a key. Returns true when it was new.
     pub async fn put_key(&self, key_hash: &str, session: &Value) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
         let (inserted,): (bool,) = sqlx::query_as(
             "INSERT INTO keys (key_hash, session) VALUES ($1, $2)
              ON CONFLICT (key_hash) DO UPDATE SET session = EXCLUDED.session, updated_at = now()
@@ -14,24 +38,46 @@ impl Store {
         )
         .bind(key_hash)
         .bind(session)
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await?;
+        session_event(&mut tx, key_hash, false).await?;
+        tx.commit().await?;
         Ok(inserted)
     }
 
     /// Replaces an existing key only.
     pub async fn update_key(&self, key_hash: &str, session: &Value) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
         let done =
             sqlx::query("UPDATE keys SET session = $2, updated_at = now() WHERE key_hash = $1")
                 .bind(key_hash)
                 .bind(session)
-                .execute(self.pool())
+                .execute(&mut *tx)
                 .await?;
-        if done.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound)
+        if done.rows_affected() != 1 {
+            return Err(StoreError::NotFound);
         }
+        session_event(&mut tx, key_hash, false).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The session of a key and the revision it was read at (for ordering against events).
+    pub async fn lookup_key(&self, key_hash: &str) -> Result<(Option<Value>, i64), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let (revision,): (i64,) =
+            sqlx::query_as("SELECT revision FROM revision_counter WHERE singleton")
+                .fetch_one(&mut *tx)
+                .await?;
+        let row: Option<(Value,)> = sqlx::query_as("SELECT session FROM keys WHERE key_hash = $1")
+            .bind(key_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((row.map(|(v,)| v), revision))
     }
 
     pub async fn get_key(&self, key_hash: &str) -> Result<Value, StoreError> {
@@ -43,15 +89,17 @@ impl Store {
     }
 
     pub async fn delete_key(&self, key_hash: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
         let done = sqlx::query("DELETE FROM keys WHERE key_hash = $1")
             .bind(key_hash)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
-        if done.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound)
+        if done.rows_affected() != 1 {
+            return Err(StoreError::NotFound);
         }
+        session_event(&mut tx, key_hash, true).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn list_key_hashes(&self) -> Result<Vec<String>, StoreError> {

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::status::SyncError;
 use super::tailer::Tailer;
 use super::{auth, join, renew, watch};
 use crate::ca::NodeCa;
@@ -104,9 +105,26 @@ impl Sync for SyncService {
         request: Request<LookupSessionRequest>,
     ) -> Result<Response<LookupSessionResponse>, Status> {
         auth::authenticate(&self.inner.store, &request).await?;
-        Err(Status::unimplemented(
-            "session lookup is not available in this version",
-        ))
+        let key_hash = request.into_inner().key_hash;
+        if key_hash.len() != 64 || !key_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(
+                SyncError::BadRequest("key_hash must be a sha256 hex digest".into()).into(),
+            );
+        }
+        let (session, revision) = self
+            .inner
+            .store
+            .lookup_key(&key_hash.to_ascii_lowercase())
+            .await
+            .map_err(SyncError::from)?;
+        Ok(Response::new(LookupSessionResponse {
+            found: session.is_some(),
+            session_json: session
+                .map(|s| s.to_string().into_bytes())
+                .unwrap_or_default()
+                .into(),
+            revision: u64::try_from(revision).unwrap_or(0),
+        }))
     }
 
     async fn report_sessions(

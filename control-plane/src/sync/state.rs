@@ -8,7 +8,9 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use portcullis_proto::config_hash::{canonical_json, config_hash, resource_digest};
-use portcullis_proto::sync::{Bookmark, Changes, Resource, ResourceKind, ResourceRef, Snapshot};
+use portcullis_proto::sync::{
+    Bookmark, Changes, Resource, ResourceKind, ResourceRef, SessionEvent, Snapshot,
+};
 
 use crate::store::changelog::{Change, ChangeKind};
 
@@ -71,10 +73,14 @@ pub struct ConfigState {
     views: HashMap<String, Arc<GroupView>>,
 }
 
+/// Log entries about keys carry this code: they are events, not resources of the configuration.
+const SESSION_CODE: i32 = -1;
+
 fn kind_code(kind: ChangeKind) -> i32 {
     match kind {
         ChangeKind::Api => ResourceKind::Api as i32,
         ChangeKind::Policy => ResourceKind::Policy as i32,
+        ChangeKind::Session => SESSION_CODE,
     }
 }
 
@@ -133,6 +139,11 @@ impl ConfigState {
                 ));
             }
             let entry = log_entry(c.clone());
+            if entry.key.0 == SESSION_CODE {
+                self.head = c.revision;
+                self.log.push_back(entry);
+                continue;
+            }
             match &entry.body {
                 Some(body) => {
                     let digest = resource_digest(entry.key.0, &entry.key.1, body);
@@ -287,7 +298,17 @@ impl ConfigState {
         }
         // First and last change of each resource touched since `revision`.
         let mut touched: BTreeMap<&ResourceKey, (bool, &LogEntry)> = BTreeMap::new();
+        let mut session_events = Vec::new();
         for e in self.log_range(revision, self.head) {
+            if e.key.0 == SESSION_CODE {
+                // Every group gets key events: a key may be used in any region.
+                session_events.push(SessionEvent {
+                    key_hash: e.key.1.clone(),
+                    revoked: e.body.is_none(),
+                    revision: e.revision as u64,
+                });
+                continue;
+            }
             touched
                 .entry(&e.key)
                 .and_modify(|t| t.1 = e)
@@ -309,7 +330,7 @@ impl ConfigState {
                 _ => {}
             }
         }
-        if upserts.is_empty() && deletes.is_empty() {
+        if upserts.is_empty() && deletes.is_empty() && session_events.is_empty() {
             return Plan::Bookmark(Bookmark {
                 revision: self.head as u64,
                 config_hash: view.hash.clone(),
@@ -321,7 +342,7 @@ impl ConfigState {
             config_hash: view.hash.clone(),
             upserts,
             deletes,
-            session_events: Vec::new(),
+            session_events,
         })
     }
 }

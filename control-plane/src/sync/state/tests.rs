@@ -231,3 +231,37 @@ fn large_snapshots_are_chunked_under_a_mebibyte_and_complete() {
         },
     );
 }
+
+#[test]
+fn key_changes_reach_every_group_as_events_without_touching_the_hash() {
+    let mut s = ConfigState::new(0, vec![], vec![]);
+    let mut eu = Edge::default();
+    eu.step(&mut s, "eu", 0, "");
+    let before = eu.hash();
+    let key = |revision, deleted: bool| Change {
+        revision,
+        kind: ChangeKind::Session,
+        resource_id: "ab".repeat(32),
+        body: (!deleted).then(|| json!({})),
+        tags: (!deleted).then(Vec::new),
+        prev_tags: Some(vec![]),
+        committed_at: Utc::now(),
+    };
+    s.apply(&[key(1, false), key(2, true)]).unwrap();
+    let Plan::Changes(c) = s.plan("eu", 0, &before) else {
+        panic!("expected changes")
+    };
+    assert!(c.upserts.is_empty() && c.deletes.is_empty());
+    let events: Vec<_> = c
+        .session_events
+        .iter()
+        .map(|e| (e.revision, e.revoked))
+        .collect();
+    assert_eq!(events, vec![(1, false), (2, true)], "in revision order");
+    assert_eq!(
+        c.config_hash, before,
+        "keys are not part of the configuration hash"
+    );
+    assert_eq!(c.to_revision, 2);
+    assert!(matches!(s.plan("us", 2, &before), Plan::Bookmark(_)));
+}
