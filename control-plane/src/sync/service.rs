@@ -121,8 +121,7 @@ impl Sync for SyncService {
             found: session.is_some(),
             session_json: session
                 .map(|s| s.to_string().into_bytes())
-                .unwrap_or_default()
-                .into(),
+                .unwrap_or_default(),
             revision: u64::try_from(revision).unwrap_or(0),
         }))
     }
