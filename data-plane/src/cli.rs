@@ -63,6 +63,11 @@ pub struct RunArgs {
     /// Upstream timeout in seconds when an API sets no proxy.timeout.
     #[arg(long, env = "PORTCULLIS_UPSTREAM_TIMEOUT", default_value_t = 30.0)]
     pub upstream_timeout: f64,
+    /// Regional Redis for sessions (falls back to REDIS_URL).
+    #[arg(long, env = "PORTCULLIS_REDIS_URL")]
+    pub redis_url: Option<String>,
+    #[arg(long, env = "PORTCULLIS_REDIS_PREFIX", default_value = "portcullis:")]
+    pub redis_prefix: String,
     /// Tokio worker threads (default: one per core).
     #[arg(long, env = "PORTCULLIS_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -108,6 +113,11 @@ impl RunArgs {
                 "--encryption-secret / PORTCULLIS_ENCRYPTION_SECRET",
             ))?,
             upstream_timeout: Duration::from_secs_f64(self.upstream_timeout),
+            redis_url: self
+                .redis_url
+                .clone()
+                .or_else(|| std::env::var("REDIS_URL").ok()),
+            redis_prefix: self.redis_prefix.clone(),
         })
     }
 }

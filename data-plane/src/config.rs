@@ -27,6 +27,10 @@ pub struct Config {
     pub encryption_secret: String,
     /// Upstream timeout when an API sets none (`proxy.timeout`).
     pub upstream_timeout: Duration,
+    /// The regional Redis for sessions (`--redis-url`); without it lookups go to the CP.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key this gateway writes (`--redis-prefix`), to share one Redis.
+    pub redis_prefix: String,
 }
 
 impl std::fmt::Debug for Config {

@@ -11,6 +11,13 @@ pub enum ProxyError {
     NoRoute,
     #[error("Authorization field missing")]
     AuthMissing,
+    /// Unknown key, or an API the key has no rights to (Tyk uses one message for both).
+    #[error("Access to this API has been disallowed")]
+    Disallowed,
+    #[error("Key has expired, please renew")]
+    KeyExpired,
+    #[error("Key is inactive, please renew")]
+    KeyInactive,
     #[error("There was a problem proxying the request")]
     Upstream,
     #[error("Upstream service reached hard timeout.")]
@@ -23,7 +30,8 @@ impl ProxyError {
     pub fn status(self) -> StatusCode {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
-            Self::AuthMissing => StatusCode::UNAUTHORIZED,
+            Self::AuthMissing | Self::KeyExpired => StatusCode::UNAUTHORIZED,
+            Self::Disallowed | Self::KeyInactive => StatusCode::FORBIDDEN,
             Self::Upstream => StatusCode::BAD_GATEWAY,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,

@@ -32,6 +32,8 @@ pub enum StartError {
     },
     #[error("TLS client configuration: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("--redis-url: {0}")]
+    Redis(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +109,27 @@ impl Drop for Gateway {
     }
 }
 
+/// Connects the session directory to the regional Redis. An unreachable Redis at start is not
+/// fatal: sessions are then looked up on the control plane (and Redis is not used until restart).
+async fn connect_redis(shared: &Shared, url: &str, prefix: &str) -> Result<(), StartError> {
+    let client = redis::Client::open(url).map_err(|e| StartError::Redis(e.to_string()))?;
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        redis::aio::ConnectionManager::new(client),
+    )
+    .await
+    {
+        Ok(Ok(manager)) => shared.sessions.set_redis(manager, prefix.to_owned()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "Redis unreachable at start; sessions come from the control plane")
+        }
+        Err(_) => tracing::warn!(
+            "Redis did not answer within 3 s at start; sessions come from the control plane"
+        ),
+    }
+    Ok(())
+}
+
 fn valid_ca_hash(h: &str) -> bool {
     h.strip_prefix("sha256:")
         .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -170,6 +193,9 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         return Err(StartError::NoToken);
     }
 
+    if let Some(url) = &config.redis_url {
+        connect_redis(&shared, url, &config.redis_prefix).await?;
+    }
     let (proxy_listener, proxy_addr) = bind("proxy", config.listen).await?;
     let (admin_listener, admin_addr) = bind("admin port", config.admin_listen).await?;
     let proxy = Arc::new(Proxy::new(shared.clone(), config.upstream_timeout)?);

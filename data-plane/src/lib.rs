@@ -3,11 +3,13 @@
 
 pub mod admin;
 pub mod applied;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod proxy;
 pub mod router;
+pub mod sessions;
 pub mod shared;
 pub mod sync;
 

@@ -8,6 +8,9 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use portcullis_proto::model::{ApiDefinition, ValidationError};
 
+use crate::auth::AuthMethod;
+use crate::auth::token::TokenAuth;
+
 /// Everything the proxy needs to forward to one API, parsed once per configuration change.
 #[derive(Debug)]
 pub struct Route {
@@ -24,6 +27,9 @@ pub struct Route {
     pub target_base: String,
     /// `proxy.timeout` when set; otherwise the gateway default applies.
     pub timeout: Option<Duration>,
+    /// The credential check of a protected API (`None` for keyless APIs).
+    pub auth: Option<Box<dyn AuthMethod>>,
+    pub strip_auth_data: bool,
 }
 
 impl Route {
@@ -66,6 +72,18 @@ impl Route {
             authority,
             target_base: target.path().trim_end_matches('/').to_owned(),
             timeout,
+            auth: if spec.use_keyless {
+                None
+            } else {
+                let token = TokenAuth::new(&spec.auth).ok_or_else(|| {
+                    ValidationError::new(
+                        "auth.auth_header_name",
+                        "must be a valid HTTP header name",
+                    )
+                })?;
+                Some(Box::new(token))
+            },
+            strip_auth_data: spec.strip_auth_data,
         })
     }
 

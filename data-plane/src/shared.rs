@@ -6,12 +6,14 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use arc_swap::ArcSwap;
 
 use crate::router::RoutingTable;
+use crate::sessions::Sessions;
 
 #[derive(Default)]
 pub struct Shared {
     pub table: ArcSwap<RoutingTable>,
     ready: AtomicBool,
     pub stats: SyncStats,
+    pub sessions: Sessions,
     /// Set once joined (or loaded from the state dir).
     pub node_id: std::sync::Mutex<Option<String>>,
 }

@@ -220,6 +220,8 @@ pub struct DpOptions {
     pub state_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub upstream_timeout: Option<Duration>,
+    pub redis_url: Option<String>,
+    pub redis_prefix: Option<String>,
 }
 
 /// A gateway.
@@ -247,6 +249,8 @@ impl Dp {
             state_dir: opts.state_dir,
             encryption_secret: ENCRYPTION_SECRET.into(),
             upstream_timeout: opts.upstream_timeout.unwrap_or(Duration::from_secs(10)),
+            redis_url: opts.redis_url,
+            redis_prefix: opts.redis_prefix.unwrap_or_else(|| "portcullis:".into()),
         };
         let (runner, (proxy_addr, admin_addr, shared)) = Runner::spawn(move || async move {
             let gw = portcullis_data_plane::start(config)

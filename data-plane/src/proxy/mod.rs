@@ -80,10 +80,20 @@ impl Proxy {
             return reply(ProxyError::NoRoute);
         };
         drop(table);
-        // Authentication methods plug in here (issue 4); until then only keyless APIs pass.
-        if !route.keyless {
-            return reply(ProxyError::AuthMissing);
-        }
+        let req = if route.keyless {
+            req
+        } else {
+            let (mut parts, body) = req.into_parts();
+            if let Err(e) = crate::auth::authenticate(&route, &parts, &self.shared.sessions).await {
+                return reply(e);
+            }
+            if route.strip_auth_data
+                && let Some(method) = &route.auth
+            {
+                method.strip(&mut parts);
+            }
+            Request::from_parts(parts, body)
+        };
         match forward::forward(
             &self.client,
             reserved,

@@ -118,6 +118,7 @@ impl SyncClient {
             let StreamEnd::Retry { error, progressed } =
                 self.watch_once(&url, &identity, &persist_tx).await;
             self.shared.stats.connected.store(false, Ordering::Release);
+            self.shared.sessions.set_control_plane(None);
             tracing::warn!(control_plane = %url, %error, "sync stream ended; serving the last configuration");
             self.shared.stats.set_error(error);
             if progressed {
@@ -182,6 +183,9 @@ impl SyncClient {
             Ok(c) => c,
             Err(e) => return retry(error_chain(&e), false),
         };
+        self.shared
+            .sessions
+            .set_control_plane(Some(Grpc::new(channel.clone())));
         let mut grpc = Grpc::new(channel).max_decoding_message_size(MAX_MESSAGE);
         let (tx, rx) = mpsc::channel(16);
         let (revision, hash) = match &self.applied {
@@ -234,9 +238,16 @@ impl SyncClient {
                             stats.snapshots.fetch_add(1, Ordering::Relaxed);
                             self.applied = Some(c);
                         });
+                    // Key events between our last revision and the snapshot are unknown.
+                    self.shared.sessions.clear_local();
                     (result, revision)
                 }
                 Some(Inbound::Changes(c)) => {
+                    // Dropping a cached key is always safe, so events apply even if the
+                    // configuration part is rejected.
+                    for event in &c.session_events {
+                        self.shared.sessions.on_event(event).await;
+                    }
                     let result = match self.applied.as_mut() {
                         Some(a) => a.apply_changes(&c),
                         None => Err(ApplyError::BaseMismatch {

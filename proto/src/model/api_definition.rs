@@ -28,6 +28,51 @@ pub struct ApiSpec {
     /// Missing means every field empty, so the error names `proxy.listen_path`.
     #[serde(default, deserialize_with = "null_as_default")]
     pub proxy: ProxySpec,
+    /// Where the auth token is read from (Tyk Classic `auth`).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub auth: AuthTokenSpec,
+    /// Remove the credential before proxying.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub strip_auth_data: bool,
+}
+
+/// Tyk Classic `auth` section: the auth token's header, query parameter and cookie.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct AuthTokenSpec {
+    /// Header carrying the key; Tyk's default is `Authorization` (a `Bearer ` prefix is accepted).
+    #[serde(default = "authorization", deserialize_with = "empty_as_authorization")]
+    pub auth_header_name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub use_param: bool,
+    /// Query parameter name; empty means the header name.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub param_name: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub use_cookie: bool,
+    /// Cookie name; empty means the header name.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub cookie_name: String,
+}
+
+impl Default for AuthTokenSpec {
+    fn default() -> Self {
+        Self {
+            auth_header_name: authorization(),
+            use_param: false,
+            param_name: String::new(),
+            use_cookie: false,
+            cookie_name: String::new(),
+        }
+    }
+}
+
+fn authorization() -> String {
+    "Authorization".into()
+}
+
+fn empty_as_authorization<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    Ok(s.filter(|s| !s.is_empty()).unwrap_or_else(authorization))
 }
 
 fn yes() -> bool {
@@ -145,6 +190,12 @@ impl ApiDefinition {
                 "must be a non-negative number of seconds",
             ));
         }
+        if http_token(&s.auth.auth_header_name).is_none() {
+            return Err(ValidationError::new(
+                "auth.auth_header_name",
+                "must be a valid HTTP header name",
+            ));
+        }
         if let Some(i) = s.tags.iter().position(|t| t.is_empty()) {
             return Err(ValidationError::new(
                 format!("tags[{i}]"),
@@ -153,6 +204,14 @@ impl ApiDefinition {
         }
         Ok(())
     }
+}
+
+/// An RFC 9110 token (header names), or None.
+fn http_token(s: &str) -> Option<&str> {
+    let ok = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    ok.then_some(s)
 }
 
 fn validate_target_url(target: &str) -> Result<(), ValidationError> {

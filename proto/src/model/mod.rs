@@ -7,7 +7,7 @@ mod json;
 mod policy;
 mod session;
 
-pub use api_definition::{ApiDefinition, ApiSpec, ProxySpec};
+pub use api_definition::{ApiDefinition, ApiSpec, AuthTokenSpec, ProxySpec};
 pub use policy::{AccessDefinition, Policy, PolicySpec};
 pub use session::{AllowedUrl, ApiLimit, BasicAuthData, SessionAccess, SessionSpec, SessionState};
 

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step should stop a test loudly
 
+mod auth_token;
 mod fleet;
 mod management;
 mod proxy;

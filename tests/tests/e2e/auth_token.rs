@@ -1,0 +1,279 @@
+//! Auth token at the edge: credential sources, Tyk's statuses and messages, and keys that change
+//! on the control plane reaching every region.
+
+use std::time::Duration;
+
+use portcullis_tests::{
+    Cp, Dp, DpOptions, EchoUpstream, Received, TestDb, eventually, keyless_api,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn redis_url() -> String {
+    std::env::var("PORTCULLIS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A gateway in its own "region": its own key prefix in the shared test Redis.
+async fn regional_dp(cp: &Cp, region: &str) -> Dp {
+    let prefix = format!("e2e:{}:{region}:", uuid::Uuid::new_v4().simple());
+    Dp::start(
+        cp,
+        DpOptions {
+            token: Some(cp.token("default").await),
+            redis_url: Some(redis_url()),
+            redis_prefix: Some(prefix),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn protected_api(id: &str, target: &str, auth: Value) -> Value {
+    let mut api = keyless_api(id, &format!("/{id}/"), target);
+    api["use_keyless"] = json!(false);
+    api["auth"] = auth;
+    api
+}
+
+async fn call(dp: &Dp, path: &str, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+    let mut req = reqwest::Client::new().get(dp.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn create_key(cp: &Cp, session: Value) -> String {
+    let (status, body) = cp.call(Method::POST, "/tyk/keys", Some(&session)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["key"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn token_sources_and_session_checks_answer_as_tyk() {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    let echo = EchoUpstream::start().await;
+    let dp = regional_dp(&cp, "eu").await;
+    cp.create_api(&protected_api("orders", &echo.url(), json!({"auth_header_name": "X-Api-Key", "use_param": true, "param_name": "key", "use_cookie": true, "cookie_name": "k"}))).await;
+    let mut stripped = protected_api("billing", &echo.url(), json!({}));
+    stripped["strip_auth_data"] = json!(true);
+    cp.create_api(&stripped).await;
+    dp.wait_for_revision(2).await;
+
+    let rights = |apis: &[&str]| -> Value {
+        apis.iter()
+            .map(|a| (a.to_string(), json!({"api_id": a, "versions": ["Default"]})))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let key = create_key(
+        &cp,
+        json!({"access_rights": rights(&["orders", "billing"])}),
+    )
+    .await;
+
+    let (status, body) = call(&dp, "/orders/x", &[]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("Authorization field missing")
+        )
+    );
+    let (status, body) = call(&dp, "/orders/x", &[("X-Api-Key", "not-a-key")]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (
+            StatusCode::FORBIDDEN,
+            Some("Access to this API has been disallowed")
+        )
+    );
+
+    let (status, got) = call(&dp, "/orders/x", &[("X-Api-Key", &key)]).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    let got: Received = serde_json::from_value(got).unwrap();
+    assert_eq!(
+        got.header("x-api-key"),
+        Some(key.as_str()),
+        "credential kept without strip_auth_data"
+    );
+    assert_eq!(
+        call(&dp, &format!("/orders/x?key={key}"), &[]).await.0,
+        StatusCode::OK,
+        "query parameter"
+    );
+    assert_eq!(
+        call(&dp, "/orders/x", &[("Cookie", &format!("a=b; k={key}"))])
+            .await
+            .0,
+        StatusCode::OK,
+        "cookie"
+    );
+
+    let (status, got) = call(
+        &dp,
+        "/billing/x",
+        &[("Authorization", &format!("Bearer {key}"))],
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "Bearer prefix on the default header"
+    );
+    let got: Received = serde_json::from_value(got).unwrap();
+    assert_eq!(
+        got.header("authorization"),
+        None,
+        "strip_auth_data removes the credential"
+    );
+
+    // Rights for one API only.
+    let narrow = create_key(&cp, json!({"access_rights": rights(&["orders"])})).await;
+    let (status, body) = call(&dp, "/billing/x", &[("Authorization", &narrow)]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (
+            StatusCode::FORBIDDEN,
+            Some("Access to this API has been disallowed")
+        )
+    );
+
+    // Expired (401) and inactive (403) keys.
+    let expired = "expired-key";
+    let (status, _) = cp
+        .call(
+            Method::POST,
+            &format!("/tyk/keys/{expired}"),
+            Some(&json!({"access_rights": rights(&["orders"])})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let past = chrono_like_now() - 60;
+    let (status, _) = cp
+        .call(
+            Method::PUT,
+            &format!("/tyk/keys/{expired}"),
+            Some(&json!({"access_rights": rights(&["orders"]), "expires": past})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let body = eventually(Duration::from_secs(10), "expired key refused", || async {
+        let (status, body) = call(&dp, "/orders/x", &[("X-Api-Key", expired)]).await;
+        (status == StatusCode::UNAUTHORIZED).then_some(body)
+    })
+    .await;
+    assert_eq!(body["error"], "Key has expired, please renew");
+    let inactive = create_key(
+        &cp,
+        json!({"access_rights": rights(&["orders"]), "is_inactive": true}),
+    )
+    .await;
+    let (status, body) = call(&dp, "/orders/x", &[("X-Api-Key", &inactive)]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("Key is inactive, please renew"))
+    );
+}
+
+fn chrono_like_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test]
+async fn keys_created_and_revoked_on_the_control_plane_reach_every_region() {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    let echo = EchoUpstream::start().await;
+    let eu = regional_dp(&cp, "eu").await;
+    let us = regional_dp(&cp, "us").await;
+    cp.create_api(&protected_api("svc", &echo.url(), json!({})))
+        .await;
+    eu.wait_for_revision(1).await;
+    us.wait_for_revision(1).await;
+
+    // Unknown first (cached as missing), then created: the key event drops the negative entry.
+    let name = format!("custom-{}", uuid::Uuid::new_v4().simple());
+    assert_eq!(
+        call(&eu, "/svc/", &[("Authorization", &name)]).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, _) = cp
+        .call(
+            Method::POST,
+            &format!("/tyk/keys/{name}"),
+            Some(&json!({"access_rights": {}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for dp in [&eu, &us] {
+        eventually(Duration::from_secs(5), "new key accepted", || async {
+            (call(dp, "/svc/", &[("Authorization", &name)]).await.0 == StatusCode::OK).then_some(())
+        })
+        .await;
+    }
+
+    // Revoked on the CP: refused in both regions, although both had it cached.
+    let (status, _) = cp
+        .call(Method::DELETE, &format!("/tyk/keys/{name}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for dp in [&eu, &us] {
+        let body = eventually(Duration::from_secs(5), "revoked key refused", || async {
+            let (status, body) = call(dp, "/svc/", &[("Authorization", &name)]).await;
+            (status == StatusCode::FORBIDDEN).then_some(body)
+        })
+        .await;
+        assert_eq!(body["error"], "Access to this API has been disallowed");
+    }
+}
+
+#[tokio::test]
+async fn with_the_control_plane_down_known_keys_work_and_unknown_keys_are_refused() {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    let echo = EchoUpstream::start().await;
+    let dp = regional_dp(&cp, "eu").await;
+    cp.create_api(&protected_api("svc", &echo.url(), json!({})))
+        .await;
+    dp.wait_for_revision(1).await;
+    let key = create_key(&cp, json!({"access_rights": {"svc": {"api_id": "svc"}}})).await;
+    assert_eq!(
+        call(&dp, "/svc/", &[("Authorization", &key)]).await.0,
+        StatusCode::OK
+    );
+
+    cp.stop();
+    eventually(Duration::from_secs(10), "gateway notices", || async {
+        (!dp.shared
+            .stats
+            .connected
+            .load(std::sync::atomic::Ordering::Acquire))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(
+        call(&dp, "/svc/", &[("Authorization", &key)]).await.0,
+        StatusCode::OK,
+        "known key keeps working"
+    );
+    let (status, body) = call(&dp, "/svc/", &[("Authorization", "never-seen")]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (
+            StatusCode::FORBIDDEN,
+            Some("Access to this API has been disallowed")
+        )
+    );
+}
