@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use portcullis_proto::config_hash::{config_hash, resource_digest};
-use portcullis_proto::model::ApiDefinition;
+use portcullis_proto::model::{ApiDefinition, Policy, PolicySpec};
 use portcullis_proto::sync::{Changes, Resource, ResourceKind, Snapshot};
 
 use crate::router::{Route, RoutingTable};
@@ -40,6 +40,7 @@ struct Held {
     body: Bytes,
     digest: [u8; 32],
     route: Option<Arc<Route>>,
+    policy: Option<Arc<PolicySpec>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -54,21 +55,24 @@ fn held(r: &Resource) -> Result<Held, ApplyError> {
         id: r.id.clone(),
         reason,
     };
-    let route = if r.kind == ResourceKind::Api as i32 {
-        let value: serde_json::Value =
-            serde_json::from_slice(&r.body).map_err(|e| invalid(format!("malformed JSON: {e}")))?;
-        let def = ApiDefinition::from_value(value).map_err(|e| invalid(e.to_string()))?;
-        Some(Arc::new(
-            Route::from_definition(&def).map_err(|e| invalid(e.to_string()))?,
-        ))
-    } else {
-        // Policies and later kinds are kept (and hashed) for the features that use them.
-        None
+    let json = || -> Result<serde_json::Value, ApplyError> {
+        serde_json::from_slice(&r.body).map_err(|e| invalid(format!("malformed JSON: {e}")))
     };
+    let (mut route, mut policy) = (None, None);
+    if r.kind == ResourceKind::Api as i32 {
+        let def = ApiDefinition::from_value(json()?).map_err(|e| invalid(e.to_string()))?;
+        route = Some(Arc::new(
+            Route::from_definition(&def).map_err(|e| invalid(e.to_string()))?,
+        ));
+    } else if r.kind == ResourceKind::Policy as i32 {
+        let p = Policy::from_value(json()?).map_err(|e| invalid(e.to_string()))?;
+        policy = Some(Arc::new(p.spec().clone()));
+    }
     Ok(Held {
         body: r.body.clone(),
         digest: resource_digest(r.kind, &r.id, &r.body),
         route,
+        policy,
     })
 }
 
@@ -157,7 +161,14 @@ impl AppliedConfig {
     }
 
     pub fn routing_table(&self) -> RoutingTable {
+        let policies = self
+            .resources
+            .values()
+            .filter_map(|h| h.policy.as_ref())
+            .map(|p| (p.id.clone(), p.clone()))
+            .collect();
         RoutingTable::new(self.resources.values().filter_map(|h| h.route.as_ref()))
+            .with_policies(policies)
     }
 
     pub fn len(&self) -> usize {

@@ -18,6 +18,10 @@ pub enum ProxyError {
     KeyExpired,
     #[error("Key is inactive, please renew")]
     KeyInactive,
+    #[error("Rate Limit Exceeded")]
+    RateLimited,
+    #[error("Quota exceeded")]
+    QuotaExceeded,
     #[error("There was a problem proxying the request")]
     Upstream,
     #[error("Upstream service reached hard timeout.")]
@@ -31,7 +35,8 @@ impl ProxyError {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::AuthMissing | Self::KeyExpired => StatusCode::UNAUTHORIZED,
-            Self::Disallowed | Self::KeyInactive => StatusCode::FORBIDDEN,
+            Self::Disallowed | Self::KeyInactive | Self::QuotaExceeded => StatusCode::FORBIDDEN,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream => StatusCode::BAD_GATEWAY,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,

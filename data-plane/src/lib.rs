@@ -7,6 +7,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod limits;
+pub mod policies;
 pub mod proxy;
 pub mod router;
 pub mod sessions;

@@ -10,6 +10,7 @@ use portcullis_proto::model::{ApiDefinition, ValidationError};
 
 use crate::auth::AuthMethod;
 use crate::auth::token::TokenAuth;
+use crate::policies::PolicyIndex;
 
 /// Everything the proxy needs to forward to one API, parsed once per configuration change.
 #[derive(Debug)]
@@ -106,6 +107,8 @@ pub struct RoutingTable {
     by_domain: HashMap<String, Vec<Arc<Route>>>,
     any_domain: Vec<Arc<Route>>,
     len: usize,
+    /// Policies of the same configuration, applied to sessions on every request.
+    pub policies: Arc<PolicyIndex>,
 }
 
 impl RoutingTable {
@@ -137,6 +140,11 @@ impl RoutingTable {
         longest_first(&mut table.any_domain);
         table.by_domain.values_mut().for_each(longest_first);
         table
+    }
+
+    pub fn with_policies(mut self, policies: PolicyIndex) -> Self {
+        self.policies = Arc::new(policies);
+        self
     }
 
     pub fn len(&self) -> usize {

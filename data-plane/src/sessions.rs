@@ -64,6 +64,11 @@ impl Sessions {
         let _ = self.redis.set((redis, prefix));
     }
 
+    /// The regional Redis and key prefix, when configured and reachable at start.
+    pub fn redis(&self) -> Option<(&ConnectionManager, &str)> {
+        self.redis.get().map(|(c, p)| (c, p.as_str()))
+    }
+
     /// The control-plane client used for lookups; `None` while disconnected.
     pub fn set_control_plane(&self, client: Option<Grpc<Channel>>) {
         self.cp.store(client.map(Arc::new));

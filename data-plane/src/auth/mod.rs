@@ -4,13 +4,12 @@
 mod session_checks;
 pub mod token;
 
-use std::sync::Arc;
-
 use http::request::Parts;
 
 use crate::error::ProxyError;
+use crate::policies::{Effective, PolicyIndex, effective};
 use crate::router::Route;
-use crate::sessions::{Session, Sessions};
+use crate::sessions::Sessions;
 
 /// How a method finds the credential in a request. Methods never look sessions up themselves,
 /// so caching, events and outage handling stay in one place.
@@ -22,12 +21,14 @@ pub trait AuthMethod: Send + Sync + std::fmt::Debug {
     fn strip(&self, parts: &mut Parts);
 }
 
-/// Authenticates a request for `route`, returning the session it runs under.
+/// Authenticates a request for `route` and applies the key's policies: what the request runs
+/// under.
 pub async fn authenticate(
     route: &Route,
     parts: &Parts,
     sessions: &Sessions,
-) -> Result<Arc<Session>, ProxyError> {
+    policies: &PolicyIndex,
+) -> Result<Effective, ProxyError> {
     let Some(method) = route.auth.as_deref() else {
         // An API with no usable method is closed, not open.
         return Err(ProxyError::AuthMissing);
@@ -40,6 +41,11 @@ pub async fn authenticate(
         // the same way Tyk refuses an unknown key.
         Ok(None) | Err(_) => return Err(ProxyError::Disallowed),
     };
-    session_checks::check(&session, route)?;
-    Ok(session)
+    let ids: Vec<&str> = session.state.policy_ids().collect();
+    let effective = effective(session.state.spec(), &hash, &ids, policies).map_err(|e| {
+        tracing::debug!(api_id = %route.api_id, error = %e, "policies could not be applied");
+        ProxyError::Disallowed
+    })?;
+    session_checks::check(&session, &effective, route)?;
+    Ok(effective)
 }

@@ -22,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use crate::error::ProxyError;
+use crate::limits::{Decision, Limiter, RateInfo};
 use crate::shared::Shared;
 
 /// Upstream bodies pass through untouched; gateway answers are small full bodies.
@@ -34,6 +35,7 @@ pub struct Proxy {
     shared: Arc<Shared>,
     client: UpstreamClient,
     idle: Arc<upstream::IdleUpstreams>,
+    limiter: Limiter,
     default_timeout: Duration,
 }
 
@@ -57,6 +59,7 @@ impl Proxy {
             shared,
             client,
             idle: Arc::default(),
+            limiter: Limiter::default(),
             default_timeout,
         })
     }
@@ -79,20 +82,42 @@ impl Proxy {
         let Some(route) = table.lookup(host, req.uri().path()).cloned() else {
             return reply(ProxyError::NoRoute);
         };
+        let policies = (!route.keyless).then(|| table.policies.clone());
         drop(table);
-        let req = if route.keyless {
-            req
-        } else {
-            let (mut parts, body) = req.into_parts();
-            if let Err(e) = crate::auth::authenticate(&route, &parts, &self.shared.sessions).await {
-                return reply(e);
+        let mut rate_info = None;
+        let req = match policies {
+            None => req,
+            Some(policies) => {
+                let (mut parts, body) = req.into_parts();
+                let effective = match crate::auth::authenticate(
+                    &route,
+                    &parts,
+                    &self.shared.sessions,
+                    &policies,
+                )
+                .await
+                {
+                    Ok(e) => e,
+                    Err(e) => return reply(e),
+                };
+                match self
+                    .limiter
+                    .check(&self.shared.sessions, effective.limits_for(&route.api_id))
+                    .await
+                {
+                    Decision::Allowed(info) => rate_info = info,
+                    Decision::RateExceeded(info) => {
+                        return with_rate_headers(reply(ProxyError::RateLimited), info);
+                    }
+                    Decision::QuotaExceeded => return reply(ProxyError::QuotaExceeded),
+                }
+                if route.strip_auth_data
+                    && let Some(method) = &route.auth
+                {
+                    method.strip(&mut parts);
+                }
+                Request::from_parts(parts, body)
             }
-            if route.strip_auth_data
-                && let Some(method) = &route.auth
-            {
-                method.strip(&mut parts);
-            }
-            Request::from_parts(parts, body)
         };
         match forward::forward(
             &self.client,
@@ -104,10 +129,23 @@ impl Proxy {
         )
         .await
         {
-            Ok(resp) => resp,
+            Ok(resp) => match rate_info {
+                Some(info) => with_rate_headers(resp, info),
+                None => resp,
+            },
             Err(e) => reply(e),
         }
     }
+}
+
+/// `X-RateLimit-*` describe the rate limit: the limit, requests left in the window, and seconds
+/// until a slot frees up.
+fn with_rate_headers(mut resp: Response<ProxyBody>, info: RateInfo) -> Response<ProxyBody> {
+    let h = resp.headers_mut();
+    h.insert("x-ratelimit-limit", info.limit.into());
+    h.insert("x-ratelimit-remaining", info.remaining.into());
+    h.insert("x-ratelimit-reset", info.reset_secs.into());
+    resp
 }
 
 fn reply(e: ProxyError) -> Response<ProxyBody> {

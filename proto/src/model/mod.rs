@@ -8,7 +8,7 @@ mod policy;
 mod session;
 
 pub use api_definition::{ApiDefinition, ApiSpec, AuthTokenSpec, ProxySpec};
-pub use policy::{AccessDefinition, Policy, PolicySpec};
+pub use policy::{AccessDefinition, Partitions, Policy, PolicySpec};
 pub use session::{AllowedUrl, ApiLimit, BasicAuthData, SessionAccess, SessionSpec, SessionState};
 
 /// A rejected resource: which field, and why. Shown to operators as `"<field>: <reason>"`.

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::json::{null_as_default, parse_object, typed_view};
+use super::session::SessionAccess;
 use super::{ValidationError, generate_id};
 
 /// One entry of `access_rights` (also used by sessions).
@@ -36,14 +37,39 @@ pub struct PolicySpec {
     pub quota_max: i64,
     #[serde(default, deserialize_with = "null_as_default")]
     pub quota_renewal_rate: i64,
+    /// Same shape as a session's access rights (Tyk's `AccessDefinition`).
     #[serde(default, deserialize_with = "null_as_default")]
-    pub access_rights: BTreeMap<String, AccessDefinition>,
+    pub access_rights: BTreeMap<String, SessionAccess>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub partitions: Partitions,
     #[serde(default = "yes")]
     pub active: bool,
     #[serde(default, deserialize_with = "null_as_default")]
     pub is_inactive: bool,
     #[serde(default, deserialize_with = "null_as_default")]
     pub tags: Vec<String>,
+}
+
+/// Which parts of a session a policy sets; none set means all of them.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub struct Partitions {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub quota: bool,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub rate_limit: bool,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub acl: bool,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub complexity: bool,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub per_api: bool,
+}
+
+impl Partitions {
+    /// True when the policy sets only some parts (any flag but `per_api`).
+    pub fn any(&self) -> bool {
+        self.quota || self.rate_limit || self.acl || self.complexity
+    }
 }
 
 fn yes() -> bool {

@@ -1,0 +1,198 @@
+//! Policies, rate limits and quotas at the edge, counted in the regional Redis.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use portcullis_tests::{Cp, Dp, DpOptions, EchoUpstream, TestDb, eventually, keyless_api};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn redis_url() -> String {
+    std::env::var("PORTCULLIS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+async fn regional_dp(cp: &Cp, region: &str) -> Dp {
+    let prefix = format!("e2e:{}:{region}:", uuid::Uuid::new_v4().simple());
+    Dp::start(
+        cp,
+        DpOptions {
+            token: Some(cp.token("default").await),
+            redis_url: Some(redis_url()),
+            redis_prefix: Some(prefix),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn setup() -> (TestDb, Cp, EchoUpstream, Dp) {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    let echo = EchoUpstream::start().await;
+    let dp = regional_dp(&cp, "eu").await;
+    let mut api = keyless_api("svc", "/svc/", &echo.url());
+    api["use_keyless"] = json!(false);
+    cp.create_api(&api).await;
+    let mut other = keyless_api("other", "/other/", &echo.url());
+    other["use_keyless"] = json!(false);
+    cp.create_api(&other).await;
+    dp.wait_for_revision(2).await;
+    (db, cp, echo, dp)
+}
+
+async fn key(cp: &Cp, session: Value) -> String {
+    let (status, body) = cp.call(Method::POST, "/tyk/keys", Some(&session)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["key"].as_str().unwrap().to_owned()
+}
+
+async fn get(dp: &Dp, path: &str, key: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(dp.url(path))
+        .header("Authorization", key)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_with_headers_and_quota_403() {
+    let (_db, cp, _echo, dp) = setup().await;
+    let limited = key(
+        &cp,
+        json!({"rate": 3, "per": 60, "quota_max": -1, "access_rights": {"svc": {"api_id": "svc"}}}),
+    )
+    .await;
+    for remaining in [2, 1, 0] {
+        let resp = get(&dp, "/svc/", &limited).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["x-ratelimit-limit"], "3");
+        assert_eq!(
+            resp.headers()["x-ratelimit-remaining"],
+            remaining.to_string().as_str()
+        );
+    }
+    let resp = get(&dp, "/svc/", &limited).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()["x-ratelimit-remaining"], "0");
+    let reset: u64 = resp.headers()["x-ratelimit-reset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=60).contains(&reset),
+        "seconds until a slot frees: {reset}"
+    );
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"],
+        "Rate Limit Exceeded"
+    );
+
+    let quota = key(&cp, json!({"quota_max": 2, "quota_renewal_rate": 3600, "access_rights": {"svc": {"api_id": "svc"}}})).await;
+    assert_eq!(get(&dp, "/svc/", &quota).await.status(), StatusCode::OK);
+    assert_eq!(get(&dp, "/svc/", &quota).await.status(), StatusCode::OK);
+    let resp = get(&dp, "/svc/", &quota).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"],
+        "Quota exceeded"
+    );
+}
+
+#[tokio::test]
+async fn limits_are_exact_under_concurrency_and_counted_per_region() {
+    let (_db, cp, _echo, eu) = setup().await;
+    let us = regional_dp(&cp, "us").await;
+    us.wait_for_revision(2).await;
+    let quota = key(
+        &cp,
+        json!({"quota_max": 10, "quota_renewal_rate": 3600, "access_rights": {"svc": {"api_id": "svc"}}}),
+    )
+    .await;
+    let statuses =
+        join_all((0..30).map(|_| async { get(&eu, "/svc/", &quota).await.status() })).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        10,
+        "exactly the quota under 30 concurrent requests"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::FORBIDDEN)
+            .count(),
+        20
+    );
+
+    let rate = key(
+        &cp,
+        json!({"rate": 7, "per": 60, "access_rights": {"svc": {"api_id": "svc"}}}),
+    )
+    .await;
+    let statuses =
+        join_all((0..25).map(|_| async { get(&eu, "/svc/", &rate).await.status() })).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        7,
+        "exactly the rate under 25 concurrent requests"
+    );
+    // Another region counts on its own Redis.
+    assert_eq!(get(&us, "/svc/", &rate).await.status(), StatusCode::OK);
+    assert_eq!(get(&us, "/svc/", &quota).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn policy_edits_change_existing_keys_without_touching_them() {
+    let (_db, cp, _echo, dp) = setup().await;
+    let policy = json!({"id": "gold", "rate": 100, "per": 1, "quota_max": -1, "access_rights": {"svc": {"api_id": "svc", "versions": ["Default"]}}});
+    let (status, _) = cp.call(Method::POST, "/tyk/policies", Some(&policy)).await;
+    assert_eq!(status, StatusCode::OK);
+    let member = key(&cp, json!({"apply_policies": ["gold"]})).await;
+    dp.wait_for_revision(3).await;
+    assert_eq!(get(&dp, "/svc/", &member).await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&dp, "/other/", &member).await.status(),
+        StatusCode::FORBIDDEN,
+        "rights come from the policy"
+    );
+
+    // The policy now grants only the other API, with a rate of one per minute.
+    let moved = json!({"id": "gold", "rate": 1, "per": 60, "quota_max": -1, "access_rights": {"other": {"api_id": "other"}}});
+    let (status, _) = cp
+        .call(Method::PUT, "/tyk/policies/gold", Some(&moved))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    eventually(Duration::from_secs(10), "policy change applied", || async {
+        (get(&dp, "/svc/", &member).await.status() == StatusCode::FORBIDDEN).then_some(())
+    })
+    .await;
+    // The key's requests so far count against the new rate (one counter per key), so a
+    // fresh member shows the new limit from its first request.
+    let fresh = key(&cp, json!({"apply_policies": ["gold"]})).await;
+    assert_eq!(get(&dp, "/other/", &fresh).await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&dp, "/other/", &fresh).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // An inactive policy makes the key inactive; a missing lone policy refuses the key.
+    let (status, _) = cp.call(Method::PUT, "/tyk/policies/gold", Some(&json!({"id": "gold", "is_inactive": true, "access_rights": {"other": {"api_id": "other"}}}))).await;
+    assert_eq!(status, StatusCode::OK);
+    let body = eventually(
+        Duration::from_secs(10),
+        "inactive policy applied",
+        || async {
+            let resp = get(&dp, "/other/", &member).await;
+            (resp.status() == StatusCode::FORBIDDEN).then_some(resp.json::<Value>().await.unwrap())
+        },
+    )
+    .await;
+    assert_eq!(body["error"], "Key is inactive, please renew");
+    let orphan = key(&cp, json!({"apply_policies": ["missing"]})).await;
+    assert_eq!(
+        get(&dp, "/svc/", &orphan).await.status(),
+        StatusCode::FORBIDDEN
+    );
+}
