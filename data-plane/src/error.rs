@@ -18,6 +18,17 @@ pub enum ProxyError {
     KeyExpired,
     #[error("Key is inactive, please renew")]
     KeyInactive,
+    /// Basic auth without a header (sent with `WWW-Authenticate`).
+    #[error("Authorization field missing")]
+    BasicMissing,
+    #[error("Attempted access with malformed header, header not in basic auth format")]
+    BasicNotBasic,
+    #[error("Attempted access with malformed header, auth data not encoded correctly")]
+    BasicNotEncoded,
+    #[error("Attempted access with malformed header, values not in basic auth format")]
+    BasicNotPair,
+    #[error("User not authorised")]
+    UserNotAuthorised,
     #[error("Rate Limit Exceeded")]
     RateLimited,
     #[error("Quota exceeded")]
@@ -34,7 +45,12 @@ impl ProxyError {
     pub fn status(self) -> StatusCode {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
-            Self::AuthMissing | Self::KeyExpired => StatusCode::UNAUTHORIZED,
+            Self::AuthMissing | Self::KeyExpired | Self::BasicMissing | Self::UserNotAuthorised => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::BasicNotBasic | Self::BasicNotEncoded | Self::BasicNotPair => {
+                StatusCode::BAD_REQUEST
+            }
             Self::Disallowed | Self::KeyInactive | Self::QuotaExceeded => StatusCode::FORBIDDEN,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream => StatusCode::BAD_GATEWAY,

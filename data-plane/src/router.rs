@@ -9,6 +9,7 @@ use http::uri::{Authority, Scheme};
 use portcullis_proto::model::{ApiDefinition, ValidationError};
 
 use crate::auth::AuthMethod;
+use crate::auth::basic::BasicAuth;
 use crate::auth::token::TokenAuth;
 use crate::policies::PolicyIndex;
 
@@ -75,6 +76,18 @@ impl Route {
             timeout,
             auth: if spec.use_keyless {
                 None
+            } else if spec.use_basic_auth {
+                let b = &spec.basic_auth;
+                let name = if spec.name.is_empty() {
+                    &spec.api_id
+                } else {
+                    &spec.name
+                };
+                Some(Box::new(BasicAuth::new(
+                    name,
+                    b.cache_ttl,
+                    b.disable_caching,
+                )))
             } else {
                 let token = TokenAuth::new(&spec.auth).ok_or_else(|| {
                     ValidationError::new(

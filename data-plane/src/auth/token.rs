@@ -8,6 +8,7 @@ use http::request::Parts;
 use portcullis_proto::model::AuthTokenSpec;
 
 use super::AuthMethod;
+use crate::error::ProxyError;
 
 #[derive(Debug)]
 pub struct TokenAuth {
@@ -49,8 +50,20 @@ fn from_query<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
         .map(|(_, v)| v)
 }
 
+#[async_trait::async_trait]
 impl AuthMethod for TokenAuth {
-    fn credential<'a>(&self, parts: &'a Parts) -> Option<Cow<'a, str>> {
+    fn credential<'a>(&self, parts: &'a Parts) -> Result<Cow<'a, str>, ProxyError> {
+        self.find(parts).ok_or(ProxyError::AuthMissing)
+    }
+
+    fn strip(&self, parts: &mut Parts) {
+        parts.headers.remove(&self.header);
+        // Query parameters and cookies are left as sent: rewriting them is a later change.
+    }
+}
+
+impl TokenAuth {
+    fn find<'a>(&self, parts: &'a Parts) -> Option<Cow<'a, str>> {
         if let Some(v) = parts
             .headers
             .get(&self.header)
@@ -81,11 +94,6 @@ impl AuthMethod for TokenAuth {
         }
         None
     }
-
-    fn strip(&self, parts: &mut Parts) {
-        parts.headers.remove(&self.header);
-        // Query parameters and cookies are left as sent: rewriting them is a later change.
-    }
 }
 
 #[cfg(test)]
@@ -110,32 +118,27 @@ mod tests {
         };
         let t = TokenAuth::new(&spec).unwrap();
         assert_eq!(
-            t.credential(&parts("/", &[("authorization", "abc")]))
-                .as_deref(),
+            t.find(&parts("/", &[("authorization", "abc")])).as_deref(),
             Some("abc")
         );
         assert_eq!(
-            t.credential(&parts("/", &[("Authorization", "Bearer  xyz")]))
+            t.find(&parts("/", &[("Authorization", "Bearer  xyz")]))
                 .as_deref(),
             Some("xyz")
         );
         assert_eq!(
-            t.credential(&parts("/?a=1&Authorization=k%2B1", &[]))
-                .as_deref(),
+            t.find(&parts("/?a=1&Authorization=k%2B1", &[])).as_deref(),
             Some("k+1")
         );
         assert_eq!(
-            t.credential(&parts("/", &[("cookie", "a=1; session=ck")]))
+            t.find(&parts("/", &[("cookie", "a=1; session=ck")]))
                 .as_deref(),
             Some("ck")
         );
-        assert_eq!(
-            t.credential(&parts("/", &[("authorization", "Bearer ")])),
-            None
-        );
+        assert_eq!(t.find(&parts("/", &[("authorization", "Bearer ")])), None);
         let plain = TokenAuth::new(&AuthTokenSpec::default()).unwrap();
         assert_eq!(
-            plain.credential(&parts("/?Authorization=abc", &[])),
+            plain.find(&parts("/?Authorization=abc", &[])),
             None,
             "query only when use_param"
         );

@@ -98,7 +98,7 @@ impl Proxy {
                 .await
                 {
                     Ok(e) => e,
-                    Err(e) => return reply(e),
+                    Err(e) => return challenge(reply(e), &route),
                 };
                 match self
                     .limiter
@@ -145,6 +145,17 @@ fn with_rate_headers(mut resp: Response<ProxyBody>, info: RateInfo) -> Response<
     h.insert("x-ratelimit-limit", info.limit.into());
     h.insert("x-ratelimit-remaining", info.remaining.into());
     h.insert("x-ratelimit-reset", info.reset_secs.into());
+    resp
+}
+
+/// Adds the method's `WWW-Authenticate` to its 401 answers.
+fn challenge(mut resp: Response<ProxyBody>, route: &crate::router::Route) -> Response<ProxyBody> {
+    if resp.status() == http::StatusCode::UNAUTHORIZED
+        && let Some(value) = route.auth.as_ref().and_then(|m| m.challenge())
+    {
+        resp.headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, value.clone());
+    }
     resp
 }
 

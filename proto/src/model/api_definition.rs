@@ -34,6 +34,26 @@ pub struct ApiSpec {
     /// Remove the credential before proxying.
     #[serde(default, deserialize_with = "null_as_default")]
     pub strip_auth_data: bool,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub use_basic_auth: bool,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub basic_auth: BasicAuthSpec,
+}
+
+/// Tyk Classic `basic_auth` section.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct BasicAuthSpec {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub disable_caching: bool,
+    /// Seconds a verified password stays cached (0: Tyk's default of 60).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub cache_ttl: i64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub extract_from_body: bool,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub body_user_regexp: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub body_password_regexp: String,
 }
 
 /// Tyk Classic `auth` section: the auth token's header, query parameter and cookie.
@@ -188,6 +208,12 @@ impl ApiDefinition {
             return Err(ValidationError::new(
                 "proxy.timeout",
                 "must be a non-negative number of seconds",
+            ));
+        }
+        if s.basic_auth.extract_from_body {
+            return Err(ValidationError::new(
+                "basic_auth.extract_from_body",
+                "is not supported yet; send credentials in the Authorization header",
             ));
         }
         if http_token(&s.auth.auth_header_name).is_none() {

@@ -7,7 +7,7 @@ mod json;
 mod policy;
 mod session;
 
-pub use api_definition::{ApiDefinition, ApiSpec, AuthTokenSpec, ProxySpec};
+pub use api_definition::{ApiDefinition, ApiSpec, AuthTokenSpec, BasicAuthSpec, ProxySpec};
 pub use policy::{AccessDefinition, Partitions, Policy, PolicySpec};
 pub use session::{AllowedUrl, ApiLimit, BasicAuthData, SessionAccess, SessionSpec, SessionState};
 

@@ -277,3 +277,125 @@ async fn with_the_control_plane_down_known_keys_work_and_unknown_keys_are_refuse
         )
     );
 }
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+#[tokio::test]
+async fn basic_auth_answers_as_tyk_and_never_caches_a_wrong_password() {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    let echo = EchoUpstream::start().await;
+    let dp = regional_dp(&cp, "eu").await;
+    let mut api = protected_api("billing", &echo.url(), json!({}));
+    api["name"] = json!("Billing");
+    api["use_basic_auth"] = json!(true);
+    cp.create_api(&api).await;
+    dp.wait_for_revision(1).await;
+    let user = format!("alice-{}", uuid::Uuid::new_v4().simple());
+    let session = |pw: &str| json!({"access_rights": {"billing": {"api_id": "billing"}}, "basic_auth_data": {"password": pw}});
+    let (status, _) = cp
+        .call(
+            Method::POST,
+            &format!("/tyk/keys/{user}"),
+            Some(&session("correct horse")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let raw = |header: Option<String>| {
+        let dp = &dp;
+        async move {
+            let mut req = reqwest::Client::new().get(dp.url("/billing/x"));
+            if let Some(h) = header {
+                req = req.header("Authorization", h);
+            }
+            let resp = req.send().await.unwrap();
+            let challenge = resp
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            (status, body["error"].as_str().map(str::to_owned), challenge)
+        }
+    };
+    let realm = Some("Basic realm=\"Billing\"".to_owned());
+    assert_eq!(
+        raw(None).await,
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("Authorization field missing".into()),
+            realm.clone()
+        )
+    );
+    assert_eq!(
+        raw(Some("Basic".into())).await.1.as_deref(),
+        Some("Attempted access with malformed header, header not in basic auth format")
+    );
+    assert_eq!(
+        raw(Some("Basic !!!".into())).await.1.as_deref(),
+        Some("Attempted access with malformed header, auth data not encoded correctly")
+    );
+    let (status, message, _) = raw(Some(basic("a", "b:c"))).await;
+    assert_eq!(
+        (status, message.as_deref()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("Attempted access with malformed header, values not in basic auth format")
+        )
+    );
+    assert_eq!(
+        raw(Some(basic("nobody", "x"))).await,
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("User not authorised".into()),
+            realm.clone()
+        )
+    );
+    assert_eq!(
+        raw(Some(basic(&user, "wrong"))).await,
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("User not authorised".into()),
+            realm.clone()
+        )
+    );
+    assert_eq!(
+        raw(Some(basic(&user, "correct horse"))).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        raw(Some(basic(&user, "correct horse"))).await.0,
+        StatusCode::OK,
+        "cached success"
+    );
+    assert_eq!(
+        raw(Some(basic(&user, "correct horsE"))).await.0,
+        StatusCode::UNAUTHORIZED,
+        "a wrong password after a cached success"
+    );
+
+    // A password changed on the control plane: the old one stops working at once.
+    let (status, _) = cp
+        .call(
+            Method::PUT,
+            &format!("/tyk/keys/{user}"),
+            Some(&session("battery staple")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    eventually(Duration::from_secs(5), "old password refused", || async {
+        (raw(Some(basic(&user, "correct horse"))).await.0 == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
+    assert_eq!(
+        raw(Some(basic(&user, "battery staple"))).await.0,
+        StatusCode::OK
+    );
+}
