@@ -149,6 +149,14 @@ pub struct ServeArgs {
     pub node_cert_ttl: u64,
     #[arg(long, env = "PORTCULLIS_MAX_DB_CONNECTIONS", default_value_t = 16)]
     pub max_db_connections: u32,
+    /// Lifetime in seconds given to every key when --force-global-session-lifetime is set (0: never).
+    #[arg(long, env = "PORTCULLIS_GLOBAL_SESSION_LIFETIME", default_value_t = 0)]
+    pub global_session_lifetime: i64,
+    #[arg(long, env = "PORTCULLIS_FORCE_GLOBAL_SESSION_LIFETIME")]
+    pub force_global_session_lifetime: bool,
+    /// Keys outlive their lifetime until their `expires` (Tyk's session_lifetime_respects_key_expiration).
+    #[arg(long, env = "PORTCULLIS_SESSION_LIFETIME_RESPECTS_KEY_EXPIRATION")]
+    pub session_lifetime_respects_key_expiration: bool,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "PORTCULLIS_LOG_JSON")]
     pub log_json: bool,
@@ -221,6 +229,11 @@ impl ServeArgs {
             replica_name: self.replica_name.clone().unwrap_or_else(host_name),
             node_cert_ttl: Duration::from_secs(self.node_cert_ttl),
             max_db_connections: self.max_db_connections,
+            lifetime_rules: crate::lifetime::LifetimeRules {
+                global_session_lifetime: self.global_session_lifetime.max(0),
+                force_global_session_lifetime: self.force_global_session_lifetime,
+                respects_key_expiration: self.session_lifetime_respects_key_expiration,
+            },
         })
     }
 }

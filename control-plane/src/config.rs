@@ -23,6 +23,8 @@ pub struct Config {
     pub node_cert_ttl: Duration,
     /// Largest database pool this replica opens.
     pub max_db_connections: u32,
+    /// Tyk's key lifetime settings (`--global-session-lifetime` and friends).
+    pub lifetime_rules: crate::lifetime::LifetimeRules,
 }
 
 impl std::fmt::Debug for Config {

@@ -90,6 +90,21 @@ async fn compact_periodically(store: Store) {
     }
 }
 
+/// Deletes keys past their lifetime about once a second; each deletion reaches every edge as a
+/// session event. Replicas racing on the same rows skip each other's (SKIP LOCKED).
+async fn sweep_keys_periodically(store: Store) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match store.sweep_expired_keys().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(keys = n, "keys deleted by their lifetime"),
+            Err(e) => tracing::warn!(error = %e, "key lifetime sweep failed"),
+        }
+    }
+}
+
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
@@ -107,6 +122,7 @@ pub async fn start(config: Config) -> Result<ControlPlane, StartError> {
     let tailer = Tailer::start(store.clone(), metrics.clone()).await?;
 
     tokio::spawn(compact_periodically(store.clone()));
+    tokio::spawn(sweep_keys_periodically(store.clone()));
 
     let api_listener = bind("management API", config.api_listen).await?;
     let sync_listener = bind("sync server", config.sync_listen).await?;
@@ -123,6 +139,7 @@ pub async fn start(config: Config) -> Result<ControlPlane, StartError> {
         admin_secret: Arc::from(config.admin_secret.as_str()),
         ca: ca_info.clone(),
         metrics: metrics.clone(),
+        lifetime_rules: config.lifetime_rules,
     });
     let api_task = tokio::spawn(async move { axum::serve(api_listener, app).await });
 

@@ -74,6 +74,7 @@ async fn control_plane(db: &Db) -> ControlPlane {
         replica_name: "cp-test".into(),
         node_cert_ttl: Duration::from_secs(3600),
         max_db_connections: 8,
+        lifetime_rules: Default::default(),
     })
     .await
     .expect("control plane starts")
@@ -521,7 +522,7 @@ async fn key_writes_stream_as_session_events_and_lookups_need_a_node_certificate
 
     let hash = portcullis_proto::key_hash::key_hash("my-key");
     store
-        .put_key(&hash, &json!({"rate": 5, "access_rights": {}}))
+        .put_key(&hash, &json!({"rate": 5, "access_rights": {}}), None)
         .await
         .unwrap();
     let Out::Changes(c) = s.next().await else {

@@ -122,6 +122,7 @@ impl Cp {
             replica_name: "cp-test".into(),
             node_cert_ttl: Duration::from_secs(3600),
             max_db_connections: 8,
+            lifetime_rules: Default::default(),
         };
         let (runner, (api_addr, sync_addr, ca_hash)) = Runner::spawn(move || async move {
             let cp = portcullis_control_plane::start(config)

@@ -4,13 +4,14 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use portcullis_proto::key_hash::key_hash;
-use portcullis_proto::model::{SessionState, ValidationError};
+use portcullis_proto::model::{SessionSpec, SessionState, ValidationError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiState};
+use crate::lifetime::lifetime;
 
 /// Tyk's wording differs per verb; clients match on it.
 const NOT_FOUND_GET: &str = "Key not found";
@@ -51,7 +52,11 @@ fn address(key: &str, query: &KeyQuery) -> Result<String, ApiError> {
 
 /// Validates a session and shapes it for storage: bcrypt for a plaintext basic-auth password,
 /// creation date kept, an `expires` already in the past on creation means "never" (as Tyk).
-fn prepare(body: &[u8], existing: Option<&Value>, creating: bool) -> Result<Value, ApiError> {
+fn prepare(
+    body: &[u8],
+    existing: Option<&Value>,
+    creating: bool,
+) -> Result<(Value, SessionSpec), ApiError> {
     let session = SessionState::parse(body)?;
     let mut value = session.to_value();
     let spec = session.spec();
@@ -80,7 +85,31 @@ fn prepare(body: &[u8], existing: Option<&Value>, creating: bool) -> Result<Valu
         .unwrap_or_else(|| json!(now.to_rfc3339()));
     value["date_created"] = created;
     value["last_updated"] = json!(now.timestamp().to_string());
-    Ok(value)
+    let mut spec = spec.clone();
+    spec.expires = value["expires"].as_i64().unwrap_or(spec.expires);
+    Ok((value, spec))
+}
+
+/// When the key is deleted by Tyk's lifetime rules, from this write on.
+async fn delete_at(
+    state: &ApiState,
+    spec: &SessionSpec,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let apis: Vec<String> = spec.access_rights.keys().cloned().collect();
+    let api_lifetime = state
+        .store
+        .max_api_session_lifetime(&apis)
+        .await
+        .map_err(ApiError::Internal)?;
+    let now = Utc::now();
+    let secs = lifetime(
+        state.lifetime_rules,
+        spec.session_lifetime,
+        api_lifetime,
+        spec.expires,
+        now.timestamp(),
+    );
+    Ok(secs.map(|s| now + chrono::Duration::seconds(s)))
 }
 
 fn requires_rights(body: &[u8]) -> Result<(), ApiError> {
@@ -99,13 +128,14 @@ fn requires_rights(body: &[u8]) -> Result<(), ApiError> {
 /// legacy format).
 pub async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
     requires_rights(&body)?;
-    let session = prepare(&body, None, true)?;
+    let (session, spec) = prepare(&body, None, true)?;
+    let delete_at = delete_at(&state, &spec).await?;
     let org = session["org_id"].as_str().unwrap_or_default();
     let key = format!("{org}{}", portcullis_proto::model::generate_id());
     let hash = key_hash(&key);
     state
         .store
-        .put_key(&hash, &session)
+        .put_key(&hash, &session, delete_at)
         .await
         .map_err(ApiError::from_store(NOT_FOUND_GET))?;
     tracing::info!(key_hash = %hash, "key created");
@@ -126,10 +156,11 @@ pub async fn create_named(
     }
     let hash = address(&key, &query)?;
     let existing = state.store.get_key(&hash).await.ok();
-    let session = prepare(&body, existing.as_ref(), existing.is_none())?;
+    let (session, spec) = prepare(&body, existing.as_ref(), existing.is_none())?;
+    let delete_at = delete_at(&state, &spec).await?;
     state
         .store
-        .put_key(&hash, &session)
+        .put_key(&hash, &session, delete_at)
         .await
         .map_err(ApiError::from_store(NOT_FOUND_GET))?;
     Ok(Json(
@@ -149,10 +180,11 @@ pub async fn update(
         .get_key(&hash)
         .await
         .map_err(ApiError::from_store(NOT_FOUND_PUT))?;
-    let session = prepare(&body, Some(&existing), false)?;
+    let (session, spec) = prepare(&body, Some(&existing), false)?;
+    let delete_at = delete_at(&state, &spec).await?;
     state
         .store
-        .update_key(&hash, &session)
+        .update_key(&hash, &session, delete_at)
         .await
         .map_err(ApiError::from_store(NOT_FOUND_PUT))?;
     Ok(Json(

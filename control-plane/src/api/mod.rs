@@ -17,6 +17,7 @@ use axum::routing::{delete, get, post};
 pub use error::ApiError;
 
 use crate::ca::CaInfo;
+use crate::lifetime::LifetimeRules;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -30,6 +31,7 @@ pub struct ApiState {
     pub admin_secret: Arc<str>,
     pub ca: Arc<CaInfo>,
     pub metrics: Arc<Metrics>,
+    pub lifetime_rules: LifetimeRules,
 }
 
 /// The whole management API. Every route but `GET /hello` needs the admin secret.

@@ -36,6 +36,9 @@ pub struct ApiSpec {
     pub strip_auth_data: bool,
     #[serde(default, deserialize_with = "null_as_default")]
     pub use_basic_auth: bool,
+    /// Seconds after a write that keys with rights to this API are deleted (0: never).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub session_lifetime: i64,
     #[serde(default, deserialize_with = "null_as_default")]
     pub basic_auth: BasicAuthSpec,
 }
@@ -208,6 +211,12 @@ impl ApiDefinition {
             return Err(ValidationError::new(
                 "proxy.timeout",
                 "must be a non-negative number of seconds",
+            ));
+        }
+        if s.session_lifetime < 0 {
+            return Err(ValidationError::new(
+                "session_lifetime",
+                "must be 0 (never) or a number of seconds",
             ));
         }
         if s.basic_auth.extract_from_body {

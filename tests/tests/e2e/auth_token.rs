@@ -399,3 +399,64 @@ async fn basic_auth_answers_as_tyk_and_never_caches_a_wrong_password() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn keys_past_their_lifetime_are_deleted_while_expired_keys_stay() {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    let echo = EchoUpstream::start().await;
+    let dp = regional_dp(&cp, "eu").await;
+    cp.create_api(&protected_api("svc", &echo.url(), json!({})))
+        .await;
+    let mut short = protected_api("short", &echo.url(), json!({}));
+    short["session_lifetime"] = json!(1);
+    cp.create_api(&short).await;
+    dp.wait_for_revision(2).await;
+
+    let rights = json!({"svc": {"api_id": "svc"}, "short": {"api_id": "short"}});
+    // Deleted by its own lifetime (403, gone from the CP too)...
+    let by_key = create_key(
+        &cp,
+        json!({"access_rights": {"svc": {"api_id": "svc"}}, "session_lifetime": 1}),
+    )
+    .await;
+    // ...by the lifetime of an API it has rights to...
+    let by_api = create_key(&cp, json!({"access_rights": rights})).await;
+    // ...while a key whose `expires` passes stays and answers 401.
+    let soon = chrono_like_now() + 1;
+    let expiring = create_key(
+        &cp,
+        json!({"access_rights": {"svc": {"api_id": "svc"}}, "expires": soon + 1}),
+    )
+    .await;
+    for k in [&by_key, &by_api, &expiring] {
+        assert_eq!(
+            call(&dp, "/svc/", &[("Authorization", k)]).await.0,
+            StatusCode::OK
+        );
+    }
+    for k in [&by_key, &by_api] {
+        let body = eventually(
+            Duration::from_secs(10),
+            "key deleted by lifetime",
+            || async {
+                let (status, body) = call(&dp, "/svc/", &[("Authorization", k)]).await;
+                (status == StatusCode::FORBIDDEN).then_some(body)
+            },
+        )
+        .await;
+        assert_eq!(body["error"], "Access to this API has been disallowed");
+        let (status, _) = cp.call(Method::GET, &format!("/tyk/keys/{k}"), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let body = eventually(Duration::from_secs(10), "key expired", || async {
+        let (status, body) = call(&dp, "/svc/", &[("Authorization", &expiring)]).await;
+        (status == StatusCode::UNAUTHORIZED).then_some(body)
+    })
+    .await;
+    assert_eq!(body["error"], "Key has expired, please renew");
+    let (status, _) = cp
+        .call(Method::GET, &format!("/tyk/keys/{expiring}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "an expired key is kept");
+}
