@@ -4,6 +4,7 @@
 pub mod basic;
 mod session_checks;
 pub mod token;
+mod url_acl;
 
 use http::request::Parts;
 
@@ -65,6 +66,6 @@ pub async fn authenticate(
         tracing::debug!(api_id = %route.api_id, error = %e, "policies could not be applied");
         ProxyError::Disallowed
     })?;
-    session_checks::check(&session, &effective, route)?;
+    session_checks::check(&session, &effective, route, parts)?;
     Ok(effective)
 }

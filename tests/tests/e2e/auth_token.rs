@@ -460,3 +460,47 @@ async fn keys_past_their_lifetime_are_deleted_while_expired_keys_stay() {
         .await;
     assert_eq!(status, StatusCode::OK, "an expired key is kept");
 }
+
+#[tokio::test]
+async fn allowed_urls_limit_paths_and_methods() {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    let echo = EchoUpstream::start().await;
+    let dp = regional_dp(&cp, "eu").await;
+    cp.create_api(&protected_api("svc", &echo.url(), json!({})))
+        .await;
+    dp.wait_for_revision(1).await;
+    let key = create_key(&cp, json!({"access_rights": {"svc": {"api_id": "svc", "allowed_urls": [
+        {"url": "/svc/orders/[0-9]+$", "methods": ["GET"]}, {"url": "/svc/public", "methods": []}]}}})).await;
+    let send = |method: reqwest::Method, path: &'static str| {
+        let (dp, key) = (&dp, &key);
+        async move {
+            reqwest::Client::new()
+                .request(method, dp.url(path))
+                .header("Authorization", key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        send(reqwest::Method::GET, "/svc/orders/42").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(reqwest::Method::DELETE, "/svc/orders/42").await,
+        StatusCode::FORBIDDEN,
+        "method not listed"
+    );
+    assert_eq!(
+        send(reqwest::Method::GET, "/svc/orders/abc").await,
+        StatusCode::FORBIDDEN,
+        "path not matched"
+    );
+    assert_eq!(
+        send(reqwest::Method::POST, "/svc/public/x").await,
+        StatusCode::OK,
+        "no methods listed: any"
+    );
+}
