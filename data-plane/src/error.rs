@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProxyError {
     #[error("No API found for this path")]
     NoRoute,
@@ -29,6 +29,12 @@ pub enum ProxyError {
     BasicNotPair,
     #[error("User not authorised")]
     UserNotAuthorised,
+    /// Mashery signature check failed; status and message are configurable per API.
+    #[error("{message}")]
+    Signature {
+        status: StatusCode,
+        message: std::sync::Arc<str>,
+    },
     #[error("Rate Limit Exceeded")]
     RateLimited,
     #[error("Quota exceeded")]
@@ -42,8 +48,9 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    pub fn status(self) -> StatusCode {
+    pub fn status(&self) -> StatusCode {
         match self {
+            Self::Signature { status, .. } => *status,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::AuthMissing | Self::KeyExpired | Self::BasicMissing | Self::UserNotAuthorised => {
                 StatusCode::UNAUTHORIZED
@@ -61,7 +68,11 @@ impl ProxyError {
 
     /// The response body, built without serde: the messages are fixed strings without quotes.
     pub fn into_response(self) -> Response<Full<Bytes>> {
-        let body = format!("{{\n    \"error\": \"{self}\"\n}}");
+        // Messages can be operator-defined (signature errors): escape them as JSON.
+        let body = format!(
+            "{{\n    \"error\": {}\n}}",
+            serde_json::Value::String(self.to_string())
+        );
         let mut resp = Response::new(Full::new(Bytes::from(body)));
         *resp.status_mut() = self.status();
         resp.headers_mut().insert(

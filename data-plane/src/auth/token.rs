@@ -1,20 +1,138 @@
 //! Auth token (Tyk "standard auth"): a key in a header (`Bearer ` prefix accepted), a query
-//! parameter or a cookie.
+//! parameter or a cookie, optionally with a Mashery-style request signature.
+//!
+//! As in Tyk, a non-empty later source overrides an earlier one (header, then query parameter,
+//! then cookie), and keys shorter than three characters are treated as unknown.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
-use http::HeaderName;
 use http::request::Parts;
-use portcullis_proto::model::AuthTokenSpec;
+use http::{HeaderName, StatusCode};
+use md5::Md5;
+use portcullis_proto::model::{AuthTokenSpec, SignatureSpec};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::AuthMethod;
 use crate::error::ProxyError;
+use crate::sessions::Session;
+
+const MIN_TOKEN_LENGTH: usize = 3;
 
 #[derive(Debug)]
 pub struct TokenAuth {
     header: HeaderName,
     param: Option<String>,
     cookie: Option<String>,
+    signature: Option<Signature>,
+}
+
+#[derive(Debug)]
+struct Signature {
+    sha256: bool,
+    header: Option<HeaderName>,
+    param: Option<String>,
+    secret: String,
+    skew: i64,
+    error: ProxyError,
+}
+
+impl Signature {
+    fn new(spec: &SignatureSpec) -> Self {
+        let status = StatusCode::from_u16(spec.error_code)
+            .ok()
+            .filter(|s| s.as_u16() >= 400)
+            .unwrap_or(StatusCode::UNAUTHORIZED);
+        let message = if spec.error_message.is_empty() {
+            "Request signature verification failed"
+        } else {
+            &spec.error_message
+        };
+        Self {
+            sha256: spec.algorithm == "MasherySHA256",
+            header: HeaderName::from_bytes(spec.header.as_bytes()).ok(),
+            param: spec.use_param.then(|| {
+                if spec.param_name.is_empty() {
+                    spec.header.clone()
+                } else {
+                    spec.param_name.clone()
+                }
+            }),
+            secret: spec.secret.clone(),
+            skew: spec.allowed_clock_skew.max(0),
+            error: ProxyError::Signature {
+                status,
+                message: Arc::from(message),
+            },
+        }
+    }
+
+    fn presented<'a>(&self, parts: &'a Parts) -> Option<Cow<'a, str>> {
+        if let (Some(name), Some(query)) = (&self.param, parts.uri.query())
+            && let Some(v) = from_query(query, name).filter(|v| !v.is_empty())
+        {
+            return Some(v);
+        }
+        let header = self.header.as_ref()?;
+        parts
+            .headers
+            .get(header)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| Cow::Borrowed(v.trim()))
+    }
+
+    fn digest(&self, key: &str, secret: &str, t: i64) -> String {
+        let input = format!("{key}{secret}{t}");
+        if self.sha256 {
+            hex::encode(Sha256::digest(input.as_bytes()))
+        } else {
+            hex::encode(Md5::digest(input.as_bytes()))
+        }
+    }
+
+    /// `hex(hash(key + secret + t))` for any second `t` within the allowed skew of now.
+    fn verify(&self, parts: &Parts, key: &str, session: &Session) -> Result<(), ProxyError> {
+        let presented = self
+            .presented(parts)
+            .ok_or_else(|| self.error.clone())?
+            .to_ascii_lowercase();
+        let secret = match self.secret.strip_prefix("$tyk_meta.") {
+            Some(field) => session
+                .state
+                .spec()
+                .meta_data
+                .get(field)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned(),
+            None => self.secret.clone(),
+        };
+        if secret.is_empty() {
+            return Err(self.error.clone());
+        }
+        // Tyk also tries the key without its org prefix.
+        let org = &session.state.spec().org_id;
+        let mut keys = vec![key];
+        if let Some(stripped) = key
+            .strip_prefix(org.as_str())
+            .filter(|s| !org.is_empty() && !s.is_empty())
+        {
+            keys.push(stripped);
+        }
+        let now = chrono::Utc::now().timestamp();
+        let mut ok = false;
+        for k in keys {
+            for t in now - self.skew..=now + self.skew {
+                ok |= bool::from(
+                    self.digest(k, &secret, t)
+                        .as_bytes()
+                        .ct_eq(presented.as_bytes()),
+                );
+            }
+        }
+        if ok { Ok(()) } else { Err(self.error.clone()) }
+    }
 }
 
 impl TokenAuth {
@@ -31,10 +149,47 @@ impl TokenAuth {
             header,
             param: spec.use_param.then(|| or_header(&spec.param_name)),
             cookie: spec.use_cookie.then(|| or_header(&spec.cookie_name)),
+            signature: spec
+                .validate_signature
+                .then(|| Signature::new(&spec.signature)),
         })
+    }
+
+    fn find<'a>(&self, parts: &'a Parts) -> Option<Cow<'a, str>> {
+        let mut found = None;
+        if let Some(v) = parts
+            .headers
+            .get(&self.header)
+            .and_then(|v| v.to_str().ok())
+        {
+            let key = strip_bearer(v);
+            if !key.is_empty() {
+                found = Some(Cow::Borrowed(key));
+            }
+        }
+        if let (Some(name), Some(query)) = (&self.param, parts.uri.query())
+            && let Some(v) = from_query(query, name).filter(|v| !v.is_empty())
+        {
+            found = Some(v);
+        }
+        if let Some(name) = &self.cookie {
+            for header in parts.headers.get_all(http::header::COOKIE) {
+                let Ok(text) = header.to_str() else { continue };
+                for pair in text.split(';') {
+                    if let Some((k, v)) = pair.trim().split_once('=')
+                        && k == name
+                        && !v.is_empty()
+                    {
+                        found = Some(Cow::Borrowed(v));
+                    }
+                }
+            }
+        }
+        found
     }
 }
 
+/// Strips a `Bearer ` prefix (case-insensitive, as Tyk).
 fn strip_bearer(v: &str) -> &str {
     let v = v.trim();
     match (v.get(..6), v.as_bytes().get(6)) {
@@ -53,46 +208,26 @@ fn from_query<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
 #[async_trait::async_trait]
 impl AuthMethod for TokenAuth {
     fn credential<'a>(&self, parts: &'a Parts) -> Result<Cow<'a, str>, ProxyError> {
-        self.find(parts).ok_or(ProxyError::AuthMissing)
+        match self.find(parts) {
+            Some(k) if k.len() < MIN_TOKEN_LENGTH => Err(ProxyError::Disallowed),
+            Some(k) => Ok(k),
+            None => Err(ProxyError::AuthMissing),
+        }
+    }
+
+    async fn verify(&self, parts: &Parts, session: &Session) -> Result<(), ProxyError> {
+        match &self.signature {
+            Some(sig) => {
+                let key = self.find(parts).ok_or(ProxyError::AuthMissing)?;
+                sig.verify(parts, &key, session)
+            }
+            None => Ok(()),
+        }
     }
 
     fn strip(&self, parts: &mut Parts) {
         parts.headers.remove(&self.header);
         // Query parameters and cookies are left as sent: rewriting them is a later change.
-    }
-}
-
-impl TokenAuth {
-    fn find<'a>(&self, parts: &'a Parts) -> Option<Cow<'a, str>> {
-        if let Some(v) = parts
-            .headers
-            .get(&self.header)
-            .and_then(|v| v.to_str().ok())
-        {
-            let key = strip_bearer(v);
-            if !key.is_empty() {
-                return Some(Cow::Borrowed(key));
-            }
-        }
-        if let (Some(name), Some(query)) = (&self.param, parts.uri.query())
-            && let Some(v) = from_query(query, name).filter(|v| !v.is_empty())
-        {
-            return Some(v);
-        }
-        if let Some(name) = &self.cookie {
-            for header in parts.headers.get_all(http::header::COOKIE) {
-                let Ok(text) = header.to_str() else { continue };
-                for pair in text.split(';') {
-                    if let Some((k, v)) = pair.trim().split_once('=')
-                        && k == name
-                        && !v.is_empty()
-                    {
-                        return Some(Cow::Borrowed(v));
-                    }
-                }
-            }
-        }
-        None
     }
 }
 
@@ -109,7 +244,7 @@ mod tests {
     }
 
     #[test]
-    fn header_bearer_param_and_cookie() {
+    fn header_bearer_param_and_cookie_later_sources_win() {
         let spec = AuthTokenSpec {
             use_param: true,
             use_cookie: true,
@@ -135,12 +270,55 @@ mod tests {
                 .as_deref(),
             Some("ck")
         );
+        assert_eq!(
+            t.find(&parts("/?Authorization=q", &[("authorization", "h")]))
+                .as_deref(),
+            Some("q"),
+            "param overrides header"
+        );
+        assert_eq!(
+            t.find(&parts("/?Authorization=q", &[("cookie", "session=c")]))
+                .as_deref(),
+            Some("c"),
+            "cookie overrides param"
+        );
         assert_eq!(t.find(&parts("/", &[("authorization", "Bearer ")])), None);
         let plain = TokenAuth::new(&AuthTokenSpec::default()).unwrap();
         assert_eq!(
             plain.find(&parts("/?Authorization=abc", &[])),
             None,
             "query only when use_param"
+        );
+        assert_eq!(
+            plain.credential(&parts("/", &[("authorization", "ab")])),
+            Err(ProxyError::Disallowed),
+            "too short"
+        );
+    }
+
+    #[test]
+    fn mashery_digests_match_coreutils() {
+        let sig = Signature::new(&SignatureSpec {
+            algorithm: "MasherySHA256".into(),
+            header: "x-sig".into(),
+            secret: "s".into(),
+            ..Default::default()
+        });
+        // printf 'keys1700000000' | sha256sum
+        assert_eq!(
+            sig.digest("key", "s", 1_700_000_000),
+            "e8f06f0c037874432502cd0d4dd9e7f3013a6650593d79d91bcd90b6dd59372c"
+        );
+        let md5 = Signature::new(&SignatureSpec {
+            algorithm: "MasheryMD5".into(),
+            header: "x-sig".into(),
+            secret: "s".into(),
+            ..Default::default()
+        });
+        // printf 'keys1700000000' | md5sum
+        assert_eq!(
+            md5.digest("key", "s", 1_700_000_000),
+            "31ca4a8d3a4972104739114a2b4d66cb"
         );
     }
 }

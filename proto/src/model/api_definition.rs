@@ -75,6 +75,35 @@ pub struct AuthTokenSpec {
     /// Cookie name; empty means the header name.
     #[serde(default, deserialize_with = "null_as_default")]
     pub cookie_name: String,
+    /// Mashery-style request signature on top of the key.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub validate_signature: bool,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub signature: SignatureSpec,
+}
+
+/// `auth.signature`: `hex(hash(key + secret + unix seconds))` within a clock skew.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct SignatureSpec {
+    /// `MasheryMD5` or `MasherySHA256`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub algorithm: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub header: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub use_param: bool,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub param_name: String,
+    /// The shared secret, or `$tyk_meta.<field>` to read it from the key's meta data.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub secret: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub allowed_clock_skew: i64,
+    /// Status on failure (default 401).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub error_code: u16,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub error_message: String,
 }
 
 impl Default for AuthTokenSpec {
@@ -85,6 +114,8 @@ impl Default for AuthTokenSpec {
             param_name: String::new(),
             use_cookie: false,
             cookie_name: String::new(),
+            validate_signature: false,
+            signature: SignatureSpec::default(),
         }
     }
 }
@@ -224,6 +255,39 @@ impl ApiDefinition {
                 "basic_auth.extract_from_body",
                 "is not supported yet; send credentials in the Authorization header",
             ));
+        }
+        if s.auth.validate_signature {
+            let sig = &s.auth.signature;
+            if !matches!(sig.algorithm.as_str(), "MasheryMD5" | "MasherySHA256") {
+                return Err(ValidationError::new(
+                    "auth.signature.algorithm",
+                    "must be MasheryMD5 or MasherySHA256",
+                ));
+            }
+            if sig.header.is_empty() && !sig.use_param {
+                return Err(ValidationError::new(
+                    "auth.signature.header",
+                    "is required (or use_param)",
+                ));
+            }
+            if !sig.header.is_empty() && http_token(&sig.header).is_none() {
+                return Err(ValidationError::new(
+                    "auth.signature.header",
+                    "must be a valid HTTP header name",
+                ));
+            }
+            if sig.allowed_clock_skew < 0 {
+                return Err(ValidationError::new(
+                    "auth.signature.allowed_clock_skew",
+                    "must not be negative",
+                ));
+            }
+            if sig.error_code != 0 && !(400..=599).contains(&sig.error_code) {
+                return Err(ValidationError::new(
+                    "auth.signature.error_code",
+                    "must be an HTTP error status (400-599)",
+                ));
+            }
         }
         if http_token(&s.auth.auth_header_name).is_none() {
             return Err(ValidationError::new(

@@ -7,7 +7,9 @@ mod json;
 mod policy;
 mod session;
 
-pub use api_definition::{ApiDefinition, ApiSpec, AuthTokenSpec, BasicAuthSpec, ProxySpec};
+pub use api_definition::{
+    ApiDefinition, ApiSpec, AuthTokenSpec, BasicAuthSpec, ProxySpec, SignatureSpec,
+};
 pub use policy::{AccessDefinition, Partitions, Policy, PolicySpec};
 pub use session::{AllowedUrl, ApiLimit, BasicAuthData, SessionAccess, SessionSpec, SessionState};
 

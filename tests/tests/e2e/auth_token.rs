@@ -504,3 +504,98 @@ async fn allowed_urls_limit_paths_and_methods() {
         "no methods listed: any"
     );
 }
+
+fn mashery_sha256(key: &str, secret: &str, t: i64) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(format!("{key}{secret}{t}").as_bytes()))
+}
+
+#[tokio::test]
+async fn mashery_signatures_are_checked_within_the_clock_skew() {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    let echo = EchoUpstream::start().await;
+    let dp = regional_dp(&cp, "eu").await;
+    let signed = |id: &str, secret: &str, extra: Value| {
+        let mut sig = json!({"algorithm": "MasherySHA256", "header": "X-Signature", "secret": secret, "allowed_clock_skew": 2});
+        for (k, v) in extra.as_object().unwrap() {
+            sig[k] = v.clone();
+        }
+        protected_api(
+            id,
+            &echo.url(),
+            json!({"validate_signature": true, "signature": sig}),
+        )
+    };
+    cp.create_api(&signed("literal", "shared-secret", json!({})))
+        .await;
+    cp.create_api(&signed(
+        "meta",
+        "$tyk_meta.sig_secret",
+        json!({"error_code": 403, "error_message": "Signature \"bad\""}),
+    ))
+    .await;
+    dp.wait_for_revision(2).await;
+    let key = create_key(
+        &cp,
+        json!({"access_rights": {"literal": {"api_id": "literal"}, "meta": {"api_id": "meta"}}, "meta_data": {"sig_secret": "per-key"}}),
+    )
+    .await;
+    let now = chrono_like_now();
+
+    let good = mashery_sha256(&key, "shared-secret", now - 1);
+    assert_eq!(
+        call(
+            &dp,
+            "/literal/",
+            &[("Authorization", &key), ("X-Signature", &good)]
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let (status, body) = call(&dp, "/literal/", &[("Authorization", &key)]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (
+            StatusCode::UNAUTHORIZED,
+            Some("Request signature verification failed")
+        )
+    );
+    let stale = mashery_sha256(&key, "shared-secret", now - 60);
+    assert_eq!(
+        call(
+            &dp,
+            "/literal/",
+            &[("Authorization", &key), ("X-Signature", &stale)]
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED,
+        "outside the skew"
+    );
+
+    let per_key = mashery_sha256(&key, "per-key", now);
+    assert_eq!(
+        call(
+            &dp,
+            "/meta/",
+            &[("Authorization", &key), ("X-Signature", &per_key)]
+        )
+        .await
+        .0,
+        StatusCode::OK,
+        "secret from meta data"
+    );
+    let (status, body) = call(
+        &dp,
+        "/meta/",
+        &[("Authorization", &key), ("X-Signature", &good)],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("Signature \"bad\"")),
+        "configured status and message"
+    );
+}
