@@ -68,6 +68,9 @@ pub struct RunArgs {
     pub redis_url: Option<String>,
     #[arg(long, env = "PORTCULLIS_REDIS_PREFIX", default_value = "portcullis:")]
     pub redis_prefix: String,
+    /// Look every session up in Redis instead of caching it in-process for up to 10 s.
+    #[arg(long, env = "PORTCULLIS_DISABLE_LOCAL_SESSION_CACHE")]
+    pub disable_local_session_cache: bool,
     /// Tokio worker threads (default: one per core).
     #[arg(long, env = "PORTCULLIS_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -118,6 +121,7 @@ impl RunArgs {
                 .clone()
                 .or_else(|| std::env::var("REDIS_URL").ok()),
             redis_prefix: self.redis_prefix.clone(),
+            local_session_cache: !self.disable_local_session_cache,
         })
     }
 }

@@ -31,6 +31,9 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Prefix of every Redis key this gateway writes (`--redis-prefix`), to share one Redis.
     pub redis_prefix: String,
+    /// Skip the in-process session cache (`--disable-local-session-cache`), as Tyk's
+    /// `disable_cached_session_state`.
+    pub local_session_cache: bool,
 }
 
 impl std::fmt::Debug for Config {

@@ -110,23 +110,12 @@ impl Drop for Gateway {
 }
 
 /// Connects the session directory to the regional Redis. An unreachable Redis at start is not
-/// fatal: sessions are then looked up on the control plane (and Redis is not used until restart).
+/// fatal: sessions come from the control plane until it answers.
 async fn connect_redis(shared: &Shared, url: &str, prefix: &str) -> Result<(), StartError> {
-    let client = redis::Client::open(url).map_err(|e| StartError::Redis(e.to_string()))?;
-    match tokio::time::timeout(
-        std::time::Duration::from_secs(3),
-        redis::aio::ConnectionManager::new(client),
-    )
-    .await
-    {
-        Ok(Ok(manager)) => shared.sessions.set_redis(manager, prefix.to_owned()),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "Redis unreachable at start; sessions come from the control plane")
-        }
-        Err(_) => tracing::warn!(
-            "Redis did not answer within 3 s at start; sessions come from the control plane"
-        ),
-    }
+    let link = crate::redis_link::RedisLink::open(url, prefix)
+        .await
+        .map_err(|e| StartError::Redis(e.to_string()))?;
+    shared.sessions.set_redis(link);
     Ok(())
 }
 
@@ -193,6 +182,9 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         return Err(StartError::NoToken);
     }
 
+    if !config.local_session_cache {
+        shared.sessions.disable_local_cache();
+    }
     if let Some(url) = &config.redis_url {
         connect_redis(&shared, url, &config.redis_prefix).await?;
     }

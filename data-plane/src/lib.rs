@@ -10,6 +10,7 @@ pub mod error;
 pub mod limits;
 pub mod policies;
 pub mod proxy;
+pub mod redis_link;
 pub mod router;
 pub mod sessions;
 pub mod shared;

@@ -117,10 +117,16 @@ impl Limiter {
         if limits.is_unlimited() {
             return Decision::Allowed(None);
         }
-        let Some((redis, prefix)) = sessions.redis() else {
+        let Some(link) = sessions.redis() else {
             self.unenforced.fetch_add(1, Ordering::Relaxed);
             return Decision::Allowed(None);
         };
+        let Some(mut conn) = link.conn() else {
+            self.unenforced.fetch_add(1, Ordering::Relaxed);
+            link.failed();
+            return Decision::Allowed(None);
+        };
+        let prefix = link.prefix();
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -141,13 +147,22 @@ impl Limiter {
             .arg(limits.quota_max)
             .arg(limits.quota_renewal_rate)
             .arg(member);
-        let mut conn = redis.clone();
         let answer: Result<redis::RedisResult<ScriptAnswer>, _> =
             tokio::time::timeout(REDIS_TIMEOUT, invocation.invoke_async(&mut conn)).await;
-        let Ok(Ok((rate_ok, remaining, reset_ms, quota_ok, _quota_left))) = answer else {
-            self.unenforced.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("rate limit and quota not enforced: Redis did not answer");
-            return Decision::Allowed(None);
+        let (rate_ok, remaining, reset_ms, quota_ok, _quota_left) = match answer {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                self.unenforced.fetch_add(1, Ordering::Relaxed);
+                link.failed();
+                tracing::warn!(error = %e, "rate limit and quota not enforced: Redis failed");
+                return Decision::Allowed(None);
+            }
+            Err(_) => {
+                self.unenforced.fetch_add(1, Ordering::Relaxed);
+                link.failed();
+                tracing::warn!("rate limit and quota not enforced: Redis did not answer in time");
+                return Decision::Allowed(None);
+            }
         };
         let info = RateInfo {
             limit: rate,

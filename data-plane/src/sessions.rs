@@ -11,7 +11,8 @@ use arc_swap::ArcSwapOption;
 use portcullis_proto::model::SessionState;
 use portcullis_proto::sync::sync_client::SyncClient as Grpc;
 use portcullis_proto::sync::{LookupSessionRequest, SessionEvent};
-use redis::aio::ConnectionManager;
+
+use crate::redis_link::RedisLink;
 use tonic::transport::Channel;
 
 /// Tyk keeps sessions in-process for 10 s; events make this a fallback, not the freshness bound.
@@ -45,9 +46,11 @@ struct Cached {
 
 #[derive(Default)]
 pub struct Sessions {
+    /// Off: every lookup goes to Redis (Tyk's `disable_cached_session_state`).
+    no_local_cache: std::sync::atomic::AtomicBool,
     local: Mutex<HashMap<String, Cached>>,
     events: Mutex<HashMap<String, (u64, Instant)>>,
-    redis: OnceLock<(ConnectionManager, String)>,
+    redis: OnceLock<Arc<RedisLink>>,
     cp: ArcSwapOption<Grpc<Channel>>,
 }
 
@@ -59,14 +62,19 @@ fn parse(json: &[u8]) -> Option<Arc<Session>> {
 }
 
 impl Sessions {
-    /// Uses `redis` (with key prefix) as the regional store from now on.
-    pub fn set_redis(&self, redis: ConnectionManager, prefix: String) {
-        let _ = self.redis.set((redis, prefix));
+    /// Uses `redis` as the regional store from now on.
+    pub fn set_redis(&self, redis: Arc<RedisLink>) {
+        let _ = self.redis.set(redis);
     }
 
-    /// The regional Redis and key prefix, when configured and reachable at start.
-    pub fn redis(&self) -> Option<(&ConnectionManager, &str)> {
-        self.redis.get().map(|(c, p)| (c, p.as_str()))
+    pub fn disable_local_cache(&self) {
+        self.no_local_cache
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The link to the regional Redis, when configured.
+    pub fn redis(&self) -> Option<&Arc<RedisLink>> {
+        self.redis.get()
     }
 
     /// The control-plane client used for lookups; `None` while disconnected.
@@ -87,6 +95,12 @@ impl Sessions {
     }
 
     fn cache(&self, hash: &str, session: Option<Arc<Session>>) {
+        if self
+            .no_local_cache
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
         let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
         if local.len() > 100_000 {
             local.retain(|_, c| c.at.elapsed() < FOUND_TTL);
@@ -117,22 +131,31 @@ impl Sessions {
             }
         }
         let newest_event = self.newest_event(hash);
-        if let Some((redis, prefix)) = self.redis.get() {
-            let mut conn = redis.clone();
-            let got: Result<Result<Option<Vec<u8>>, _>, _> = tokio::time::timeout(
-                REDIS_TIMEOUT,
-                redis::cmd("GET")
-                    .arg(Self::redis_key(prefix, hash))
-                    .query_async(&mut conn),
-            )
-            .await;
-            if let Ok(Ok(Some(raw))) = got
-                && let Some((rev, json)) = split_record(&raw)
-                && rev >= newest_event
-                && let Some(session) = parse(json)
-            {
-                self.cache(hash, Some(session.clone()));
-                return Ok(Some(session));
+        if let Some(link) = self.redis.get() {
+            match link.conn() {
+                Some(mut conn) => {
+                    let got: Result<redis::RedisResult<Option<Vec<u8>>>, _> = tokio::time::timeout(
+                        REDIS_TIMEOUT,
+                        redis::cmd("GET")
+                            .arg(Self::redis_key(link.prefix(), hash))
+                            .query_async(&mut conn),
+                    )
+                    .await;
+                    match got {
+                        Ok(Ok(Some(raw))) => {
+                            if let Some((rev, json)) = split_record(&raw)
+                                && rev >= newest_event
+                                && let Some(session) = parse(json)
+                            {
+                                self.cache(hash, Some(session.clone()));
+                                return Ok(Some(session));
+                            }
+                        }
+                        Ok(Ok(None)) => {}
+                        _ => link.failed(),
+                    }
+                }
+                None => link.failed(),
             }
         }
         let mut attempt = 0;
@@ -167,19 +190,19 @@ impl Sessions {
         };
         self.cache(hash, session.clone());
         if session.is_some()
-            && let Some((redis, prefix)) = self.redis.get()
+            && let Some(link) = self.redis.get()
+            && let Some(mut conn) = link.conn()
         {
-            let mut conn = redis.clone();
             let mut record = format!("{}\n", answer.revision).into_bytes();
             record.extend_from_slice(&answer.session_json);
             let mut cmd = redis::cmd("SET");
-            cmd.arg(Self::redis_key(prefix, hash))
+            cmd.arg(Self::redis_key(link.prefix(), hash))
                 .arg(record)
                 .arg("EX")
                 .arg(REDIS_TTL_SECS);
-            let set = cmd.query_async::<()>(&mut conn);
-            if let Ok(Err(e)) = tokio::time::timeout(REDIS_TIMEOUT, set).await {
-                tracing::debug!(error = %e, "could not store the session in Redis");
+            match tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<()>(&mut conn)).await {
+                Ok(Ok(())) => {}
+                _ => link.failed(),
             }
         }
         Ok(session)
@@ -199,13 +222,22 @@ impl Sessions {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&event.key_hash);
-        if let Some((redis, prefix)) = self.redis.get() {
-            let mut conn = redis.clone();
+        if let Some(link) = self.redis.get() {
+            let Some(mut conn) = link.conn() else {
+                // Entries written before the outage expire on their own TTL.
+                link.failed();
+                return;
+            };
             let mut cmd = redis::cmd("DEL");
-            cmd.arg(Self::redis_key(prefix, &event.key_hash));
-            let del = cmd.query_async::<()>(&mut conn);
-            if let Ok(Err(e)) = tokio::time::timeout(REDIS_TIMEOUT, del).await {
-                tracing::warn!(error = %e, "could not drop a changed key from Redis; it expires on its own");
+            cmd.arg(Self::redis_key(link.prefix(), &event.key_hash));
+            match tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<()>(&mut conn)).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    tracing::warn!(
+                        "could not drop a changed key from Redis; it expires on its own"
+                    );
+                    link.failed();
+                }
             }
         }
     }

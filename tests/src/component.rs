@@ -223,6 +223,7 @@ pub struct DpOptions {
     pub upstream_timeout: Option<Duration>,
     pub redis_url: Option<String>,
     pub redis_prefix: Option<String>,
+    pub no_local_session_cache: bool,
 }
 
 /// A gateway.
@@ -252,6 +253,7 @@ impl Dp {
             upstream_timeout: opts.upstream_timeout.unwrap_or(Duration::from_secs(10)),
             redis_url: opts.redis_url,
             redis_prefix: opts.redis_prefix.unwrap_or_else(|| "portcullis:".into()),
+            local_session_cache: !opts.no_local_session_cache,
         };
         let (runner, (proxy_addr, admin_addr, shared)) = Runner::spawn(move || async move {
             let gw = portcullis_data_plane::start(config)

@@ -17,8 +17,15 @@ pub use echo::{EchoUpstream, Received};
 pub use stack::{ADMIN_SECRET, ENCRYPTION_SECRET, TestDb};
 
 /// Installs the process-wide rustls provider once (reqwest is built without one).
+/// With `PORTCULLIS_TEST_LOG=debug` (any filter), components log to stderr.
 pub fn init() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Ok(filter) = std::env::var("PORTCULLIS_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
 }
 
 /// Polls `check` every 20 ms until it yields `Some`, or fails after `timeout` with `what`.

@@ -205,6 +205,57 @@ fn from_query<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
         .map(|(_, v)| v)
 }
 
+/// The URI without the query parameter `name` (`None` when it is not there).
+fn without_query_param(uri: &http::Uri, query: &str, name: &str) -> Option<http::Uri> {
+    let pairs: Vec<&str> = query.split('&').collect();
+    let kept: Vec<&str> = pairs
+        .iter()
+        .copied()
+        .filter(|p| {
+            let k = p.split_once('=').map_or(*p, |(k, _)| k);
+            url::form_urlencoded::parse(k.as_bytes())
+                .next()
+                .is_none_or(|(k, _)| k != name)
+        })
+        .collect();
+    if kept.len() == pairs.len() {
+        return None;
+    }
+    let path_and_query = if kept.is_empty() {
+        uri.path().to_owned()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = path_and_query.parse().ok();
+    http::Uri::from_parts(parts).ok()
+}
+
+/// Removes the cookie `name` from every `Cookie` header, dropping headers left empty.
+fn strip_cookie(headers: &mut http::HeaderMap, name: &str) {
+    let values: Vec<String> = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    if values.is_empty() {
+        return;
+    }
+    headers.remove(http::header::COOKIE);
+    for v in values {
+        let kept: Vec<&str> = v
+            .split(';')
+            .map(str::trim)
+            .filter(|c| c.split_once('=').is_none_or(|(k, _)| k != name))
+            .collect();
+        if !kept.is_empty()
+            && let Ok(value) = http::HeaderValue::from_str(&kept.join("; "))
+        {
+            headers.append(http::header::COOKIE, value);
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl AuthMethod for TokenAuth {
     fn credential<'a>(&self, parts: &'a Parts) -> Result<Cow<'a, str>, ProxyError> {
@@ -227,7 +278,14 @@ impl AuthMethod for TokenAuth {
 
     fn strip(&self, parts: &mut Parts) {
         parts.headers.remove(&self.header);
-        // Query parameters and cookies are left as sent: rewriting them is a later change.
+        if let (Some(name), Some(query)) = (&self.param, parts.uri.query())
+            && let Some(uri) = without_query_param(&parts.uri, query, name)
+        {
+            parts.uri = uri;
+        }
+        if let Some(name) = &self.cookie {
+            strip_cookie(&mut parts.headers, name);
+        }
     }
 }
 
@@ -294,6 +352,30 @@ mod tests {
             Err(ProxyError::Disallowed),
             "too short"
         );
+    }
+
+    #[test]
+    fn strip_removes_header_param_and_cookie_only() {
+        let spec = AuthTokenSpec {
+            use_param: true,
+            param_name: "key".into(),
+            use_cookie: true,
+            cookie_name: "k".into(),
+            ..AuthTokenSpec::default()
+        };
+        let t = TokenAuth::new(&spec).unwrap();
+        let mut p = parts(
+            "/a?x=1&key=secret&y=2",
+            &[("authorization", "secret"), ("cookie", "k=secret; other=1")],
+        );
+        t.strip(&mut p);
+        assert_eq!(p.uri.to_string(), "/a?x=1&y=2");
+        assert!(p.headers.get("authorization").is_none());
+        assert_eq!(p.headers["cookie"], "other=1");
+        let mut only = parts("/a?key=s", &[("cookie", "k=s")]);
+        t.strip(&mut only);
+        assert_eq!(only.uri.to_string(), "/a");
+        assert!(only.headers.get("cookie").is_none());
     }
 
     #[test]

@@ -196,3 +196,101 @@ async fn policy_edits_change_existing_keys_without_touching_them() {
         StatusCode::FORBIDDEN
     );
 }
+
+/// A redis-server of the test's own on a free port, killed on drop.
+struct OwnRedis {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl OwnRedis {
+    async fn start(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        let addr = format!("127.0.0.1:{port}");
+        eventually(
+            Duration::from_secs(10),
+            "redis-server listening",
+            || async { tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ()) },
+        )
+        .await;
+        Self { port, child }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_redis_outage_lets_known_keys_through_unlimited_and_limits_return_with_redis() {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    let echo = EchoUpstream::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redis = OwnRedis::start(port).await;
+    let dp = Dp::start(
+        &cp,
+        DpOptions {
+            token: Some(cp.token("default").await),
+            redis_url: Some(redis.url()),
+            no_local_session_cache: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut api = keyless_api("svc", "/svc/", &echo.url());
+    api["use_keyless"] = json!(false);
+    cp.create_api(&api).await;
+    dp.wait_for_revision(1).await;
+    let limited = key(
+        &cp,
+        json!({"rate": 1, "per": 3600, "access_rights": {"svc": {"api_id": "svc"}}}),
+    )
+    .await;
+    assert_eq!(get(&dp, "/svc/", &limited).await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&dp, "/svc/", &limited).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    drop(redis);
+    // Sessions come from the control plane; limits cannot be counted, so they are not enforced.
+    for _ in 0..3 {
+        assert_eq!(get(&dp, "/svc/", &limited).await.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        get(&dp, "/svc/", "unknown-key").await.status(),
+        StatusCode::FORBIDDEN
+    );
+
+    let _redis = OwnRedis::start(port).await;
+    eventually(Duration::from_secs(15), "limits enforced again", || async {
+        (get(&dp, "/svc/", &limited).await.status() == StatusCode::TOO_MANY_REQUESTS).then_some(())
+    })
+    .await;
+}
