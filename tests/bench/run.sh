@@ -36,8 +36,24 @@ declare -A URL=(
   [direct]="http://127.0.0.1:18000/"
   [nginx]="http://127.0.0.1:18001/"
   [portcullis]="http://127.0.0.1:18002/bench/"
+  [token_cached]="http://127.0.0.1:18002/tok/"
+  [token_redis]="http://127.0.0.1:18003/tok/"
+  [token_rl_quota]="http://127.0.0.1:18002/tok/"
+  [basic_cached]="http://127.0.0.1:18002/basic/"
+)
+# Request headers per target (auth scenarios of issue 4).
+declare -A HDR=(
+  [token_cached]="Authorization: bench-token-key"
+  [token_redis]="Authorization: bench-token-key"
+  [token_rl_quota]="Authorization: bench-limited-key"
+  [basic_cached]="Authorization: Basic $(printf 'bench-user:bench-password' | base64)"
 )
 ORDER=(direct nginx portcullis)
+if [ "${AUTH:-1}" = 1 ]; then
+  ORDER+=(token_cached token_redis token_rl_quota basic_cached)
+fi
+# hdr TARGET: sets H to the wrk/oha header arguments of the target.
+hdr() { H=(); if [ -n "${HDR[$1]-}" ]; then H=(-H "${HDR[$1]}"); fi; }
 
 mkdir -p "$W"/{up,px}/{logs,tmp} "$W/results/closed" "$W/results/open" "$W/gw-state"
 log "scratch dir: W=$W"
@@ -156,6 +172,9 @@ printf '%s\n' "$ADMIN_SECRET" >"$W/admin_secret"
 
 start "$LG_CPU" upstream-nginx nginx -p "$W/up" -e "$W/up/logs/error.log" -c "$W/up/nginx.conf"
 start "$PX_CPU" proxy-nginx nginx -p "$W/px" -e "$W/px/logs/error.log" -c "$W/px/nginx.conf"
+# The gateways' regional Redis, with the load generator (perf.md §5), nothing kept on disk.
+ensure_cmd redis-server redis-server
+start "$LG_CPU" redis redis-server --port 16379 --bind 127.0.0.1 --save '' --appendonly no
 wait_http_code 200 10 "${PIDS[0]}" "${URL[direct]}"
 wait_http_code 200 10 "${PIDS[1]}" "${URL[nginx]}"
 
@@ -173,14 +192,44 @@ RUST_LOG="${RUST_LOG:-warn}" \
   PORTCULLIS_ENCRYPTION_SECRET="$ENC_SECRET" \
   start "$PX_CPU" portcullis-gw "$BIN/portcullis-gw" run --listen 127.0.0.1:18002 \
   --admin-listen 127.0.0.1:19080 --control-plane https://127.0.0.1:17443 \
-  --ca-hash "$BOOT_CA_HASH" --state-dir "$W/gw-state"
+  --ca-hash "$BOOT_CA_HASH" --state-dir "$W/gw-state" --redis-url "redis://127.0.0.1:16379" --redis-prefix gw1:
 GW_PID="${PIDS[-1]}"
+if [ "${AUTH:-1}" = 1 ]; then
+  # The same gateway, but every session from Redis (no in-process cache), for "token (Redis)".
+  bootstrap_token "$API" "$ADMIN_SECRET" default
+  RUST_LOG="${RUST_LOG:-warn}" \
+    PORTCULLIS_WORKER_THREADS=1 \
+    PORTCULLIS_BOOTSTRAP_TOKEN="$BOOT_TOKEN" \
+    PORTCULLIS_ENCRYPTION_SECRET="$ENC_SECRET" \
+    start "$PX_CPU" portcullis-gw-nocache "$BIN/portcullis-gw" run --listen 127.0.0.1:18003 \
+    --admin-listen 127.0.0.1:19081 --control-plane https://127.0.0.1:17443 \
+    --ca-hash "$BOOT_CA_HASH" --redis-url "redis://127.0.0.1:16379" --redis-prefix gw2: --disable-local-session-cache
+fi
 wait_http_code 200 30 "$GW_PID" "http://127.0.0.1:19080/ready"
 tyk_api_upsert "$API" "$ADMIN_SECRET" bench \
   '{"name":"bench","api_id":"bench","use_keyless":true,"active":true,"proxy":{"listen_path":"/bench/","target_url":"http://127.0.0.1:18000/","strip_listen_path":true}}'
 wait_http_code 200 30 "$GW_PID" "${URL[portcullis]}"
+if [ "${AUTH:-1}" = 1 ]; then
+  tyk_api_upsert "$API" "$ADMIN_SECRET" tok \
+    '{"name":"tok","api_id":"tok","use_keyless":false,"proxy":{"listen_path":"/tok/","target_url":"http://127.0.0.1:18000/","strip_listen_path":true}}'
+  tyk_api_upsert "$API" "$ADMIN_SECRET" basic \
+    '{"name":"basic","api_id":"basic","use_keyless":false,"use_basic_auth":true,"proxy":{"listen_path":"/basic/","target_url":"http://127.0.0.1:18000/","strip_listen_path":true}}'
+  api_call POST "$API/tyk/keys/bench-token-key" "$ADMIN_SECRET" '{"access_rights":{"tok":{"api_id":"tok"}}}'
+  [ "$API_CODE" = 200 ] || die "creating the token key: $API_CODE $API_BODY"
+  api_call POST "$API/tyk/keys/bench-limited-key" "$ADMIN_SECRET" \
+    '{"rate":100000000,"per":1,"quota_max":1000000000000,"quota_renewal_rate":86400,"access_rights":{"tok":{"api_id":"tok"}}}'
+  [ "$API_CODE" = 200 ] || die "creating the limited key: $API_CODE $API_BODY"
+  api_call POST "$API/tyk/keys/bench-user" "$ADMIN_SECRET" \
+    '{"access_rights":{"basic":{"api_id":"basic"}},"basic_auth_data":{"password":"bench-password"}}'
+  [ "$API_CODE" = 200 ] || die "creating the basic user: $API_CODE $API_BODY"
+  for t in token_cached token_redis token_rl_quota basic_cached; do
+    code="$(curl -s -o /dev/null -w '%{http_code}' -H "${HDR[$t]}" --max-time 5 "${URL[$t]}" || true)"
+    [ "$code" = 200 ] || die "$t answers $code"
+  done
+fi
 for t in "${ORDER[@]}"; do
-  size="$(curl -s -o /dev/null -w '%{size_download}' --max-time 2 "${URL[$t]}" || true)"
+  hdr "$t"
+  size="$(curl -s -o /dev/null -w '%{size_download}' --max-time 2 "${H[@]}" "${URL[$t]}" || true)"
   [ "$size" = 34 ] || log "!! $t: body is $size bytes, expected the 34-byte upstream body"
 done
 step_end
@@ -188,12 +237,14 @@ step_end
 # ---------------------------------------------------------------------------------------------
 step_begin "closed loop (wrk, $REPS x ${DUR}s)"
 for t in "${ORDER[@]}"; do
-  taskset -c "$LG_CPU" wrk -t1 -c"$CONNS" -d"${WARM}s" "${URL[$t]}" >/dev/null
+  hdr "$t"
+  taskset -c "$LG_CPU" wrk -t1 -c"$CONNS" -d"${WARM}s" "${H[@]}" "${URL[$t]}" >/dev/null
 done
 for r in $(seq 1 "$REPS"); do
   for t in "${ORDER[@]}"; do
     out="$W/results/closed/$t.$r.txt"
-    taskset -c "$LG_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "${URL[$t]}" >"$out"
+    hdr "$t"
+    taskset -c "$LG_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "${H[@]}" "${URL[$t]}" >"$out"
     printf '    %-11s rep %s: %s  p99 %s\n' "$t" "$r" \
       "$(awk '/Requests\/sec/ {print $2 " req/s"}' "$out")" "$(awk '$1 == "99%" {print $2}' "$out")" >&2
     sleep 1
@@ -214,13 +265,15 @@ if [ -x "$OHA" ]; then
     OHA_QUIET=()
   fi
   for t in "${ORDER[@]}"; do # short warm-up at the target rate
-    taskset -c "$LG_CPU" "$OHA" -c "$CONNS" -q "$RATE" -z 2s --no-tui "${OHA_QUIET[@]}" "${URL[$t]}" >/dev/null 2>&1 || true
+    hdr "$t"
+    taskset -c "$LG_CPU" "$OHA" -c "$CONNS" -q "$RATE" -z 2s --no-tui "${OHA_QUIET[@]}" "${H[@]}" "${URL[$t]}" >/dev/null 2>&1 || true
   done
   for r in $(seq 1 "$OL_REPS"); do
     for t in "${ORDER[@]}"; do
       out="$W/results/open/$t.q$RATE.$r.json"
+      hdr "$t"
       taskset -c "$LG_CPU" "$OHA" -c "$CONNS" -q "$RATE" --latency-correction -z "${OL_DUR}s" --no-tui \
-        "${OHA_JSON[@]}" "${URL[$t]}" >"$out"
+        "${OHA_JSON[@]}" "${H[@]}" "${URL[$t]}" >"$out"
       python3 - "$out" "$t" "$r" <<'PY' >&2
 import json, sys
 d = json.load(open(sys.argv[1])); s = d["summary"]; p = d["latencyPercentiles"]
@@ -306,7 +359,7 @@ if [ "$PROPAGATION" = 1 ]; then
   if [ -x "$PROP_BIN" ]; then
     step_begin "config propagation (200 updates)"
     rc=0
-    "$PROP_BIN" --api "$API" --admin-secret "$ADMIN_SECRET" --gateway http://127.0.0.1:18002 --updates 200 \
+    "$PROP_BIN" --api "$API" --admin-secret "$ADMIN_SECRET" --gateway http://127.0.0.1:18002 --updates 200 --revocations "${REVOCATIONS:-100}" \
       2>&1 | tee "$W/propagation.txt" || rc=$?
     [ "$rc" = 0 ] || log "!! portcullis-bench-propagation exited with $rc (output in $W/propagation.txt)"
     step_end

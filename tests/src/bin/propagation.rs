@@ -25,6 +25,11 @@ struct Args {
     target: String,
     #[arg(long, default_value_t = 200)]
     updates: usize,
+    /// Keys to revoke after the updates (0: skip). Needs a protected API `--key-api` on the gateway.
+    #[arg(long, default_value_t = 0)]
+    revocations: usize,
+    #[arg(long, default_value = "tok")]
+    key_api: String,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -105,6 +110,57 @@ async fn main() -> Result<(), String> {
         ms(percentile(&samples, 0.99)),
         ms(percentile(&samples, 1.0))
     );
+    if args.revocations > 0 {
+        let mut revoked = Vec::with_capacity(args.revocations);
+        let api = &args.key_api;
+        for i in 0..args.revocations {
+            let key = format!("revoke-{}-{i}", std::process::id());
+            let session = json!({"access_rights": {api.as_str(): {"api_id": api}}});
+            send(
+                reqwest::Method::POST,
+                format!("/tyk/keys/{key}"),
+                Some(session),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let url = format!("{}/{api}/", args.gateway);
+            let status = |http: &reqwest::Client, key: &str| {
+                let req = http.get(&url).header("Authorization", key);
+                async move { req.send().await.map(|r| r.status().as_u16()).unwrap_or(0) }
+            };
+            // The gateway has the key cached before it is revoked.
+            let start = Instant::now();
+            while status(&http, &key).await != 200 {
+                if start.elapsed() > Duration::from_secs(10) {
+                    return Err(format!("key {i} never accepted"));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let resp = send(reqwest::Method::DELETE, format!("/tyk/keys/{key}"), None)
+                .await
+                .map_err(|e| e.to_string())?;
+            let deleted = Instant::now();
+            if !resp.status().is_success() {
+                return Err(format!("revoking key {i} failed: {}", resp.status()));
+            }
+            while status(&http, &key).await != 403 {
+                if deleted.elapsed() > Duration::from_secs(10) {
+                    return Err(format!("key {i} still accepted 10 s after revocation"));
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            revoked.push(deleted.elapsed());
+        }
+        revoked.sort();
+        println!(
+            "revoke→refused over {} keys: p50 {}  p90 {}  p99 {}  max {}",
+            revoked.len(),
+            ms(percentile(&revoked, 0.5)),
+            ms(percentile(&revoked, 0.9)),
+            ms(percentile(&revoked, 0.99)),
+            ms(percentile(&revoked, 1.0))
+        );
+    }
     if let Ok(resp) = send(reqwest::Method::GET, "/metrics".into(), None).await
         && let Ok(text) = resp.text().await
     {
