@@ -217,6 +217,8 @@ do_up() {
   (umask 077 && printf '%s\n' "$API_BODY" >"$STATE/bootstrap.json")
   PORTCULLIS_BOOTSTRAP_TOKEN="$BOOT_TOKEN" \
     PORTCULLIS_ENCRYPTION_SECRET="$enc_secret" \
+    PORTCULLIS_REDIS_URL="${PORTCULLIS_REDIS_URL:-redis://127.0.0.1:6379}" \
+    PORTCULLIS_REDIS_PREFIX="portcullis-stack:" \
     start_bg gw "$BIN/portcullis-gw" run --listen "$PROXY_ADDR" --admin-listen "$GW_ADMIN_ADDR" \
     --control-plane "https://$SYNC_ADDR" --ca-hash "$BOOT_CA_HASH" --state-dir "$STATE/gw-state"
   GW_PID="$LAST_PID"
@@ -227,6 +229,12 @@ do_up() {
   tyk_api_upsert "$API" "$admin_secret" demo \
     '{"name":"demo","api_id":"demo","use_keyless":true,"active":true,"proxy":{"listen_path":"/demo/","target_url":"http://127.0.0.1:'"$UPSTREAM_PORT"'/","strip_listen_path":true}}'
   wait_http_code 200 30 "$GW_PID" "http://$PROXY_ADDR/demo/"
+  # A protected API and a key limited to 5 requests a minute, to show auth and rate limits.
+  tyk_api_upsert "$API" "$admin_secret" demo-auth \
+    '{"name":"demo-auth","api_id":"demo-auth","use_keyless":false,"active":true,"proxy":{"listen_path":"/demo-auth/","target_url":"http://127.0.0.1:'"$UPSTREAM_PORT"'/","strip_listen_path":true}}'
+  api_call POST "$API/tyk/keys/demo-key" "$admin_secret" \
+    '{"rate":5,"per":60,"quota_max":-1,"access_rights":{"demo-auth":{"api_id":"demo-auth"}}}'
+  [ "$API_CODE" = 200 ] || die "creating the demo key: $API_CODE $API_BODY"
   step_end
 
   UP_DONE=1
@@ -237,6 +245,7 @@ do_up() {
 
 Portcullis stack is up (state: $STATE)
   proxy request:     curl -i http://$PROXY_ADDR/demo/hello
+  with a key:        curl -i -H "Authorization: demo-key" http://$PROXY_ADDR/demo-auth/hello   (5 a minute, then 429)
   management API:    curl -s -H "X-Tyk-Authorization: \$(cat $STATE/admin_secret)" $API/tyk/apis
   gateway readiness: curl -i http://$GW_ADMIN_ADDR/ready
   secrets:           $STATE/admin_secret, $STATE/encryption_secret (reused on re-runs)

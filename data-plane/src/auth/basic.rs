@@ -3,26 +3,97 @@
 //! `basic_auth.cache_ttl` seconds, keyed by the stored hash *and* a digest of the presented
 //! password, so a wrong password never hits a cached success and a password change on the
 //! control plane invalidates the cache at once.
+//!
+//! bcrypt is slow on purpose, so two things keep it off the request path: concurrent
+//! verifications of the same user and password share one bcrypt run, and a cached success is
+//! re-verified in the background once it is half its TTL old, so a busy user never waits for it.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use http::HeaderValue;
 use http::request::Parts;
 use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
 
 use super::AuthMethod;
 use crate::error::ProxyError;
 use crate::sessions::Session;
 
+type CacheKey = [u8; 32];
+
 #[derive(Debug)]
 pub struct BasicAuth {
     challenge: HeaderValue,
     cache_ttl: Option<Duration>,
-    verified: Mutex<HashMap<[u8; 32], Instant>>,
+    state: Arc<Verifications>,
+}
+
+#[derive(Debug, Default)]
+struct Verifications {
+    verified: Mutex<HashMap<CacheKey, Instant>>,
+    in_flight: Mutex<HashMap<CacheKey, Arc<OnceCell<bool>>>>,
+}
+
+impl Verifications {
+    /// One bcrypt run per (stored hash, password) at a time; concurrent callers share it.
+    async fn bcrypt_once(&self, key: CacheKey, password: String, stored: String) -> bool {
+        let cell = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default()
+            .clone();
+        let ok = *cell
+            .get_or_init(|| async move {
+                // Tens of milliseconds by design: never on the proxy's threads.
+                tokio::task::spawn_blocking(move || {
+                    bcrypt::verify(password, &stored).unwrap_or(false)
+                })
+                .await
+                .unwrap_or(false)
+            })
+            .await;
+        let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            map.remove(&key);
+        }
+        ok
+    }
+
+    fn age(&self, key: &CacheKey) -> Option<Duration> {
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .map(Instant::elapsed)
+    }
+
+    fn remember(&self, key: CacheKey, ttl: Duration) {
+        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 100_000 {
+            cache.retain(|_, at| at.elapsed() < ttl);
+        }
+        cache.insert(key, Instant::now());
+    }
+
+    fn forget(&self, key: &CacheKey) {
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    fn refreshing(&self, key: &CacheKey) -> bool {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(key)
+    }
 }
 
 impl BasicAuth {
@@ -42,7 +113,7 @@ impl BasicAuth {
         Self {
             challenge,
             cache_ttl: (!disable_caching).then(|| Duration::from_secs(ttl)),
-            verified: Mutex::new(HashMap::new()),
+            state: Arc::default(),
         }
     }
 
@@ -72,7 +143,7 @@ impl BasicAuth {
         Ok((user.to_owned(), password.to_owned()))
     }
 
-    fn cache_key(stored_hash: &str, password: &str) -> [u8; 32] {
+    fn cache_key(stored_hash: &str, password: &str) -> CacheKey {
         let mut h = Sha256::new();
         h.update(stored_hash.as_bytes());
         h.update([0]);
@@ -105,32 +176,36 @@ impl AuthMethod for BasicAuth {
             return Err(ProxyError::UserNotAuthorised);
         };
         let key = Self::cache_key(&stored, &password);
-        if let Some(ttl) = self.cache_ttl {
-            let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-            match cache.get(&key) {
-                Some(at) if at.elapsed() < ttl => return Ok(()),
-                Some(_) => {
-                    cache.remove(&key);
+        let Some(ttl) = self.cache_ttl else {
+            return if self.state.bcrypt_once(key, password, stored).await {
+                Ok(())
+            } else {
+                Err(ProxyError::UserNotAuthorised)
+            };
+        };
+        match self.state.age(&key) {
+            Some(age) if age < ttl => {
+                if age > ttl / 2 && !self.state.refreshing(&key) {
+                    let state = self.state.clone();
+                    tokio::spawn(async move {
+                        if state.bcrypt_once(key, password, stored).await {
+                            state.remember(key, ttl);
+                        } else {
+                            state.forget(&key);
+                        }
+                    });
                 }
-                None => {}
+                Ok(())
+            }
+            _ => {
+                if self.state.bcrypt_once(key, password, stored).await {
+                    self.state.remember(key, ttl);
+                    Ok(())
+                } else {
+                    Err(ProxyError::UserNotAuthorised)
+                }
             }
         }
-        // bcrypt costs tens of milliseconds by design: keep it off the proxy's threads.
-        let ok =
-            tokio::task::spawn_blocking(move || bcrypt::verify(password, &stored).unwrap_or(false))
-                .await
-                .unwrap_or(false);
-        if !ok {
-            return Err(ProxyError::UserNotAuthorised);
-        }
-        if let Some(ttl) = self.cache_ttl {
-            let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.len() > 100_000 {
-                cache.retain(|_, at| at.elapsed() < ttl);
-            }
-            cache.insert(key, Instant::now());
-        }
-        Ok(())
     }
 
     fn strip(&self, parts: &mut Parts) {
