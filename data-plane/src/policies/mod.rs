@@ -2,8 +2,7 @@
 //! value wins, -1 is unlimited, `per_api` policies give per-API counters, partitions limit what a
 //! policy sets, and `per_api` cannot be mixed with partitions.
 //!
-//! Not yet reproduced: per-policy counters when several policies set ACLs (Tyk scopes each API's
-//! counters to the policy that granted it); here they share the key's counters.
+//! When several policies grant ACLs, each API counts against the policy that granted it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -234,6 +233,32 @@ pub fn effective(
         }
         if owns(p, p.partitions.quota) {
             merge_quota(&mut limits, p.quota_max, p.quota_renewal_rate);
+        }
+    }
+    // Several policies granting ACLs: each API counts against the policy that granted it (Tyk's
+    // allowance_scope), with that policy's limits where it owns them, else the merged ones.
+    let granting: Vec<&Arc<PolicySpec>> = found
+        .iter()
+        .filter(|p| {
+            !p.partitions.per_api && owns(p, p.partitions.acl) && !p.access_rights.is_empty()
+        })
+        .collect();
+    if granting.len() > 1 {
+        for api in rights.keys() {
+            if per_api.contains_key(api) {
+                continue;
+            }
+            if let Some(p) = granting.iter().find(|p| p.access_rights.contains_key(api)) {
+                let mut l = limits.clone();
+                if owns(p, p.partitions.rate_limit) {
+                    (l.rate, l.per) = (p.rate, p.per);
+                }
+                if owns(p, p.partitions.quota) {
+                    (l.quota_max, l.quota_renewal_rate) = (p.quota_max, p.quota_renewal_rate);
+                }
+                l.scope = format!("{key_hash}:{}", p.id);
+                per_api.insert(api.clone(), l);
+            }
         }
     }
     let access_rights = if acl_set {

@@ -151,3 +151,30 @@ fn missing_and_inactive_policies() {
         "policies decide, not the key's own flag"
     );
 }
+
+#[test]
+fn several_acl_policies_give_each_api_the_granting_policys_counter() {
+    let idx = index(vec![
+        json!({"id": "p1", "rate": 10, "per": 60, "quota_max": 5, "access_rights": {"a": {"api_id": "a"}}}),
+        json!({"id": "p2", "rate": 100, "per": 1, "quota_max": 50, "access_rights": {"b": {"api_id": "b"}}}),
+        json!({"id": "p3", "partitions": {"acl": true}, "access_rights": {"c": {"api_id": "c"}}}),
+    ]);
+    let s = session(json!({}));
+    let e = effective(&s, "h", &["p1", "p2", "p3"], &idx).unwrap();
+    let a = e.limits_for("a");
+    assert_eq!(
+        (a.rate, a.per, a.quota_max, a.scope.as_str()),
+        (10.0, 60.0, 5, "h:p1")
+    );
+    let b = e.limits_for("b");
+    assert_eq!((b.rate, b.quota_max, b.scope.as_str()), (100.0, 50, "h:p2"));
+    let c = e.limits_for("c");
+    assert_eq!(
+        (c.rate, c.quota_max, c.scope.as_str()),
+        (100.0, 50, "h:p3"),
+        "an ACL-only policy inherits the merged limits"
+    );
+    // With a single granting policy the key's own counter is used.
+    let one = effective(&s, "h", &["p1"], &idx).unwrap();
+    assert_eq!(one.limits_for("a").scope, "h");
+}
