@@ -29,6 +29,14 @@ pub enum ProxyError {
     BasicNotPair,
     #[error("User not authorised")]
     UserNotAuthorised,
+    #[error("Body do not contain username")]
+    BodyNoUser,
+    #[error("Body do not contain password")]
+    BodyNoPassword,
+    #[error("username should be inside regexp match group")]
+    BodyUserGroup,
+    #[error("password should be inside regexp match group")]
+    BodyPasswordGroup,
     /// Mashery signature check failed; status and message are configurable per API.
     #[error("{message}")]
     Signature {
@@ -55,9 +63,13 @@ impl ProxyError {
             Self::AuthMissing | Self::KeyExpired | Self::BasicMissing | Self::UserNotAuthorised => {
                 StatusCode::UNAUTHORIZED
             }
-            Self::BasicNotBasic | Self::BasicNotEncoded | Self::BasicNotPair => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::BasicNotBasic
+            | Self::BasicNotEncoded
+            | Self::BasicNotPair
+            | Self::BodyNoUser
+            | Self::BodyNoPassword
+            | Self::BodyUserGroup
+            | Self::BodyPasswordGroup => StatusCode::BAD_REQUEST,
             Self::Disallowed | Self::KeyInactive | Self::QuotaExceeded => StatusCode::FORBIDDEN,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream => StatusCode::BAD_GATEWAY,

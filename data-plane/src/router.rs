@@ -83,11 +83,7 @@ impl Route {
                 } else {
                     &spec.name
                 };
-                Some(Box::new(BasicAuth::new(
-                    name,
-                    b.cache_ttl,
-                    b.disable_caching,
-                )))
+                Some(Box::new(BasicAuth::new(name, b)))
             } else {
                 let token = TokenAuth::new(&spec.auth).ok_or_else(|| {
                     ValidationError::new(

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use http::HeaderValue;
 use http::request::Parts;
+use portcullis_proto::model::BasicAuthSpec;
+use regex::Regex;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
@@ -30,6 +32,8 @@ pub struct BasicAuth {
     challenge: HeaderValue,
     cache_ttl: Option<Duration>,
     state: Arc<Verifications>,
+    /// `extract_from_body`: user and password regexps (capture group 1 is the value).
+    from_body: Option<(Regex, Regex)>,
 }
 
 #[derive(Debug, Default)]
@@ -98,7 +102,18 @@ impl Verifications {
 
 impl BasicAuth {
     /// `realm` is the API name, as in Tyk's `WWW-Authenticate: Basic realm="<api name>"`.
-    pub fn new(realm: &str, cache_ttl_secs: i64, disable_caching: bool) -> Self {
+    pub fn new(realm: &str, spec: &BasicAuthSpec) -> Self {
+        let (cache_ttl_secs, disable_caching) = (spec.cache_ttl, spec.disable_caching);
+        // Validated when the definition was stored; an unusable pair disables body mode.
+        let from_body = spec
+            .extract_from_body
+            .then(|| {
+                Some((
+                    Regex::new(&spec.body_user_regexp).ok()?,
+                    Regex::new(&spec.body_password_regexp).ok()?,
+                ))
+            })
+            .flatten();
         let realm: String = realm
             .chars()
             .filter(|c| *c != '"' && !c.is_control())
@@ -114,6 +129,35 @@ impl BasicAuth {
             challenge,
             cache_ttl: (!disable_caching).then(|| Duration::from_secs(ttl)),
             state: Arc::default(),
+            from_body,
+        }
+    }
+
+    /// (user, password) from the body or the header, or Tyk's error for each way it can fail.
+    fn credentials(
+        &self,
+        parts: &Parts,
+        body: Option<&[u8]>,
+    ) -> Result<(String, String), ProxyError> {
+        match &self.from_body {
+            Some((user_re, password_re)) => {
+                let text = String::from_utf8_lossy(body.unwrap_or_default());
+                let capture = |re: &Regex,
+                               missing: ProxyError,
+                               no_group: ProxyError|
+                 -> Result<String, ProxyError> {
+                    let caps = re.captures(&text).ok_or(missing)?;
+                    caps.get(1).map(|m| m.as_str().to_owned()).ok_or(no_group)
+                };
+                let user = capture(user_re, ProxyError::BodyNoUser, ProxyError::BodyUserGroup)?;
+                let password = capture(
+                    password_re,
+                    ProxyError::BodyNoPassword,
+                    ProxyError::BodyPasswordGroup,
+                )?;
+                Ok((user, password))
+            }
+            None => Self::decode(parts),
         }
     }
 
@@ -154,16 +198,30 @@ impl BasicAuth {
 
 #[async_trait::async_trait]
 impl AuthMethod for BasicAuth {
-    fn credential<'a>(&self, parts: &'a Parts) -> Result<Cow<'a, str>, ProxyError> {
-        Self::decode(parts).map(|(user, _)| Cow::Owned(user))
+    fn needs_body(&self) -> bool {
+        self.from_body.is_some()
+    }
+
+    fn credential<'a>(
+        &self,
+        parts: &'a Parts,
+        body: Option<&'a [u8]>,
+    ) -> Result<Cow<'a, str>, ProxyError> {
+        self.credentials(parts, body)
+            .map(|(user, _)| Cow::Owned(user))
     }
 
     fn unknown_key(&self) -> ProxyError {
         ProxyError::UserNotAuthorised
     }
 
-    async fn verify(&self, parts: &Parts, session: &Session) -> Result<(), ProxyError> {
-        let (_, password) = Self::decode(parts)?;
+    async fn verify(
+        &self,
+        parts: &Parts,
+        body: Option<&[u8]>,
+        session: &Session,
+    ) -> Result<(), ProxyError> {
+        let (_, password) = self.credentials(parts, body)?;
         let Some(stored) = session
             .state
             .spec()

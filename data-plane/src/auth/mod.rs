@@ -17,9 +17,18 @@ use crate::sessions::{Session, Sessions};
 /// themselves, so caching, events and outage handling stay in one place.
 #[async_trait::async_trait]
 pub trait AuthMethod: Send + Sync + std::fmt::Debug {
+    /// True when the method reads the request body (which is then buffered, up to 1 MiB).
+    fn needs_body(&self) -> bool {
+        false
+    }
+
     /// The key presented (borrowed from the request where possible), or the method's error for
-    /// a missing or malformed credential.
-    fn credential<'a>(&self, parts: &'a Parts) -> Result<std::borrow::Cow<'a, str>, ProxyError>;
+    /// a missing or malformed credential. `body` is set when [`Self::needs_body`].
+    fn credential<'a>(
+        &self,
+        parts: &'a Parts,
+        body: Option<&'a [u8]>,
+    ) -> Result<std::borrow::Cow<'a, str>, ProxyError>;
 
     /// The error for a key that does not exist.
     fn unknown_key(&self) -> ProxyError {
@@ -27,7 +36,12 @@ pub trait AuthMethod: Send + Sync + std::fmt::Debug {
     }
 
     /// Checks what the method needs beyond the key's existence (a password, a signature).
-    async fn verify(&self, _parts: &Parts, _session: &Session) -> Result<(), ProxyError> {
+    async fn verify(
+        &self,
+        _parts: &Parts,
+        _body: Option<&[u8]>,
+        _session: &Session,
+    ) -> Result<(), ProxyError> {
         Ok(())
     }
 
@@ -45,6 +59,7 @@ pub trait AuthMethod: Send + Sync + std::fmt::Debug {
 pub async fn authenticate(
     route: &Route,
     parts: &Parts,
+    body: Option<&[u8]>,
     sessions: &Sessions,
     policies: &PolicyIndex,
 ) -> Result<Effective, ProxyError> {
@@ -52,7 +67,7 @@ pub async fn authenticate(
         // An API with no usable method is closed, not open.
         return Err(ProxyError::AuthMissing);
     };
-    let key = method.credential(parts)?;
+    let key = method.credential(parts, body)?;
     let hash = portcullis_proto::key_hash::key_hash(&key);
     let session = match sessions.lookup(&hash).await {
         Ok(Some(s)) => s,
@@ -60,7 +75,7 @@ pub async fn authenticate(
         // the same way Tyk refuses an unknown key.
         Ok(None) | Err(_) => return Err(method.unknown_key()),
     };
-    method.verify(parts, &session).await?;
+    method.verify(parts, body, &session).await?;
     let ids: Vec<&str> = session.state.policy_ids().collect();
     let effective = effective(session.state.spec(), &hash, &ids, policies).map_err(|e| {
         tracing::debug!(api_id = %route.api_id, error = %e, "policies could not be applied");

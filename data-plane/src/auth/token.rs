@@ -258,7 +258,11 @@ fn strip_cookie(headers: &mut http::HeaderMap, name: &str) {
 
 #[async_trait::async_trait]
 impl AuthMethod for TokenAuth {
-    fn credential<'a>(&self, parts: &'a Parts) -> Result<Cow<'a, str>, ProxyError> {
+    fn credential<'a>(
+        &self,
+        parts: &'a Parts,
+        _body: Option<&'a [u8]>,
+    ) -> Result<Cow<'a, str>, ProxyError> {
         match self.find(parts) {
             Some(k) if k.len() < MIN_TOKEN_LENGTH => Err(ProxyError::Disallowed),
             Some(k) => Ok(k),
@@ -266,7 +270,12 @@ impl AuthMethod for TokenAuth {
         }
     }
 
-    async fn verify(&self, parts: &Parts, session: &Session) -> Result<(), ProxyError> {
+    async fn verify(
+        &self,
+        parts: &Parts,
+        _body: Option<&[u8]>,
+        session: &Session,
+    ) -> Result<(), ProxyError> {
         match &self.signature {
             Some(sig) => {
                 let key = self.find(parts).ok_or(ProxyError::AuthMissing)?;
@@ -348,7 +357,7 @@ mod tests {
             "query only when use_param"
         );
         assert_eq!(
-            plain.credential(&parts("/", &[("authorization", "ab")])),
+            plain.credential(&parts("/", &[("authorization", "ab")]), None),
             Err(ProxyError::Disallowed),
             "too short"
         );

@@ -7,11 +7,10 @@ use http::header::{HOST, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use http_body_util::Either;
-use hyper::body::Incoming;
 
 use super::headers::{add_forwarded, remove_hop_by_hop};
 use super::upstream::{self, Reserved};
-use super::{ProxyBody, UpstreamClient};
+use super::{ProxyBody, RequestBody, UpstreamClient};
 use crate::error::ProxyError;
 use crate::router::Route;
 use std::sync::Arc;
@@ -46,7 +45,7 @@ pub async fn forward(
     client: &UpstreamClient,
     reserved: &Arc<Reserved>,
     route: &Route,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     remote: SocketAddr,
     default_timeout: Duration,
 ) -> Result<Response<ProxyBody>, ProxyError> {

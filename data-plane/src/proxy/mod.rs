@@ -28,7 +28,13 @@ use crate::shared::Shared;
 /// Upstream bodies pass through untouched; gateway answers are small full bodies.
 pub type ProxyBody = Either<upstream::UpstreamBody, Full<Bytes>>;
 
-type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+/// Request bodies stream through, unless an auth method had to read them first.
+pub type RequestBody = Either<Incoming, Full<Bytes>>;
+
+type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+
+/// Largest request body an auth method may read (basic auth from the body).
+const MAX_AUTH_BODY: usize = 1024 * 1024;
 
 /// Per-process proxy state, shared by every connection.
 pub struct Proxy {
@@ -86,12 +92,25 @@ impl Proxy {
         drop(table);
         let mut rate_info = None;
         let req = match policies {
-            None => req,
+            None => req.map(Either::Left),
             Some(policies) => {
                 let (mut parts, body) = req.into_parts();
+                let needs_body = route.auth.as_ref().is_some_and(|m| m.needs_body());
+                let (body, read) = if needs_body {
+                    // Unreadable or oversized bodies hold no credentials.
+                    let limited = http_body_util::Limited::new(body, MAX_AUTH_BODY);
+                    let bytes = http_body_util::BodyExt::collect(limited)
+                        .await
+                        .map(|c| c.to_bytes())
+                        .unwrap_or_default();
+                    (Either::Right(Full::new(bytes.clone())), Some(bytes))
+                } else {
+                    (Either::Left(body), None)
+                };
                 let effective = match crate::auth::authenticate(
                     &route,
                     &parts,
+                    read.as_deref(),
                     &self.shared.sessions,
                     &policies,
                 )

@@ -19,9 +19,9 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::UpstreamClient;
+use super::{RequestBody, UpstreamClient};
 
-type Sender = SendRequest<Incoming>;
+type Sender = SendRequest<RequestBody>;
 
 enum Slot {
     Empty,
@@ -213,7 +213,7 @@ pub async fn send(
     reserved: &Arc<Reserved>,
     scheme: &Scheme,
     authority: &Authority,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<UpstreamBody>, String> {
     if *scheme != Scheme::HTTP {
         return pooled(client, req).await;
@@ -267,7 +267,7 @@ fn give_back(
 
 async fn pooled(
     client: &UpstreamClient,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<UpstreamBody>, String> {
     client
         .request(req)

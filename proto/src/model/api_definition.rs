@@ -251,10 +251,29 @@ impl ApiDefinition {
             ));
         }
         if s.basic_auth.extract_from_body {
-            return Err(ValidationError::new(
-                "basic_auth.extract_from_body",
-                "is not supported yet; send credentials in the Authorization header",
-            ));
+            for (field, re) in [
+                (
+                    "basic_auth.body_user_regexp",
+                    &s.basic_auth.body_user_regexp,
+                ),
+                (
+                    "basic_auth.body_password_regexp",
+                    &s.basic_auth.body_password_regexp,
+                ),
+            ] {
+                match regex::Regex::new(re) {
+                    Ok(r) if !re.is_empty() && r.captures_len() >= 2 => {}
+                    Ok(_) => {
+                        return Err(ValidationError::new(
+                            field,
+                            "must be a regexp with a capture group for the value",
+                        ));
+                    }
+                    Err(e) => {
+                        return Err(ValidationError::new(field, format!("invalid regexp: {e}")));
+                    }
+                }
+            }
         }
         if s.auth.validate_signature {
             let sig = &s.auth.signature;

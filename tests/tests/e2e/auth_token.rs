@@ -599,3 +599,75 @@ async fn mashery_signatures_are_checked_within_the_clock_skew() {
         "configured status and message"
     );
 }
+
+#[tokio::test]
+async fn basic_auth_from_the_body_is_checked_and_the_body_still_reaches_the_upstream() {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    let echo = EchoUpstream::start().await;
+    let dp = regional_dp(&cp, "eu").await;
+    let mut api = protected_api("soap", &echo.url(), json!({}));
+    api["use_basic_auth"] = json!(true);
+    api["basic_auth"] = json!({"extract_from_body": true, "body_user_regexp": "<User>(.*)</User>", "body_password_regexp": "<Password>(.*)</Password>"});
+    let mut no_group = api.clone();
+    no_group["api_id"] = json!("bad");
+    no_group["proxy"]["listen_path"] = json!("/bad/");
+    no_group["basic_auth"]["body_user_regexp"] = json!("<User>.*</User>");
+    let (status, body) = cp.call(Method::POST, "/tyk/apis", Some(&no_group)).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("basic_auth.body_user_regexp"))
+    );
+    cp.create_api(&api).await;
+    dp.wait_for_revision(1).await;
+    let user = format!("soap-{}", uuid::Uuid::new_v4().simple());
+    let (status, _) = cp
+        .call(Method::POST, &format!("/tyk/keys/{user}"), Some(&json!({"access_rights": {"soap": {"api_id": "soap"}}, "basic_auth_data": {"password": "pw"}})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let post = |body: String| {
+        let dp = &dp;
+        async move {
+            let resp = reqwest::Client::new()
+                .post(dp.url("/soap/call"))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            (status, resp.text().await.unwrap())
+        }
+    };
+    let envelope =
+        format!("<Envelope><User>{user}</User><Password>pw</Password><Data>42</Data></Envelope>");
+    let (status, text) = post(envelope.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let got: portcullis_tests::Received = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        got.body, envelope,
+        "the body reaches the upstream unchanged"
+    );
+
+    let error = |text: String| {
+        serde_json::from_str::<Value>(&text).unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (status, text) = post("<Password>pw</Password>".into()).await;
+    assert_eq!(
+        (status, error(text).as_str()),
+        (StatusCode::BAD_REQUEST, "Body do not contain username")
+    );
+    let (status, text) = post(format!("<User>{user}</User>")).await;
+    assert_eq!(
+        (status, error(text).as_str()),
+        (StatusCode::BAD_REQUEST, "Body do not contain password")
+    );
+    let (status, text) = post(format!("<User>{user}</User><Password>nope</Password>")).await;
+    assert_eq!(
+        (status, error(text).as_str()),
+        (StatusCode::UNAUTHORIZED, "User not authorised")
+    );
+}
