@@ -294,3 +294,45 @@ async fn a_redis_outage_lets_known_keys_through_unlimited_and_limits_return_with
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_updated_rate_limit_applies_in_every_region() {
+    let (_db, cp, _echo, eu) = setup().await;
+    let us = regional_dp(&cp, "us").await;
+    us.wait_for_revision(2).await;
+    let name = format!("regional-{}", uuid::Uuid::new_v4().simple());
+    let session =
+        |rate: u32| json!({"rate": rate, "per": 3600, "access_rights": {"svc": {"api_id": "svc"}}});
+    let (status, _) = cp
+        .call(
+            Method::POST,
+            &format!("/tyk/keys/{name}"),
+            Some(&session(1)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for dp in [&eu, &us] {
+        assert_eq!(get(dp, "/svc/", &name).await.status(), StatusCode::OK);
+        assert_eq!(
+            get(dp, "/svc/", &name).await.status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+    // Raised on the control plane: both regions admit again, with the new limit in the headers.
+    let (status, _) = cp
+        .call(
+            Method::PUT,
+            &format!("/tyk/keys/{name}"),
+            Some(&session(50)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for dp in [&eu, &us] {
+        let resp = eventually(Duration::from_secs(5), "new limit applied", || async {
+            let resp = get(dp, "/svc/", &name).await;
+            (resp.status() == StatusCode::OK).then_some(resp)
+        })
+        .await;
+        assert_eq!(resp.headers()["x-ratelimit-limit"], "50");
+    }
+}
