@@ -9,3 +9,4 @@ mod limits;
 mod management;
 mod proxy;
 mod resilience;
+mod statuses;
