@@ -4,6 +4,7 @@
 //! older than the newest event for its key is not cached, so a revocation is never overtaken.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,9 @@ pub struct Sessions {
     no_local_cache: std::sync::atomic::AtomicBool,
     local: Mutex<HashMap<String, Cached>>,
     events: Mutex<HashMap<String, (u64, Instant)>>,
+    /// Redis records older than this revision are ignored: this edge may have missed the events
+    /// that should have deleted them (a failed DEL, or a snapshot after a gap).
+    redis_floor: AtomicU64,
     redis: OnceLock<Arc<RedisLink>>,
     cp: ArcSwapOption<Grpc<Channel>>,
 }
@@ -130,7 +134,9 @@ impl Sessions {
                 return Ok(c.session.clone());
             }
         }
-        let newest_event = self.newest_event(hash);
+        let newest_event = self
+            .newest_event(hash)
+            .max(self.redis_floor.load(Ordering::Acquire));
         if let Some(link) = self.redis.get() {
             match link.conn() {
                 Some(mut conn) => {
@@ -224,7 +230,7 @@ impl Sessions {
             .remove(&event.key_hash);
         if let Some(link) = self.redis.get() {
             let Some(mut conn) = link.conn() else {
-                // Entries written before the outage expire on their own TTL.
+                self.raise_redis_floor(event.revision);
                 link.failed();
                 return;
             };
@@ -234,17 +240,24 @@ impl Sessions {
                 Ok(Ok(())) => {}
                 _ => {
                     tracing::warn!(
-                        "could not drop a changed key from Redis; it expires on its own"
+                        "could not drop a changed key from Redis; older Redis records are ignored from now on"
                     );
+                    self.raise_redis_floor(event.revision);
                     link.failed();
                 }
             }
         }
     }
 
-    /// After a snapshot the events in between are unknown: start the local cache afresh.
-    pub fn clear_local(&self) {
+    /// After a snapshot at `revision` the events before it are unknown: start the local cache
+    /// afresh and trust no Redis record written before it.
+    pub fn after_snapshot(&self, revision: u64) {
         self.local.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.raise_redis_floor(revision);
+    }
+
+    fn raise_redis_floor(&self, revision: u64) {
+        self.redis_floor.fetch_max(revision, Ordering::AcqRel);
     }
 }
 

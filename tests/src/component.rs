@@ -276,6 +276,22 @@ impl Dp {
         })
     }
 
+    /// A gateway in its own "region": its own key prefix in the shared test Redis.
+    pub async fn regional(cp: &Cp, region: &str) -> Self {
+        let prefix = format!("e2e:{}:{region}:", uuid::Uuid::new_v4().simple());
+        Self::start(
+            cp,
+            DpOptions {
+                token: Some(cp.token("default").await),
+                redis_url: Some(crate::stack::redis_url()),
+                redis_prefix: Some(prefix),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("gateway starts")
+    }
+
     pub fn stop(mut self) {
         self.runner.stop();
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 pub use component::{Cp, Dp, DpOptions, keyless_api};
 pub use echo::{EchoUpstream, Received};
-pub use stack::{ADMIN_SECRET, ENCRYPTION_SECRET, TestDb};
+pub use stack::{ADMIN_SECRET, ENCRYPTION_SECRET, TestDb, redis_url};
 
 /// Installs the process-wide rustls provider once (reqwest is built without one).
 /// With `PORTCULLIS_TEST_LOG=debug` (any filter), components log to stderr.

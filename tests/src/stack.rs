@@ -68,3 +68,8 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+/// The Redis the tests use (`PORTCULLIS_TEST_REDIS_URL`); each test uses its own key prefix.
+pub fn redis_url() -> String {
+    std::env::var("PORTCULLIS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}

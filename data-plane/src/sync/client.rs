@@ -239,7 +239,7 @@ impl SyncClient {
                             self.applied = Some(c);
                         });
                     // Key events between our last revision and the snapshot are unknown.
-                    self.shared.sessions.clear_local();
+                    self.shared.sessions.after_snapshot(revision);
                     (result, revision)
                 }
                 Some(Inbound::Changes(c)) => {

@@ -4,30 +4,10 @@
 use std::time::Duration;
 
 use portcullis_tests::{
-    Cp, Dp, DpOptions, EchoUpstream, Received, TestDb, eventually, keyless_api,
+    Cp, Dp, DpOptions, EchoUpstream, Received, TestDb, eventually, keyless_api, redis_url,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-fn redis_url() -> String {
-    std::env::var("PORTCULLIS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// A gateway in its own "region": its own key prefix in the shared test Redis.
-async fn regional_dp(cp: &Cp, region: &str) -> Dp {
-    let prefix = format!("e2e:{}:{region}:", uuid::Uuid::new_v4().simple());
-    Dp::start(
-        cp,
-        DpOptions {
-            token: Some(cp.token("default").await),
-            redis_url: Some(redis_url()),
-            redis_prefix: Some(prefix),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-}
 
 fn protected_api(id: &str, target: &str, auth: Value) -> Value {
     let mut api = keyless_api(id, &format!("/{id}/"), target);
@@ -61,7 +41,7 @@ async fn token_sources_and_session_checks_answer_as_tyk() {
     let db = TestDb::new().await;
     let cp = Cp::start(&db.url).await;
     let echo = EchoUpstream::start().await;
-    let dp = regional_dp(&cp, "eu").await;
+    let dp = Dp::regional(&cp, "eu").await;
     cp.create_api(&protected_api("orders", &echo.url(), json!({"auth_header_name": "X-Api-Key", "use_param": true, "param_name": "key", "use_cookie": true, "cookie_name": "k"}))).await;
     let mut stripped = protected_api("billing", &echo.url(), json!({}));
     stripped["strip_auth_data"] = json!(true);
@@ -196,8 +176,8 @@ async fn keys_created_and_revoked_on_the_control_plane_reach_every_region() {
     let db = TestDb::new().await;
     let cp = Cp::start(&db.url).await;
     let echo = EchoUpstream::start().await;
-    let eu = regional_dp(&cp, "eu").await;
-    let us = regional_dp(&cp, "us").await;
+    let eu = Dp::regional(&cp, "eu").await;
+    let us = Dp::regional(&cp, "us").await;
     cp.create_api(&protected_api("svc", &echo.url(), json!({})))
         .await;
     eu.wait_for_revision(1).await;
@@ -244,7 +224,7 @@ async fn with_the_control_plane_down_known_keys_work_and_unknown_keys_are_refuse
     let db = TestDb::new().await;
     let cp = Cp::start(&db.url).await;
     let echo = EchoUpstream::start().await;
-    let dp = regional_dp(&cp, "eu").await;
+    let dp = Dp::regional(&cp, "eu").await;
     cp.create_api(&protected_api("svc", &echo.url(), json!({})))
         .await;
     dp.wait_for_revision(1).await;
@@ -291,7 +271,7 @@ async fn basic_auth_answers_as_tyk_and_never_caches_a_wrong_password() {
     let db = TestDb::new().await;
     let cp = Cp::start(&db.url).await;
     let echo = EchoUpstream::start().await;
-    let dp = regional_dp(&cp, "eu").await;
+    let dp = Dp::regional(&cp, "eu").await;
     let mut api = protected_api("billing", &echo.url(), json!({}));
     api["name"] = json!("Billing");
     api["use_basic_auth"] = json!(true);
@@ -405,7 +385,7 @@ async fn keys_past_their_lifetime_are_deleted_while_expired_keys_stay() {
     let db = TestDb::new().await;
     let cp = Cp::start(&db.url).await;
     let echo = EchoUpstream::start().await;
-    let dp = regional_dp(&cp, "eu").await;
+    let dp = Dp::regional(&cp, "eu").await;
     cp.create_api(&protected_api("svc", &echo.url(), json!({})))
         .await;
     let mut short = protected_api("short", &echo.url(), json!({}));
@@ -466,7 +446,7 @@ async fn allowed_urls_limit_paths_and_methods() {
     let db = TestDb::new().await;
     let cp = Cp::start(&db.url).await;
     let echo = EchoUpstream::start().await;
-    let dp = regional_dp(&cp, "eu").await;
+    let dp = Dp::regional(&cp, "eu").await;
     cp.create_api(&protected_api("svc", &echo.url(), json!({})))
         .await;
     dp.wait_for_revision(1).await;
@@ -515,7 +495,7 @@ async fn mashery_signatures_are_checked_within_the_clock_skew() {
     let db = TestDb::new().await;
     let cp = Cp::start(&db.url).await;
     let echo = EchoUpstream::start().await;
-    let dp = regional_dp(&cp, "eu").await;
+    let dp = Dp::regional(&cp, "eu").await;
     let signed = |id: &str, secret: &str, extra: Value| {
         let mut sig = json!({"algorithm": "MasherySHA256", "header": "X-Signature", "secret": secret, "allowed_clock_skew": 2});
         for (k, v) in extra.as_object().unwrap() {
@@ -605,7 +585,7 @@ async fn basic_auth_from_the_body_is_checked_and_the_body_still_reaches_the_upst
     let db = TestDb::new().await;
     let cp = Cp::start(&db.url).await;
     let echo = EchoUpstream::start().await;
-    let dp = regional_dp(&cp, "eu").await;
+    let dp = Dp::regional(&cp, "eu").await;
     let mut api = protected_api("soap", &echo.url(), json!({}));
     api["use_basic_auth"] = json!(true);
     api["basic_auth"] = json!({"extract_from_body": true, "body_user_regexp": "<User>(.*)</User>", "body_password_regexp": "<Password>(.*)</Password>"});
@@ -669,5 +649,56 @@ async fn basic_auth_from_the_body_is_checked_and_the_body_still_reaches_the_upst
     assert_eq!(
         (status, error(text).as_str()),
         (StatusCode::UNAUTHORIZED, "User not authorised")
+    );
+}
+
+#[tokio::test]
+async fn a_key_revoked_while_no_gateway_of_the_region_ran_is_not_served_from_redis() {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    let echo = EchoUpstream::start().await;
+    let prefix = format!("e2e:{}:region:", uuid::Uuid::new_v4().simple());
+    let start = |prefix: String| {
+        let cp = &cp;
+        async move {
+            Dp::start(
+                cp,
+                DpOptions {
+                    token: Some(cp.token("default").await),
+                    redis_url: Some(redis_url()),
+                    redis_prefix: Some(prefix),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let first = start(prefix.clone()).await;
+    cp.create_api(&protected_api("svc", &echo.url(), json!({})))
+        .await;
+    first.wait_for_revision(1).await;
+    let key = create_key(&cp, json!({"access_rights": {"svc": {"api_id": "svc"}}})).await;
+    // The lookup stores the session in the region's Redis.
+    assert_eq!(
+        call(&first, "/svc/", &[("Authorization", &key)]).await.0,
+        StatusCode::OK
+    );
+    first.stop();
+
+    // Revoked while no gateway of the region listens for the event: Redis still holds it.
+    let (status, _) = cp
+        .call(Method::DELETE, &format!("/tyk/keys/{key}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let second = start(prefix).await;
+    second.wait_for_revision(3).await;
+    let (status, body) = call(&second, "/svc/", &[("Authorization", &key)]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (
+            StatusCode::FORBIDDEN,
+            Some("Access to this API has been disallowed")
+        )
     );
 }

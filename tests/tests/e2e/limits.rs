@@ -7,30 +7,11 @@ use portcullis_tests::{Cp, Dp, DpOptions, EchoUpstream, TestDb, eventually, keyl
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-fn redis_url() -> String {
-    std::env::var("PORTCULLIS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-async fn regional_dp(cp: &Cp, region: &str) -> Dp {
-    let prefix = format!("e2e:{}:{region}:", uuid::Uuid::new_v4().simple());
-    Dp::start(
-        cp,
-        DpOptions {
-            token: Some(cp.token("default").await),
-            redis_url: Some(redis_url()),
-            redis_prefix: Some(prefix),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-}
-
 async fn setup() -> (TestDb, Cp, EchoUpstream, Dp) {
     let db = TestDb::new().await;
     let cp = Cp::start(&db.url).await;
     let echo = EchoUpstream::start().await;
-    let dp = regional_dp(&cp, "eu").await;
+    let dp = Dp::regional(&cp, "eu").await;
     let mut api = keyless_api("svc", "/svc/", &echo.url());
     api["use_keyless"] = json!(false);
     cp.create_api(&api).await;
@@ -104,7 +85,7 @@ async fn rate_limit_answers_429_with_headers_and_quota_403() {
 #[tokio::test]
 async fn limits_are_exact_under_concurrency_and_counted_per_region() {
     let (_db, cp, _echo, eu) = setup().await;
-    let us = regional_dp(&cp, "us").await;
+    let us = Dp::regional(&cp, "us").await;
     us.wait_for_revision(2).await;
     let quota = key(
         &cp,
@@ -298,7 +279,7 @@ async fn a_redis_outage_lets_known_keys_through_unlimited_and_limits_return_with
 #[tokio::test]
 async fn an_updated_rate_limit_applies_in_every_region() {
     let (_db, cp, _echo, eu) = setup().await;
-    let us = regional_dp(&cp, "us").await;
+    let us = Dp::regional(&cp, "us").await;
     us.wait_for_revision(2).await;
     let name = format!("regional-{}", uuid::Uuid::new_v4().simple());
     let session =

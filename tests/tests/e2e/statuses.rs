@@ -20,8 +20,7 @@ async fn fixture() -> Fixture {
     let cp = Cp::start(&db.url).await;
     let echo = EchoUpstream::start().await;
     let prefix = format!("e2e:{}:", uuid::Uuid::new_v4().simple());
-    let redis = std::env::var("PORTCULLIS_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis = portcullis_tests::redis_url();
     let dp = Dp::start(
         &cp,
         DpOptions {
