@@ -70,7 +70,19 @@ pub struct Limits {
 
 impl Limits {
     fn rate_enabled(&self) -> bool {
-        self.rate >= 1.0 && self.per > 0.0
+        self.rate > 0.0 && self.per > 0.0
+    }
+
+    /// (requests, window in ms) for the sliding log. A fractional rate such as 0.5 per second
+    /// becomes 1 per 2 seconds; other rates count whole requests.
+    fn window(&self) -> (u64, u64) {
+        if !self.rate_enabled() {
+            return (0, 0);
+        }
+        if self.rate < 1.0 {
+            return (1, (self.per / self.rate * 1000.0) as u64);
+        }
+        (self.rate.floor() as u64, (self.per * 1000.0) as u64)
     }
 
     pub fn is_unlimited(&self) -> bool {
@@ -130,12 +142,7 @@ impl Limiter {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let per_ms = (limits.per * 1000.0) as u64;
-        let rate = if limits.rate_enabled() {
-            limits.rate.floor() as u64
-        } else {
-            0
-        };
+        let (rate, per_ms) = limits.window();
         let member = format!("{now_ms}-{}", rand::random::<u64>());
         let mut invocation = self.script.prepare_invoke();
         invocation
@@ -176,5 +183,30 @@ impl Limiter {
             return Decision::QuotaExceeded;
         }
         Decision::Allowed((rate > 0).then_some(info))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(rate: f64, per: f64) -> Limits {
+        Limits {
+            rate,
+            per,
+            quota_max: -1,
+            quota_renewal_rate: 0,
+            scope: "s".into(),
+        }
+    }
+
+    #[test]
+    fn fractional_rates_become_one_request_per_longer_window() {
+        assert_eq!(limits(0.5, 1.0).window(), (1, 2000));
+        assert_eq!(limits(10.0, 60.0).window(), (10, 60_000));
+        assert_eq!(limits(2.7, 1.0).window(), (2, 1000));
+        assert_eq!(limits(0.0, 1.0).window(), (0, 0));
+        assert_eq!(limits(-1.0, 1.0).window(), (0, 0), "-1 is unlimited");
+        assert!(limits(-1.0, 1.0).is_unlimited());
     }
 }
