@@ -79,6 +79,18 @@ fn metrics(shared: &Shared) -> String {
         n(s.nacks.load(Ordering::Relaxed)),
     );
     gauge(
+        "certificate_expiry_timestamp_seconds",
+        "When the node certificate in use expires (unix seconds).",
+        "gauge",
+        s.cert_not_after.load(Ordering::Relaxed),
+    );
+    gauge(
+        "certificate_renewals_total",
+        "Node certificates renewed.",
+        "counter",
+        n(s.renewals.load(Ordering::Relaxed)),
+    );
+    gauge(
         "sync_connects_total",
         "Watch streams opened.",
         "counter",

@@ -47,6 +47,9 @@ pub struct SyncStats {
     pub nacks: AtomicU64,
     pub connects: AtomicU64,
     pub connected: AtomicBool,
+    pub renewals: AtomicU64,
+    /// Expiry of the node certificate in use (unix seconds).
+    pub cert_not_after: AtomicI64,
     pub last_error: std::sync::Mutex<Option<String>>,
 }
 

@@ -84,6 +84,15 @@ impl Drop for Runner {
     }
 }
 
+/// How to start a control plane; unset fields take the test defaults.
+#[derive(Clone, Debug, Default)]
+pub struct CpOptions {
+    pub api_listen: Option<SocketAddr>,
+    pub sync_listen: Option<SocketAddr>,
+    pub replica: Option<String>,
+    pub node_cert_ttl: Option<Duration>,
+}
+
 /// A control plane with a management API client.
 pub struct Cp {
     pub api_addr: SocketAddr,
@@ -111,7 +120,22 @@ impl Cp {
         api_listen: SocketAddr,
         sync_listen: SocketAddr,
     ) -> Result<Self, String> {
+        Self::start_with(
+            db_url,
+            CpOptions {
+                api_listen: Some(api_listen),
+                sync_listen: Some(sync_listen),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn start_with(db_url: &str, opts: CpOptions) -> Result<Self, String> {
         crate::init();
+        let any = || "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!());
+        let api_listen = opts.api_listen.unwrap_or_else(any);
+        let sync_listen = opts.sync_listen.unwrap_or_else(any);
         let config = portcullis_control_plane::Config {
             api_listen,
             sync_listen,
@@ -119,8 +143,8 @@ impl Cp {
             database_url: db_url.to_owned(),
             admin_secret: ADMIN_SECRET.into(),
             encryption_secret: ENCRYPTION_SECRET.into(),
-            replica_name: "cp-test".into(),
-            node_cert_ttl: Duration::from_secs(3600),
+            replica_name: opts.replica.unwrap_or_else(|| "cp-test".into()),
+            node_cert_ttl: opts.node_cert_ttl.unwrap_or(Duration::from_secs(3600)),
             max_db_connections: 8,
             lifetime_rules: Default::default(),
         };
@@ -224,6 +248,8 @@ pub struct DpOptions {
     pub redis_url: Option<String>,
     pub redis_prefix: Option<String>,
     pub no_local_session_cache: bool,
+    /// Control planes to use instead of the one passed to `start`.
+    pub control_planes: Vec<url::Url>,
 }
 
 /// A gateway.
@@ -243,7 +269,11 @@ impl Dp {
                 .listen
                 .unwrap_or_else(|| "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!())),
             admin_listen: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
-            control_planes: vec![cp.sync_url()],
+            control_planes: if opts.control_planes.is_empty() {
+                vec![cp.sync_url()]
+            } else {
+                opts.control_planes
+            },
             bootstrap_token: opts.token,
             ca_hash: opts.ca_hash.unwrap_or_else(|| cp.ca_hash.clone()),
             group: opts.group,
@@ -306,6 +336,23 @@ impl Dp {
 
     pub fn snapshots(&self) -> u64 {
         self.shared.stats.snapshots.load(Ordering::Relaxed)
+    }
+
+    pub fn renewals(&self) -> u64 {
+        self.shared.stats.renewals.load(Ordering::Relaxed)
+    }
+
+    /// Watch streams opened so far.
+    pub fn connects(&self) -> u64 {
+        self.shared.stats.connects.load(Ordering::Relaxed)
+    }
+
+    pub fn connected(&self) -> bool {
+        self.shared.stats.connected.load(Ordering::Acquire)
+    }
+
+    pub fn node_id(&self) -> Option<String> {
+        self.shared.node_id.lock().ok().and_then(|g| g.clone())
     }
 
     pub fn last_error(&self) -> Option<String> {

@@ -12,7 +12,7 @@ pub mod stack;
 use std::future::Future;
 use std::time::Duration;
 
-pub use component::{Cp, Dp, DpOptions, keyless_api};
+pub use component::{Cp, CpOptions, Dp, DpOptions, keyless_api};
 pub use echo::{EchoUpstream, Received};
 pub use stack::{ADMIN_SECRET, ENCRYPTION_SECRET, TestDb, redis_url};
 

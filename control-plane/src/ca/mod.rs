@@ -133,9 +133,12 @@ impl NodeCa {
         let (serial, serial_hex) = random_serial();
         params.serial_number = Some(serial);
         let now = OffsetDateTime::now_utc();
-        // A minute of back-dating tolerates small clock differences between CP and edges.
-        params.not_before = now - time::Duration::minutes(1);
-        let not_after = now + time::Duration::try_from(ttl).unwrap_or(time::Duration::DAY);
+        let life = time::Duration::try_from(ttl).unwrap_or(time::Duration::DAY);
+        // Back-dating tolerates small clock differences between CP and edges; a tenth of the life
+        // at most, so edges that renew at two thirds of the validity period renew in time.
+        let backdate: time::Duration = life / 10;
+        params.not_before = now - backdate.min(time::Duration::minutes(1));
+        let not_after = now + life;
         params.not_after = not_after;
         let cert = params.signed_by(&csr.public_key, &self.issuer)?;
         Ok(IssuedCertificate {

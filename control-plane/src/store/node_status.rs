@@ -11,22 +11,30 @@ pub struct NodeRecord {
     pub id: Uuid,
     pub group: String,
     pub cert_serial: String,
+    /// Expiry of the node's current certificate (moves forward at each renewal).
+    pub cert_expires_at: DateTime<Utc>,
     pub revoked: bool,
 }
 
+type RecordRow = (String, String, DateTime<Utc>, Option<DateTime<Utc>>);
+
 impl Store {
     pub async fn node_record(&self, id: Uuid) -> Result<Option<NodeRecord>, StoreError> {
-        let row: Option<(String, String, Option<DateTime<Utc>>)> =
-            sqlx::query_as("SELECT node_group, cert_serial, revoked_at FROM nodes WHERE id = $1")
-                .bind(id)
-                .fetch_optional(self.pool())
-                .await?;
-        Ok(row.map(|(group, cert_serial, revoked_at)| NodeRecord {
-            id,
-            group,
-            cert_serial,
-            revoked: revoked_at.is_some(),
-        }))
+        let row: Option<RecordRow> = sqlx::query_as(
+            "SELECT node_group, cert_serial, cert_expires_at, revoked_at FROM nodes WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(
+            |(group, cert_serial, cert_expires_at, revoked_at)| NodeRecord {
+                id,
+                group,
+                cert_serial,
+                cert_expires_at,
+                revoked: revoked_at.is_some(),
+            },
+        ))
     }
 
     /// A watch stream opened on `replica`.

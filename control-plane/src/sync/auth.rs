@@ -49,25 +49,13 @@ pub async fn authenticate<T>(store: &Store, req: &Request<T>) -> Result<NodeIden
 }
 
 /// Re-checked periodically on long-lived streams so a revocation cuts them off within seconds.
-pub async fn still_allowed(
-    store: &Store,
-    node: &NodeIdentity,
-    not_after: i64,
-) -> Result<(), SyncError> {
-    if not_after <= Utc::now().timestamp() {
-        return Err(SyncError::CertificateExpired);
-    }
+/// The expiry checked is the node's current certificate's: a stream opened with a certificate
+/// that the node has since renewed stays open, one whose node stopped renewing is closed.
+pub async fn still_allowed(store: &Store, node: &NodeIdentity) -> Result<(), SyncError> {
     match store.node_record(node.id).await? {
-        Some(r) if !r.revoked => Ok(()),
-        _ => Err(SyncError::Revoked(node.id.to_string())),
+        Some(r) if r.revoked => Err(SyncError::Revoked(node.id.to_string())),
+        Some(r) if r.cert_expires_at <= Utc::now() => Err(SyncError::CertificateExpired),
+        Some(_) => Ok(()),
+        None => Err(SyncError::Revoked(node.id.to_string())),
     }
-}
-
-/// Expiry (unix seconds) of the certificate presented on this call.
-pub fn certificate_not_after<T>(req: &Request<T>) -> i64 {
-    req.extensions()
-        .get::<PeerInfo>()
-        .and_then(|p| p.certificate.as_ref())
-        .and_then(|c| parse_node_certificate(c).ok())
-        .map_or(0, |c| c.not_after)
 }

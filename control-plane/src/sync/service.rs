@@ -83,10 +83,9 @@ impl Sync for SyncService {
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
         let node = auth::authenticate(&self.inner.store, &request).await?;
-        let not_after = auth::certificate_not_after(&request);
         let (tx, rx) = mpsc::channel(16);
         let inner = self.inner.clone();
-        tokio::spawn(watch::run(inner, node, not_after, request.into_inner(), tx));
+        tokio::spawn(watch::run(inner, node, request.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

@@ -45,7 +45,6 @@ struct Session {
 pub async fn run(
     inner: Arc<Inner>,
     node: NodeIdentity,
-    not_after: i64,
     mut inbound: Streaming<WatchRequest>,
     out: Out,
 ) {
@@ -107,7 +106,7 @@ pub async fn run(
         acked: (to_i64(hello.last_revision), hello.config_hash),
         blocked_until_after: None,
     };
-    let end = session.serve(&mut inbound, not_after).await;
+    let end = session.serve(&mut inbound).await;
     if let Some(status) = end {
         let _ = session.out.send(Err(status)).await;
     }
@@ -128,11 +127,7 @@ fn to_i64(v: u64) -> i64 {
 
 impl Session {
     /// Runs until the node goes away (`None`) or must be cut off (`Some(status)`).
-    async fn serve(
-        &mut self,
-        inbound: &mut Streaming<WatchRequest>,
-        not_after: i64,
-    ) -> Option<Status> {
+    async fn serve(&mut self, inbound: &mut Streaming<WatchRequest>) -> Option<Status> {
         let mut head = self.inner.tailer.head.clone();
         // A node coming from another replica may be a few milliseconds ahead of this replica's
         // tailer; give it a moment before calling the node "ahead of head" and resending everything.
@@ -172,7 +167,7 @@ impl Session {
                     Ok(None) | Err(_) => return None,
                 },
                 _ = recheck.tick() => {
-                    if let Err(e) = still_allowed(&self.inner.store, &self.node, not_after).await {
+                    if let Err(e) = still_allowed(&self.inner.store, &self.node).await {
                         tracing::warn!(node_id = %self.node.id, error = %e, "closing watch stream");
                         return Some(e.into());
                     }

@@ -18,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::connect;
 use super::identity::{Identity, StateDir};
 use super::join::{JoinFailure, JoinParams, error_chain, join};
+use super::renew::{Validity, renew_once};
 use crate::applied::{AppliedConfig, ApplyError};
 use crate::config::Config;
 use crate::shared::Shared;
@@ -38,6 +39,10 @@ pub enum SyncFatal {
     NoToken,
     #[error("state dir: {0}")]
     StateDir(String),
+    #[error(
+        "the node certificate expired at {0} (unix seconds) and cannot be renewed; join again with --bootstrap-token"
+    )]
+    CertificateExpired(i64),
 }
 
 pub struct SyncClient {
@@ -96,8 +101,16 @@ impl SyncClient {
     }
 
     pub async fn run(mut self) -> Result<(), SyncFatal> {
-        let identity = match self.identity.clone() {
-            Some(i) => i,
+        let identity = match self.identity.take() {
+            Some(i) => match Validity::of_pem(&i.cert_pem) {
+                Ok(v) if !v.expired(chrono::Utc::now().timestamp()) => i,
+                Ok(v) if self.config.bootstrap_token.is_some() => {
+                    tracing::warn!(node_id = %i.node_id, expired_at = v.not_after, "node certificate expired while the node was down; joining again");
+                    self.join_with_retry().await?
+                }
+                Ok(v) => return Err(self.fatal(SyncFatal::CertificateExpired(v.not_after))),
+                Err(e) => return Err(self.fatal(SyncFatal::StateDir(e))),
+            },
             None => self.join_with_retry().await?,
         };
         if let Ok(mut g) = self.shared.node_id.lock() {
@@ -112,9 +125,17 @@ impl SyncClient {
                 identity.group.clone(),
             ));
         }
+        let (identity_tx, identity_rx) = watch::channel(identity);
+        tokio::spawn(renew_forever(
+            self.config.control_planes.clone(),
+            identity_tx,
+            self.state_dir.clone(),
+            self.shared.clone(),
+        ));
         let mut backoff = Backoff(BACKOFF_MIN);
         loop {
             let url = self.cp_url();
+            let identity = identity_rx.borrow().clone();
             let StreamEnd::Retry { error, progressed } =
                 self.watch_once(&url, &identity, &persist_tx).await;
             self.shared.stats.connected.store(false, Ordering::Release);
@@ -126,6 +147,12 @@ impl SyncClient {
             }
             tokio::time::sleep(backoff.next()).await;
         }
+    }
+
+    fn fatal(&self, e: SyncFatal) -> SyncFatal {
+        tracing::error!(error = %e, "sync stopped");
+        self.shared.stats.set_error(e.to_string());
+        e
     }
 
     async fn join_with_retry(&mut self) -> Result<Identity, SyncFatal> {
@@ -329,5 +356,67 @@ async fn persist(
         if let Ok(Err(e)) = written {
             tracing::warn!(error = %e, "could not write the configuration to the state dir");
         }
+    }
+}
+
+/// Renews the node certificate before it expires, for as long as the gateway runs. A failed
+/// attempt is retried against the next control plane; past expiry the node keeps serving what it
+/// has and says so.
+async fn renew_forever(
+    control_planes: Vec<url::Url>,
+    identity: watch::Sender<Identity>,
+    state_dir: Option<StateDir>,
+    shared: Arc<Shared>,
+) {
+    let mut next_cp = 0usize;
+    loop {
+        let current = identity.borrow().clone();
+        let validity = match Validity::of_pem(&current.cert_pem) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the node certificate; not renewing");
+                return;
+            }
+        };
+        shared
+            .stats
+            .cert_not_after
+            .store(validity.not_after, Ordering::Relaxed);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        tokio::time::sleep(validity.jittered_delay(now_ms)).await;
+        let mut backoff = Backoff(Duration::from_secs(1));
+        let (renewed, from) = loop {
+            let url = &control_planes[next_cp % control_planes.len().max(1)];
+            next_cp = next_cp.wrapping_add(1);
+            match renew_once(url, &current).await {
+                Ok(new) => break (new, url.clone()),
+                Err(e) => {
+                    let expired = validity.expired(chrono::Utc::now().timestamp());
+                    tracing::warn!(control_plane = %url, error = %e, expired, "certificate renewal failed; retrying");
+                    if expired {
+                        shared.stats.set_error(
+                            SyncFatal::CertificateExpired(validity.not_after).to_string(),
+                        );
+                    }
+                    tokio::time::sleep(backoff.next().min(Duration::from_secs(30))).await;
+                }
+            }
+        };
+        if let Some(dir) = &state_dir
+            && let Err(e) = dir.save_identity(&renewed)
+        {
+            tracing::warn!(error = %e, "renewed certificate not written to the state dir");
+        }
+        // Session lookups open calls on a channel of their own; the old certificate no longer
+        // authenticates new calls.
+        if let Ok(tls) = connect::node_tls(&renewed)
+            && let Ok(channel) = connect::channel(&from, tls).await
+            && shared.stats.connected.load(Ordering::Acquire)
+        {
+            shared.sessions.set_control_plane(Some(Grpc::new(channel)));
+        }
+        shared.stats.renewals.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(node_id = %renewed.node_id, "node certificate renewed");
+        identity.send_replace(renewed);
     }
 }

@@ -2,9 +2,10 @@
 //! applying snapshots and changes atomically and answering each with an ACK or a NACK.
 
 mod client;
-mod connect;
+pub mod connect;
 pub mod identity;
 mod join;
 pub mod pin;
+pub mod renew;
 
 pub use client::{SyncClient, SyncFatal};

@@ -5,6 +5,7 @@
 
 mod auth_token;
 mod fleet;
+mod lifecycle;
 mod limits;
 mod management;
 mod proxy;
