@@ -91,6 +91,24 @@ fn metrics(shared: &Shared) -> String {
         n(s.renewals.load(Ordering::Relaxed)),
     );
     gauge(
+        "backup_revision",
+        "Revision of the last configuration backup written to Redis.",
+        "gauge",
+        s.backup_revision.load(Ordering::Relaxed),
+    );
+    gauge(
+        "backup_loads_total",
+        "Configurations served from the Redis backup at start.",
+        "counter",
+        n(s.backup_loads.load(Ordering::Relaxed)),
+    );
+    gauge(
+        "backup_refusals_total",
+        "Redis backups refused (other group, tampered, other secret).",
+        "counter",
+        n(s.backup_refusals.load(Ordering::Relaxed)),
+    );
+    gauge(
         "sync_connects_total",
         "Watch streams opened.",
         "counter",

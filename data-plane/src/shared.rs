@@ -48,6 +48,12 @@ pub struct SyncStats {
     pub connects: AtomicU64,
     pub connected: AtomicBool,
     pub renewals: AtomicU64,
+    /// Revision of the last backup written to Redis.
+    pub backup_revision: AtomicI64,
+    pub backup_loads: AtomicU64,
+    pub backup_refusals: AtomicU64,
+    /// Why the last Redis backup was refused; the sync error moves on to join attempts.
+    pub backup_refused: std::sync::Mutex<Option<String>>,
     /// Expiry of the node certificate in use (unix seconds).
     pub cert_not_after: AtomicI64,
     pub last_error: std::sync::Mutex<Option<String>>,

@@ -263,6 +263,15 @@ pub struct Dp {
 
 impl Dp {
     pub async fn start(cp: &Cp, opts: DpOptions) -> Result<Self, String> {
+        Self::start_at(cp.sync_url(), cp.ca_hash.clone(), opts).await
+    }
+
+    /// Starts a gateway for a control plane that may not be running.
+    pub async fn start_at(
+        sync_url: url::Url,
+        ca_hash: String,
+        opts: DpOptions,
+    ) -> Result<Self, String> {
         crate::init();
         let config = portcullis_data_plane::Config {
             listen: opts
@@ -270,12 +279,12 @@ impl Dp {
                 .unwrap_or_else(|| "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!())),
             admin_listen: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
             control_planes: if opts.control_planes.is_empty() {
-                vec![cp.sync_url()]
+                vec![sync_url]
             } else {
                 opts.control_planes
             },
             bootstrap_token: opts.token,
-            ca_hash: opts.ca_hash.unwrap_or_else(|| cp.ca_hash.clone()),
+            ca_hash: opts.ca_hash.unwrap_or(ca_hash),
             group: opts.group,
             node_name: "edge-e2e".into(),
             state_dir: opts.state_dir,

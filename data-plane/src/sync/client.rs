@@ -15,10 +15,10 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::connect;
 use super::identity::{Identity, StateDir};
 use super::join::{JoinFailure, JoinParams, error_chain, join};
 use super::renew::{Validity, renew_once};
+use super::{backup, connect};
 use crate::applied::{AppliedConfig, ApplyError};
 use crate::config::Config;
 use crate::shared::Shared;
@@ -27,6 +27,8 @@ use crate::shared::Shared;
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Coalesces bursts of revisions into one write of the state dir and the Redis backup.
+const PERSIST_DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Why the sync task gave up for good. The gateway keeps serving what it has.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -101,6 +103,9 @@ impl SyncClient {
     }
 
     pub async fn run(mut self) -> Result<(), SyncFatal> {
+        if self.applied.is_none() {
+            self.load_backup().await;
+        }
         let identity = match self.identity.take() {
             Some(i) => match Validity::of_pem(&i.cert_pem) {
                 Ok(v) if !v.expired(chrono::Utc::now().timestamp()) => i,
@@ -117,14 +122,13 @@ impl SyncClient {
             *g = Some(identity.node_id.clone());
         }
         let (persist_tx, persist_rx) = watch::channel(None::<Snapshot>);
-        if let Some(dir) = self.state_dir.clone() {
-            tokio::spawn(persist(
-                dir,
-                persist_rx,
-                self.config.encryption_secret.clone(),
-                identity.group.clone(),
-            ));
-        }
+        tokio::spawn(persist(
+            self.state_dir.clone(),
+            self.shared.clone(),
+            persist_rx,
+            self.config.encryption_secret.clone(),
+            identity.group.clone(),
+        ));
         let (identity_tx, identity_rx) = watch::channel(identity);
         tokio::spawn(renew_forever(
             self.config.control_planes.clone(),
@@ -146,6 +150,57 @@ impl SyncClient {
                 backoff.reset();
             }
             tokio::time::sleep(backoff.next()).await;
+        }
+    }
+
+    /// Serves the group's backup from the regional Redis when there is no configuration yet. The
+    /// Hello then names its revision and hash, so the control plane answers with the changes
+    /// since, not a snapshot.
+    async fn load_backup(&mut self) {
+        let group = match (&self.identity, &self.config.group) {
+            (Some(i), _) => i.group.clone(),
+            (None, Some(g)) => g.clone(),
+            (None, None) => {
+                tracing::info!(
+                    "no --group and no joined identity: cannot start from a Redis backup"
+                );
+                return;
+            }
+        };
+        let Some(link) = self.shared.sessions.redis().cloned() else {
+            return;
+        };
+        let Some(bytes) = backup::fetch(&link, &group).await else {
+            tracing::info!(%group, "no configuration backup in Redis for this group");
+            return;
+        };
+        let refuse = |e: String| {
+            tracing::error!(%group, error = %e, "refusing the configuration backup from Redis");
+            self.shared
+                .stats
+                .backup_refusals
+                .fetch_add(1, Ordering::Relaxed);
+            let why = format!("Redis backup refused: {e}");
+            if let Ok(mut g) = self.shared.stats.backup_refused.lock() {
+                *g = Some(why.clone());
+            }
+            self.shared.stats.set_error(why);
+        };
+        let snapshot = match backup::open(&bytes, &group, &self.config.encryption_secret) {
+            Ok((_, s)) => s,
+            Err(e) => return refuse(e.to_string()),
+        };
+        match AppliedConfig::from_snapshot(&[snapshot]) {
+            Ok(c) => {
+                tracing::info!(%group, revision = c.revision, resources = c.len(), "serving the configuration backup from Redis");
+                self.shared.install(c.routing_table(), c.revision);
+                self.shared
+                    .stats
+                    .backup_loads
+                    .fetch_add(1, Ordering::Relaxed);
+                self.applied = Some(c);
+            }
+            Err(e) => refuse(e.to_string()),
         }
     }
 
@@ -339,22 +394,44 @@ impl SyncClient {
     }
 }
 
-/// Writes the newest applied configuration to the state dir, coalescing bursts of changes.
+/// After a burst of applied revisions settles, writes the newest configuration to the state dir
+/// and as a sealed backup to the regional Redis.
 async fn persist(
-    dir: StateDir,
+    dir: Option<StateDir>,
+    shared: Arc<Shared>,
     mut rx: watch::Receiver<Option<Snapshot>>,
     secret: String,
     group: String,
 ) {
     while rx.changed().await.is_ok() {
+        tokio::time::sleep(PERSIST_DEBOUNCE).await;
         let Some(snapshot) = rx.borrow_and_update().clone() else {
             continue;
         };
-        let (dir, secret, group) = (dir.clone(), secret.clone(), group.clone());
-        let written =
-            tokio::task::spawn_blocking(move || dir.save_config(&snapshot, &secret, &group)).await;
-        if let Ok(Err(e)) = written {
-            tracing::warn!(error = %e, "could not write the configuration to the state dir");
+        let (secret2, group2, snapshot2) = (secret.clone(), group.clone(), snapshot.clone());
+        let sealed =
+            tokio::task::spawn_blocking(move || backup::seal(&snapshot2, &group2, &secret2)).await;
+        if let (Some(link), Ok(sealed)) = (shared.sessions.redis(), sealed) {
+            if backup::store(link, &group, sealed).await {
+                shared.stats.backup_revision.store(
+                    i64::try_from(snapshot.revision).unwrap_or(0),
+                    Ordering::Relaxed,
+                );
+            } else {
+                tracing::warn!(
+                    revision = snapshot.revision,
+                    "could not write the configuration backup to Redis"
+                );
+            }
+        }
+        if let Some(dir) = dir.clone() {
+            let (secret, group) = (secret.clone(), group.clone());
+            let written =
+                tokio::task::spawn_blocking(move || dir.save_config(&snapshot, &secret, &group))
+                    .await;
+            if let Ok(Err(e)) = written {
+                tracing::warn!(error = %e, "could not write the configuration to the state dir");
+            }
         }
     }
 }

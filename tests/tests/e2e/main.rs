@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step should stop a test loudly
 
 mod auth_token;
+mod backup;
 mod fleet;
 mod lifecycle;
 mod limits;
