@@ -7,6 +7,8 @@
 
 pub mod component;
 pub mod echo;
+pub mod private_pg;
+pub mod raw_sync;
 pub mod stack;
 
 use std::future::Future;

@@ -27,8 +27,8 @@ use crate::shared::Shared;
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// Coalesces bursts of revisions into one write of the state dir and the Redis backup.
-const PERSIST_DEBOUNCE: Duration = Duration::from_millis(200);
+/// At most one Redis backup write per period per gateway; bursts coalesce.
+const PERSIST_EVERY: Duration = Duration::from_millis(200);
 
 /// Why the sync task gave up for good. The gateway keeps serving what it has.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -122,8 +122,15 @@ impl SyncClient {
             *g = Some(identity.node_id.clone());
         }
         let (persist_tx, persist_rx) = watch::channel(None::<Snapshot>);
-        tokio::spawn(persist(
-            self.state_dir.clone(),
+        if let Some(dir) = self.state_dir.clone() {
+            tokio::spawn(persist_state_dir(
+                dir,
+                persist_rx.clone(),
+                self.config.encryption_secret.clone(),
+                identity.group.clone(),
+            ));
+        }
+        tokio::spawn(persist_backup(
             self.shared.clone(),
             persist_rx,
             self.config.encryption_secret.clone(),
@@ -394,45 +401,63 @@ impl SyncClient {
     }
 }
 
-/// After a burst of applied revisions settles, writes the newest configuration to the state dir
-/// and as a sealed backup to the regional Redis.
-async fn persist(
-    dir: Option<StateDir>,
+/// Writes the newest applied configuration to the state dir as soon as it is applied; revisions
+/// applied while a write is in flight coalesce into the next one.
+async fn persist_state_dir(
+    dir: StateDir,
+    mut rx: watch::Receiver<Option<Snapshot>>,
+    secret: String,
+    group: String,
+) {
+    while rx.changed().await.is_ok() {
+        let Some(snapshot) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        let (dir, secret, group) = (dir.clone(), secret.clone(), group.clone());
+        let written =
+            tokio::task::spawn_blocking(move || dir.save_config(&snapshot, &secret, &group)).await;
+        if let Ok(Err(e)) = written {
+            tracing::warn!(error = %e, "could not write the configuration to the state dir");
+        }
+    }
+}
+
+/// Writes the sealed backup of the newest applied configuration to the regional Redis, at most
+/// once per `PERSIST_EVERY`: every gateway of a group writes it, and a burst of commits should
+/// not mean a burst of full-configuration writes.
+async fn persist_backup(
     shared: Arc<Shared>,
     mut rx: watch::Receiver<Option<Snapshot>>,
     secret: String,
     group: String,
 ) {
     while rx.changed().await.is_ok() {
-        tokio::time::sleep(PERSIST_DEBOUNCE).await;
+        let Some(link) = shared.sessions.redis().cloned() else {
+            return;
+        };
         let Some(snapshot) = rx.borrow_and_update().clone() else {
             continue;
         };
-        let (secret2, group2, snapshot2) = (secret.clone(), group.clone(), snapshot.clone());
+        let revision = i64::try_from(snapshot.revision).unwrap_or(0);
+        let (secret, group2) = (secret.clone(), group.clone());
         let sealed =
-            tokio::task::spawn_blocking(move || backup::seal(&snapshot2, &group2, &secret2)).await;
-        if let (Some(link), Ok(sealed)) = (shared.sessions.redis(), sealed) {
-            if backup::store(link, &group, sealed).await {
-                shared.stats.backup_revision.store(
-                    i64::try_from(snapshot.revision).unwrap_or(0),
-                    Ordering::Relaxed,
-                );
-            } else {
-                tracing::warn!(
-                    revision = snapshot.revision,
-                    "could not write the configuration backup to Redis"
-                );
-            }
+            tokio::task::spawn_blocking(move || backup::seal(&snapshot, &group2, &secret)).await;
+        let stored = match sealed {
+            Ok(sealed) => backup::store(&link, &group, sealed).await,
+            Err(_) => false,
+        };
+        if stored {
+            shared
+                .stats
+                .backup_revision
+                .store(revision, Ordering::Relaxed);
+        } else {
+            tracing::warn!(
+                revision,
+                "could not write the configuration backup to Redis"
+            );
         }
-        if let Some(dir) = dir.clone() {
-            let (secret, group) = (secret.clone(), group.clone());
-            let written =
-                tokio::task::spawn_blocking(move || dir.save_config(&snapshot, &secret, &group))
-                    .await;
-            if let Ok(Err(e)) = written {
-                tracing::warn!(error = %e, "could not write the configuration to the state dir");
-            }
-        }
+        tokio::time::sleep(PERSIST_EVERY).await;
     }
 }
 

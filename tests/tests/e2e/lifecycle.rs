@@ -3,11 +3,9 @@
 
 use std::time::Duration;
 
-use portcullis_data_plane::sync::connect;
 use portcullis_data_plane::sync::identity::Identity;
-use portcullis_proto::sync::sync_client::SyncClient;
-use portcullis_proto::sync::watch_request::Message;
-use portcullis_proto::sync::{Hello, WatchRequest};
+use portcullis_proto::version::BUILD_VERSION;
+use portcullis_tests::raw_sync::watch_as;
 use portcullis_tests::{
     Cp, CpOptions, Dp, DpOptions, EchoUpstream, TestDb, eventually, keyless_api,
 };
@@ -116,6 +114,10 @@ async fn an_expired_certificate_is_refused_and_a_node_without_a_token_says_so() 
     cp.create_api(&keyless_api("open", "/open/", &echo.url()))
         .await;
     dp.wait_for_status("/open/", 200).await;
+    eventually(Duration::from_secs(5), "config saved", || async {
+        state.join("config.bin").exists().then_some(())
+    })
+    .await;
     dp.stop();
     let identity: Value =
         serde_json::from_slice(&std::fs::read(state.join("node.json")).unwrap()).unwrap();
@@ -123,7 +125,8 @@ async fn an_expired_certificate_is_refused_and_a_node_without_a_token_says_so() 
     tokio::time::sleep(Duration::from_secs(8)).await;
 
     // The control plane refuses the expired certificate at the handshake.
-    let refused = watch_as(&cp.sync_url(), serde_json::from_value(identity).unwrap()).await;
+    let identity: Identity = serde_json::from_value(identity).unwrap();
+    let refused = watch_as(&cp.sync_url(), &identity, BUILD_VERSION).await;
     assert!(
         refused.to_ascii_lowercase().contains("expired"),
         "{refused}"
@@ -146,32 +149,6 @@ async fn an_expired_certificate_is_refused_and_a_node_without_a_token_says_so() 
     .await;
     assert!(error.contains("--bootstrap-token"), "{error}");
     let _ = std::fs::remove_dir_all(state);
-}
-
-/// Opens a Watch stream with a stored node identity and reads its first message: the error
-/// text, or "accepted".
-async fn watch_as(url: &url::Url, identity: Identity) -> String {
-    let hello = WatchRequest {
-        message: Some(Message::Hello(Hello {
-            node_id: identity.node_id.clone(),
-            protocol_version: portcullis_proto::PROTOCOL_VERSION,
-            build_version: portcullis_proto::version::BUILD_VERSION.into(),
-            ..Default::default()
-        })),
-    };
-    let tls = connect::node_tls(&identity).unwrap();
-    let channel = match connect::channel(url, tls).await {
-        Ok(c) => c,
-        Err(e) => return format!("{e:?}"),
-    };
-    let mut client = SyncClient::new(channel);
-    match client.watch(tokio_stream::iter(vec![hello])).await {
-        Ok(mut stream) => match stream.get_mut().message().await {
-            Ok(_) => "accepted".into(),
-            Err(status) => format!("{status:?}"),
-        },
-        Err(status) => format!("{status:?}"),
-    }
 }
 
 fn tempdir() -> std::path::PathBuf {
