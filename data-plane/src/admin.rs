@@ -114,6 +114,7 @@ fn metrics(shared: &Shared) -> String {
         "counter",
         n(s.connects.load(Ordering::Relaxed)),
     );
+    shared.requests.render(&mut out);
     out
 }
 

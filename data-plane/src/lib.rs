@@ -11,6 +11,7 @@ pub mod limits;
 pub mod policies;
 pub mod proxy;
 pub mod redis_link;
+pub mod request_metrics;
 pub mod router;
 pub mod sessions;
 pub mod shared;

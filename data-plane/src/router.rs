@@ -32,6 +32,8 @@ pub struct Route {
     /// The credential check of a protected API (`None` for keyless APIs).
     pub auth: Option<Box<dyn AuthMethod>>,
     pub strip_auth_data: bool,
+    /// This API's traffic counters, attached on first use (see `request_metrics`).
+    pub counters: std::sync::OnceLock<Arc<crate::request_metrics::ApiCounters>>,
 }
 
 impl Route {
@@ -94,6 +96,7 @@ impl Route {
                 Some(Box::new(token))
             },
             strip_auth_data: spec.strip_auth_data,
+            counters: std::sync::OnceLock::new(),
         })
     }
 

@@ -14,6 +14,7 @@ pub struct Shared {
     ready: AtomicBool,
     pub stats: SyncStats,
     pub sessions: Sessions,
+    pub requests: crate::request_metrics::RequestMetrics,
     /// Set once joined (or loaded from the state dir).
     pub node_id: std::sync::Mutex<Option<String>>,
 }

@@ -33,14 +33,65 @@ pub async fn hello(State(state): State<ApiState>) -> Json<Value> {
 }
 
 pub async fn metrics(State(state): State<ApiState>) -> Response {
+    let mut text = state.metrics.encode();
+    // Per-node figures come from the registry, which every replica shares, so each replica
+    // reports every node and the figures agree whichever replica is scraped.
+    if let Ok(nodes) = state.store.list_nodes().await {
+        let body = text.strip_suffix("# EOF\n").unwrap_or(&text).to_owned();
+        text = body + &node_metrics(&nodes) + "# EOF\n";
+    }
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.encode(),
+        text,
     )
         .into_response()
+}
+
+type NodeFigure = fn(&crate::store::nodes::NodeInfo) -> i64;
+
+fn node_metrics(nodes: &[crate::store::nodes::NodeInfo]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let families: [(&str, &str, NodeFigure); 3] = [
+        (
+            "portcullis_node_revision_lag",
+            "Revisions committed since the node's last ACK.",
+            |n| n.lag,
+        ),
+        (
+            "portcullis_node_connected",
+            "1 while the node has a watch stream open.",
+            |n| i64::from(n.connected),
+        ),
+        (
+            "portcullis_node_cert_expiry_timestamp_seconds",
+            "When the node's current certificate expires (unix seconds).",
+            |n| n.cert_expires_at.timestamp(),
+        ),
+    ];
+    for (name, help, value) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for n in nodes.iter().filter(|n| !n.revoked) {
+            let _ = writeln!(
+                out,
+                "{name}{{node=\"{}\",name=\"{}\",group=\"{}\"}} {}",
+                n.id,
+                label(&n.name),
+                label(&n.group),
+                value(n)
+            );
+        }
+    }
+    out
+}
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 pub async fn openapi() -> Response {

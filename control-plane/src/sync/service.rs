@@ -14,6 +14,7 @@ use portcullis_proto::sync::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use super::status::SyncError;
 use super::tailer::Tailer;
@@ -65,6 +66,7 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Se
 
 #[tonic::async_trait]
 impl Sync for SyncService {
+    #[tracing::instrument(skip_all, name = "join", fields(remote = ?request.remote_addr()))]
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
         let remote = request.remote_addr();
         match join::join(&self.inner, request.into_inner()).await {
@@ -85,10 +87,12 @@ impl Sync for SyncService {
         let node = auth::authenticate(&self.inner.store, &request).await?;
         let (tx, rx) = mpsc::channel(16);
         let inner = self.inner.clone();
-        tokio::spawn(watch::run(inner, node, request.into_inner(), tx));
+        let span = tracing::info_span!("watch", node_id = %node.id, group = %node.group, remote = ?request.remote_addr());
+        tokio::spawn(watch::run(inner, node, request.into_inner(), tx).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    #[tracing::instrument(skip_all, name = "renew_certificate")]
     async fn renew_certificate(
         &self,
         request: Request<RenewCertificateRequest>,

@@ -12,8 +12,13 @@ use super::headers::{add_forwarded, remove_hop_by_hop};
 use super::upstream::{self, Reserved};
 use super::{ProxyBody, RequestBody, UpstreamClient};
 use crate::error::ProxyError;
+use crate::request_metrics::LatencyHistogram;
 use crate::router::Route;
 use std::sync::Arc;
+use std::time::Instant;
+
+/// The client's request id, echoed in the gateway's log lines about the request.
+const REQUEST_ID: &str = "x-request-id";
 
 /// The upstream path: the target's base path joined with what follows the listen path
 /// (or the whole path when `strip_listen_path` is off), with one slash between them.
@@ -41,6 +46,10 @@ pub fn upstream_path_and_query(route: &Route, uri: &Uri) -> Option<PathAndQuery>
     PathAndQuery::try_from(out).ok()
 }
 
+fn text(v: Option<&HeaderValue>) -> &str {
+    v.and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
 pub async fn forward(
     client: &UpstreamClient,
     reserved: &Arc<Reserved>,
@@ -48,6 +57,7 @@ pub async fn forward(
     req: Request<RequestBody>,
     remote: SocketAddr,
     default_timeout: Duration,
+    latency: &LatencyHistogram,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     let path_and_query = upstream_path_and_query(route, &parts.uri).ok_or(ProxyError::Upstream)?;
@@ -72,8 +82,11 @@ pub async fn forward(
         parts.headers.insert(HOST, h);
     }
     add_forwarded(&mut parts.headers, remote.ip(), "http");
+    // A reference-counted copy; turned into text only when a log line needs it.
+    let request_id = parts.headers.get(REQUEST_ID).cloned();
 
     let timeout = route.timeout.unwrap_or(default_timeout);
+    let started = Instant::now();
     let sent = upstream::send(
         client,
         reserved,
@@ -82,13 +95,17 @@ pub async fn forward(
         Request::from_parts(parts, body),
     );
     let upstream = tokio::time::timeout(timeout, sent).await;
+    latency.observe(started.elapsed());
     let mut resp = match upstream {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
-            tracing::debug!(api_id = %route.api_id, error = %e, "upstream request failed");
+            tracing::warn!(api_id = %route.api_id, request_id = text(request_id.as_ref()), error = %e, "upstream request failed");
             return Err(ProxyError::Upstream);
         }
-        Err(_) => return Err(ProxyError::Timeout),
+        Err(_) => {
+            tracing::warn!(api_id = %route.api_id, request_id = text(request_id.as_ref()), timeout_ms = timeout.as_millis() as u64, "upstream timed out");
+            return Err(ProxyError::Timeout);
+        }
     };
     remove_hop_by_hop(resp.headers_mut());
     *resp.version_mut() = client_version;

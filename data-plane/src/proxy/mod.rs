@@ -77,8 +77,13 @@ impl Proxy {
         reserved: &Arc<upstream::Reserved>,
     ) -> Response<ProxyBody> {
         let table = self.shared.table.load();
+        let unrouted = |e: ProxyError| {
+            let resp = reply(e);
+            self.shared.requests.unrouted.record(resp.status().as_u16());
+            resp
+        };
         if !self.shared.is_ready() {
-            return reply(ProxyError::NotReady);
+            return unrouted(ProxyError::NotReady);
         }
         let host = req.uri().host().or_else(|| {
             req.headers()
@@ -86,10 +91,28 @@ impl Proxy {
                 .and_then(|h| h.to_str().ok())
         });
         let Some(route) = table.lookup(host, req.uri().path()).cloned() else {
-            return reply(ProxyError::NoRoute);
+            return unrouted(ProxyError::NoRoute);
         };
         let policies = (!route.keyless).then(|| table.policies.clone());
         drop(table);
+        let resp = self
+            .handle_route(req, &route, policies, remote, reserved)
+            .await;
+        self.shared
+            .requests
+            .cached(&route.counters, &route.api_id)
+            .record(resp.status().as_u16());
+        resp
+    }
+
+    async fn handle_route(
+        &self,
+        req: Request<Incoming>,
+        route: &Arc<crate::router::Route>,
+        policies: Option<Arc<crate::policies::PolicyIndex>>,
+        remote: SocketAddr,
+        reserved: &Arc<upstream::Reserved>,
+    ) -> Response<ProxyBody> {
         let mut rate_info = None;
         let req = match policies {
             None => req.map(Either::Left),
@@ -108,7 +131,7 @@ impl Proxy {
                     (Either::Left(body), None)
                 };
                 let effective = match crate::auth::authenticate(
-                    &route,
+                    route,
                     &parts,
                     read.as_deref(),
                     &self.shared.sessions,
@@ -117,7 +140,7 @@ impl Proxy {
                 .await
                 {
                     Ok(e) => e,
-                    Err(e) => return challenge(reply(e), &route),
+                    Err(e) => return challenge(reply(e), route),
                 };
                 match self
                     .limiter
@@ -141,10 +164,11 @@ impl Proxy {
         match forward::forward(
             &self.client,
             reserved,
-            &route,
+            route,
             req,
             remote,
             self.default_timeout,
+            &self.shared.requests.upstream_latency,
         )
         .await
         {

@@ -257,6 +257,7 @@ impl SyncClient {
         }
     }
 
+    #[tracing::instrument(skip_all, name = "watch", fields(control_plane = %url, node_id = %identity.node_id))]
     async fn watch_once(
         &mut self,
         url: &url::Url,

@@ -9,6 +9,7 @@ mod fleet;
 mod lifecycle;
 mod limits;
 mod management;
+mod observability;
 mod outages;
 mod proxy;
 mod resilience;
