@@ -90,6 +90,17 @@ fn metrics(shared: &Shared) -> String {
         "counter",
         n(s.renewals.load(Ordering::Relaxed)),
     );
+    let fresh = s.fresh_at_ms.load(Ordering::Relaxed);
+    gauge(
+        "config_age_seconds",
+        "Seconds since the control plane last confirmed the configuration is current (-1: never).",
+        "gauge",
+        if fresh == 0 {
+            -1
+        } else {
+            (chrono::Utc::now().timestamp_millis() - fresh) / 1000
+        },
+    );
     gauge(
         "backup_revision",
         "Revision of the last configuration backup written to Redis.",

@@ -49,6 +49,9 @@ pub struct SyncStats {
     pub connects: AtomicU64,
     pub connected: AtomicBool,
     pub renewals: AtomicU64,
+    /// When the control plane last confirmed the configuration is its newest (unix ms): any
+    /// applied snapshot, change or bookmark.
+    pub fresh_at_ms: AtomicI64,
     /// Revision of the last backup written to Redis.
     pub backup_revision: AtomicI64,
     pub backup_loads: AtomicU64,

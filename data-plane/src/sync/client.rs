@@ -371,6 +371,9 @@ impl SyncClient {
                         continue;
                     };
                     progressed = true;
+                    stats
+                        .fresh_at_ms
+                        .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
                     self.shared
                         .install(applied.routing_table(), applied.revision);
                     persist_tx.send_replace(Some(applied.to_snapshot()));

@@ -61,6 +61,10 @@ async fn requests_by_api_and_status_upstream_latency_and_per_node_sync_figures_a
     assert_eq!(count(&after, "portcullis_gateway_applied_revision"), 2);
     assert_eq!(count(&after, "portcullis_gateway_cp_connected"), 1);
     assert!(
+        count(&after, "portcullis_gateway_config_age_seconds") < 5,
+        "{after}"
+    );
+    assert!(
         count(
             &after,
             "portcullis_gateway_certificate_expiry_timestamp_seconds"
