@@ -7,6 +7,7 @@
 
 pub mod component;
 pub mod echo;
+pub mod own_redis;
 pub mod private_pg;
 pub mod raw_sync;
 pub mod stack;

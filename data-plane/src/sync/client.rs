@@ -458,8 +458,12 @@ async fn persist_backup(
         } else {
             tracing::warn!(
                 revision,
-                "could not write the configuration backup to Redis"
+                "could not write the configuration backup to Redis; retrying"
             );
+            // Try again with whatever is newest by then. Bookmarks also rewrite it every 30 s,
+            // which restores a backup lost with a Redis restart.
+            rx.mark_changed();
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
         tokio::time::sleep(PERSIST_EVERY).await;
     }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use portcullis_tests::own_redis::OwnRedis;
 use portcullis_tests::{
     Cp, Dp, DpOptions, EchoUpstream, TestDb, eventually, keyless_api, redis_url,
 };
@@ -163,4 +164,47 @@ async fn tampered_and_foreign_backups_are_refused_with_a_clear_reason() {
         .await
         .unwrap();
     dp.wait_for_status("/a/", 200).await;
+}
+
+#[tokio::test]
+async fn redis_killed_and_restarted_empty_gets_the_backup_again_and_the_edge_never_stops_serving() {
+    let db = TestDb::new().await;
+    let echo = EchoUpstream::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redis = OwnRedis::start(port).await;
+    let cp = Cp::start(&db.url).await;
+    let options = DpOptions {
+        token: Some(cp.token("default").await),
+        group: Some("default".into()),
+        redis_url: Some(redis.url()),
+        ..Default::default()
+    };
+    let dp = Dp::start(&cp, options.clone()).await.unwrap();
+    cp.create_api(&keyless_api("a", "/a/", &echo.url())).await;
+    eventually(Duration::from_secs(5), "backup written", || async {
+        (backup_revision(&dp) == 1).then_some(())
+    })
+    .await;
+
+    drop(redis);
+    cp.create_api(&keyless_api("b", "/b/", &echo.url())).await;
+    dp.wait_for_status("/b/", 200).await;
+    assert_eq!(dp.get("/a/").await.0, StatusCode::OK);
+    assert_eq!(backup_revision(&dp), 1, "nowhere to write revision 2");
+
+    // Back, with nothing in it: the pending revision is written without a new commit.
+    let redis = OwnRedis::start(port).await;
+    eventually(Duration::from_secs(10), "backup rewritten", || async {
+        (backup_revision(&dp) == 2).then_some(())
+    })
+    .await;
+    let (url, ca) = (cp.sync_url(), cp.ca_hash.clone());
+    cp.stop();
+    let fresh = Dp::start_at(url, ca, options).await.unwrap();
+    fresh.wait_for_status("/b/", 200).await;
+    drop(redis);
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use portcullis_tests::own_redis::OwnRedis;
 use portcullis_tests::{Cp, Dp, DpOptions, EchoUpstream, TestDb, eventually, keyless_api};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -176,50 +177,6 @@ async fn policy_edits_change_existing_keys_without_touching_them() {
         get(&dp, "/svc/", &orphan).await.status(),
         StatusCode::FORBIDDEN
     );
-}
-
-/// A redis-server of the test's own on a free port, killed on drop.
-struct OwnRedis {
-    port: u16,
-    child: std::process::Child,
-}
-
-impl OwnRedis {
-    async fn start(port: u16) -> Self {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH");
-        let addr = format!("127.0.0.1:{port}");
-        eventually(
-            Duration::from_secs(10),
-            "redis-server listening",
-            || async { tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ()) },
-        )
-        .await;
-        Self { port, child }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]
