@@ -121,21 +121,41 @@ impl AppliedConfig {
                 from: to_i64(c.from_revision),
             });
         }
-        let mut next = self.resources.clone();
+        // Applied in place with an undo log: a delta touches a few resources, and copying a
+        // configuration of thousands of APIs for each one would cost more than the delta.
+        let mut undo: Vec<((i32, String), Option<Held>)> = Vec::new();
+        let result = self.apply_in_place(c, &mut undo);
+        if let Err(e) = result {
+            for (key, old) in undo.into_iter().rev() {
+                match old {
+                    Some(h) => self.resources.insert(key, h),
+                    None => self.resources.remove(&key),
+                };
+            }
+            return Err(e);
+        }
+        self.revision = to_i64(c.to_revision);
+        self.hash = c.config_hash.clone();
+        Ok(())
+    }
+
+    fn apply_in_place(
+        &mut self,
+        c: &Changes,
+        undo: &mut Vec<((i32, String), Option<Held>)>,
+    ) -> Result<(), ApplyError> {
         for r in &c.upserts {
-            next.insert((r.kind, r.id.clone()), held(r)?);
+            let key = (r.kind, r.id.clone());
+            let old = self.resources.insert(key.clone(), held(r)?);
+            undo.push((key, old));
         }
         for d in &c.deletes {
-            next.remove(&(d.kind, d.id.clone()));
+            let key = (d.kind, d.id.clone());
+            if let Some(old) = self.resources.remove(&key) {
+                undo.push((key, Some(old)));
+            }
         }
-        let candidate = Self {
-            revision: to_i64(c.to_revision),
-            hash: c.config_hash.clone(),
-            resources: next,
-        };
-        candidate.check_hash(&c.config_hash)?;
-        *self = candidate;
-        Ok(())
+        self.check_hash(&c.config_hash)
     }
 
     /// A bookmark moves the revision when the content is what the CP says it is.
@@ -282,6 +302,29 @@ mod tests {
             "{err}"
         );
         assert_eq!(c.revision, 5);
+
+        // Valid resources but a hash that does not match: every step is undone.
+        let before = c.computed_hash();
+        let drift = Changes {
+            from_revision: 5,
+            to_revision: 6,
+            config_hash: "sha256:x".into(),
+            upserts: vec![api("d", "/d/"), api("b", "/moved/")],
+            deletes: vec![ResourceRef {
+                kind: 1,
+                id: "b".into(),
+            }],
+            session_events: vec![],
+        };
+        assert!(
+            c.apply_changes(&drift)
+                .unwrap_err()
+                .to_string()
+                .starts_with("config hash mismatch")
+        );
+        assert_eq!((c.revision, c.computed_hash()), (5, before));
+        assert!(c.routing_table().lookup(None, "/b/x").is_some());
+        assert!(c.routing_table().lookup(None, "/d/x").is_none());
 
         let stale = Changes {
             from_revision: 4,
