@@ -222,3 +222,66 @@ async fn version_skew_is_refused_at_join_and_watch_with_both_versions_named() {
     );
     let _ = std::fs::remove_dir_all(state);
 }
+
+#[tokio::test]
+async fn a_gateway_killed_while_changes_stream_in_resumes_from_its_state_dir_and_converges() {
+    let db = TestDb::new().await;
+    let echo = EchoUpstream::start().await;
+    let cp = Cp::start(&db.url).await;
+    let state = std::env::temp_dir().join(format!("portcullis-e2e-{}", uuid::Uuid::new_v4()));
+    let options = DpOptions {
+        token: Some(cp.token("default").await),
+        state_dir: Some(state.clone()),
+        ..Default::default()
+    };
+    let dp = Dp::start(&cp, options.clone()).await.unwrap();
+    cp.create_api(&keyless_api("first", "/first/", &echo.url()))
+        .await;
+    dp.wait_for_revision(1).await;
+
+    // Writes keep committing while the gateway dies halfway through them.
+    let writer = {
+        let (api, target) = (cp.api_addr, echo.url());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 0..60 {
+                let resp = http
+                    .post(format!("http://{api}/tyk/apis"))
+                    .header("X-Tyk-Authorization", portcullis_tests::ADMIN_SECRET)
+                    .json(&keyless_api(&format!("w{i}"), &format!("/w{i}/"), &target))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), StatusCode::OK);
+            }
+        })
+    };
+    eventually(Duration::from_secs(10), "some changes applied", || async {
+        (dp.revision() >= 10).then_some(())
+    })
+    .await;
+    dp.stop();
+    writer.await.unwrap();
+
+    let dp = Dp::start(&cp, options).await.unwrap();
+    assert!(dp.revision() >= 10, "served from the state dir at once");
+    dp.wait_for_revision(61).await;
+    for i in [0, 30, 59] {
+        assert_eq!(dp.get(&format!("/w{i}/")).await.0, StatusCode::OK);
+    }
+    let id = dp.node_id().unwrap();
+    let node = eventually(Duration::from_secs(10), "ACK of head", || async {
+        let (_, n) = cp
+            .call(Method::GET, &format!("/portcullis/nodes/{id}"), None)
+            .await;
+        (n["applied_revision"] == 61).then_some(n)
+    })
+    .await;
+    assert_eq!(node["lag"], 0);
+    assert_eq!(
+        dp.snapshots(),
+        0,
+        "resumed with changes from its saved revision"
+    );
+    let _ = std::fs::remove_dir_all(state);
+}
