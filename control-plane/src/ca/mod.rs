@@ -204,8 +204,9 @@ fn generate_ca() -> Result<(String, Vec<u8>), CaError> {
 fn random_serial() -> (SerialNumber, String) {
     let mut bytes = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-    // Positive INTEGER: clear the top bit.
-    bytes[0] &= 0x7f;
+    // Positive INTEGER (top bit clear) whose first byte is not zero: DER drops leading zero
+    // bytes, and the serial read back from the certificate must equal the one recorded.
+    bytes[0] = (bytes[0] & 0x3f) | 0x40;
     (SerialNumber::from_slice(&bytes), hex::encode(bytes))
 }
 

@@ -95,3 +95,21 @@ fn ca_hash_matches_openssl() {
     let hex = hex.split_whitespace().next().unwrap();
     assert_eq!(ca.info().ca_hash, format!("sha256:{hex}"));
 }
+
+#[test]
+fn the_serial_read_back_from_a_certificate_is_the_one_recorded() {
+    // A serial starting with a zero byte is shortened by DER; one in 128 used to be, and the
+    // node was then refused its own fresh certificate.
+    let ca = test_ca();
+    let node_key = KeyPair::generate().unwrap();
+    let csr = CertificateParams::default()
+        .serialize_request(&node_key)
+        .unwrap();
+    for _ in 0..600 {
+        let issued = ca
+            .sign_node_csr(csr.der(), "node", Duration::from_secs(60))
+            .unwrap();
+        let parsed = parse_node_certificate(&pem_to_der(&issued.pem).unwrap()).unwrap();
+        assert_eq!(parsed.serial_hex, issued.serial_hex);
+    }
+}

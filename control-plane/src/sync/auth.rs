@@ -37,7 +37,7 @@ pub async fn authenticate<T>(store: &Store, req: &Request<T>) -> Result<NodeIden
     if record.revoked {
         return Err(SyncError::Revoked(id.to_string()));
     }
-    if record.cert_serial != parsed.serial_hex {
+    if !same_serial(&record.cert_serial, &parsed.serial_hex) {
         return Err(SyncError::BadCertificate(
             "certificate has been superseded by a renewal".into(),
         ));
@@ -46,6 +46,18 @@ pub async fn authenticate<T>(store: &Store, req: &Request<T>) -> Result<NodeIden
         id,
         group: record.group,
     })
+}
+
+/// Serials as hex, ignoring the leading zero bytes DER drops (older releases recorded them).
+fn same_serial(recorded: &str, presented: &str) -> bool {
+    fn significant(s: &str) -> &str {
+        let mut s = s;
+        while let Some(rest) = s.strip_prefix("00") {
+            s = rest;
+        }
+        s
+    }
+    significant(recorded).eq_ignore_ascii_case(significant(presented))
 }
 
 /// Re-checked periodically on long-lived streams so a revocation cuts them off within seconds.
