@@ -14,6 +14,7 @@
 #        W=dir                             scratch dir for configs, logs and raw outputs (default mktemp -d)
 #        NO_BUILD=1                        skip cargo build; CARGO_TARGET_DIR (default /var/tmp/portcullis-target)
 # Every server started here is stopped by PID on exit. Needs >= 2 CPUs.
+# Fleet benchmark (simulated edges against a real CP; separate): $BIN/portcullis-bench-storm --nodes 500, see docs/benchmarks.md "Fleet".
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"

@@ -10,6 +10,7 @@ pub mod echo;
 pub mod own_redis;
 pub mod private_pg;
 pub mod raw_sync;
+pub mod sim_node;
 pub mod stack;
 
 use std::future::Future;
