@@ -23,6 +23,9 @@ use crate::ca::NodeCa;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+/// Snapshots of more than one chunk sent at the same time, per replica.
+const SNAPSHOT_SENDS: usize = 32;
+
 /// Shared by every call.
 #[derive(Debug)]
 pub struct Inner {
@@ -32,6 +35,8 @@ pub struct Inner {
     pub metrics: Arc<Metrics>,
     pub replica: String,
     pub cert_ttl: Duration,
+    /// Bounds the snapshots being sent at once (see `watch::Session::push`).
+    pub snapshot_sends: tokio::sync::Semaphore,
 }
 
 /// The `portcullis.sync.v1.Sync` service.
@@ -57,6 +62,7 @@ impl SyncService {
                 metrics,
                 replica,
                 cert_ttl,
+                snapshot_sends: tokio::sync::Semaphore::new(SNAPSHOT_SENDS),
             }),
         }
     }

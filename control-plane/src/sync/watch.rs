@@ -40,6 +40,9 @@ struct Session {
     acked: (i64, String),
     /// After an invalid-resource NACK: send nothing until head passes this revision.
     blocked_until_after: Option<i64>,
+    /// Revisions after this one were committed while the stream was live, and their ACKs
+    /// measure propagation; catching up after a reconnect or a snapshot does not.
+    live_from: i64,
 }
 
 pub async fn run(
@@ -105,6 +108,7 @@ pub async fn run(
         sent: (to_i64(hello.last_revision), hello.config_hash.clone()),
         acked: (to_i64(hello.last_revision), hello.config_hash),
         blocked_until_after: None,
+        live_from: *inner.tailer.head.borrow(),
     };
     let end = session.serve(&mut inbound).await;
     if let Some(status) = end {
@@ -196,6 +200,7 @@ impl Session {
             match plan {
                 Plan::Snapshot { reason, view } => {
                     let msgs = snapshot_messages(&state, &view, reason);
+                    self.live_from = self.live_from.max(view.revision);
                     self.inner
                         .metrics
                         .sync_snapshots_total
@@ -221,6 +226,13 @@ impl Session {
                 }
             }
         };
+        // Each snapshot in flight holds a copy of its messages until they are written; after a
+        // control-plane restart every node of a large fleet wants one at once.
+        let _permit = if messages.len() > 1 {
+            self.inner.snapshot_sends.acquire().await.ok()
+        } else {
+            None
+        };
         for m in messages {
             if self.out.send(Ok(m)).await.is_err() {
                 return false;
@@ -234,7 +246,8 @@ impl Session {
         if revision <= self.acked.0 {
             return;
         }
-        let times = lock(&self.inner.tailer.state).commit_times(self.acked.0, revision);
+        let times =
+            lock(&self.inner.tailer.state).commit_times(self.acked.0.max(self.live_from), revision);
         let now = Utc::now();
         {
             // The family's guard must not live across an await.

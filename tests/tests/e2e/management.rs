@@ -258,6 +258,13 @@ async fn tokens_ca_and_node_registry() {
     )
     .await
     .unwrap();
+    // Propagation is measured for commits made while the stream is live.
+    portcullis_tests::eventually(
+        std::time::Duration::from_secs(10),
+        "first snapshot",
+        || async { (dp.snapshots() == 1).then_some(()) },
+    )
+    .await;
     cp.create_api(&keyless_api("a", "/a/", "http://127.0.0.1:9/"))
         .await;
     dp.wait_for_revision(1).await;
