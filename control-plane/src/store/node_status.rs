@@ -16,6 +16,15 @@ pub struct NodeRecord {
     pub revoked: bool,
 }
 
+/// Whether a node may keep its streams, as of now.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NodeStanding {
+    pub id: Uuid,
+    pub revoked: bool,
+    /// Its current certificate (moved by renewals) has expired.
+    pub expired: bool,
+}
+
 type RecordRow = (String, String, DateTime<Utc>, Option<DateTime<Utc>>);
 
 impl Store {
@@ -35,6 +44,17 @@ impl Store {
                 revoked: revoked_at.is_some(),
             },
         ))
+    }
+
+    /// The standing of many nodes in one query; nodes not in the registry are left out.
+    pub async fn node_standing(&self, ids: &[Uuid]) -> Result<Vec<NodeStanding>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, revoked_at IS NOT NULL AS revoked, cert_expires_at <= now() AS expired
+             FROM nodes WHERE id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(self.pool())
+        .await?)
     }
 
     /// A watch stream opened on `replica`.

@@ -59,15 +59,3 @@ fn same_serial(recorded: &str, presented: &str) -> bool {
     }
     significant(recorded).eq_ignore_ascii_case(significant(presented))
 }
-
-/// Re-checked periodically on long-lived streams so a revocation cuts them off within seconds.
-/// The expiry checked is the node's current certificate's: a stream opened with a certificate
-/// that the node has since renewed stays open, one whose node stopped renewing is closed.
-pub async fn still_allowed(store: &Store, node: &NodeIdentity) -> Result<(), SyncError> {
-    match store.node_record(node.id).await? {
-        Some(r) if r.revoked => Err(SyncError::Revoked(node.id.to_string())),
-        Some(r) if r.cert_expires_at <= Utc::now() => Err(SyncError::CertificateExpired),
-        Some(_) => Ok(()),
-        None => Err(SyncError::Revoked(node.id.to_string())),
-    }
-}

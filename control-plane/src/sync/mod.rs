@@ -3,6 +3,7 @@
 //! requires a node certificate, checked per call.
 
 mod auth;
+mod guard;
 mod join;
 mod renew;
 mod service;

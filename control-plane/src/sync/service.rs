@@ -16,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use super::guard::NodeGuard;
 use super::status::SyncError;
 use super::tailer::Tailer;
 use super::{auth, join, renew, watch};
@@ -37,6 +38,7 @@ pub struct Inner {
     pub cert_ttl: Duration,
     /// Bounds the snapshots being sent at once (see `watch::Session::push`).
     pub snapshot_sends: tokio::sync::Semaphore,
+    pub guard: Arc<NodeGuard>,
 }
 
 /// The `portcullis.sync.v1.Sync` service.
@@ -54,8 +56,10 @@ impl SyncService {
         replica: String,
         cert_ttl: Duration,
     ) -> Self {
+        let guard = NodeGuard::start(store.clone());
         Self {
             inner: Arc::new(Inner {
+                guard,
                 store,
                 ca,
                 tailer,

@@ -16,7 +16,8 @@ use portcullis_proto::version::{BUILD_VERSION, check_skew};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
-use super::auth::{NodeIdentity, still_allowed};
+use super::auth::NodeIdentity;
+use super::guard::Refusal;
 use super::service::Inner;
 use super::state::{GroupView, Plan};
 use super::status::SyncError;
@@ -24,7 +25,6 @@ use super::tailer::lock;
 use crate::metrics::{GroupLabels, SnapshotLabels};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-const RECHECK_EVERY: Duration = Duration::from_secs(3);
 const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
 const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 
@@ -141,9 +141,8 @@ impl Session {
         if !self.push(false).await {
             return None;
         }
-        let mut recheck = tokio::time::interval(RECHECK_EVERY);
+        let mut standing = self.inner.guard.watch(self.node.id);
         let mut bookmark = tokio::time::interval(BOOKMARK_EVERY);
-        recheck.reset();
         bookmark.reset();
         loop {
             tokio::select! {
@@ -170,11 +169,17 @@ impl Session {
                     Ok(Some(_)) => return Some(Status::invalid_argument("unexpected message on Watch")),
                     Ok(None) | Err(_) => return None,
                 },
-                _ = recheck.tick() => {
-                    if let Err(e) = still_allowed(&self.inner.store, &self.node).await {
-                        tracing::warn!(node_id = %self.node.id, error = %e, "closing watch stream");
-                        return Some(e.into());
+                changed = standing.verdicts.changed() => {
+                    if changed.is_err() {
+                        return Some(Status::unavailable("control plane is shutting down"));
                     }
+                    let refused = match standing.refusal() {
+                        Some(Refusal::Revoked) => SyncError::Revoked(self.node.id.to_string()),
+                        Some(Refusal::CertificateExpired) => SyncError::CertificateExpired,
+                        None => continue,
+                    };
+                    tracing::warn!(node_id = %self.node.id, error = %refused, "closing watch stream");
+                    return Some(refused.into());
                 }
                 _ = bookmark.tick() => {
                     if self.blocked_until_after.is_none() && !self.push(false).await {

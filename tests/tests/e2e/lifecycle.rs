@@ -292,3 +292,50 @@ async fn a_revoked_node_is_cut_off_on_every_replica_and_keeps_serving_what_it_ha
     assert_eq!(dp.get("/kept/").await.0, StatusCode::OK);
     assert_eq!(dp.admin("/ready").await, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_fleet_of_simulated_nodes_each_with_its_own_identity_acks_every_change() {
+    use portcullis_tests::sim_node::{SimNode, SimNodeOptions};
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    let token = cp.token("default").await;
+    let mut fleet = Vec::new();
+    for i in 0..20 {
+        let opts = SimNodeOptions::new(cp.sync_url(), &cp.ca_hash, &token, &format!("sim-{i}"));
+        fleet.push(SimNode::start(opts).await.unwrap());
+    }
+    for round in 1..=3 {
+        cp.create_api(&keyless_api(
+            &format!("r{round}"),
+            &format!("/r{round}/"),
+            "http://127.0.0.1:9/",
+        ))
+        .await;
+        for node in &fleet {
+            assert!(
+                node.wait_for_revision(Duration::from_secs(10), |r| r >= round)
+                    .await,
+                "{:?}",
+                node.last_error()
+            );
+        }
+    }
+    let (_, nodes) = cp.call(Method::GET, "/portcullis/nodes", None).await;
+    let nodes = nodes["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 20);
+    let ids: std::collections::HashSet<_> = nodes.iter().map(|n| n["id"].clone()).collect();
+    assert_eq!(ids.len(), 20, "one identity each");
+    eventually(Duration::from_secs(10), "every ACK recorded", || async {
+        let (_, nodes) = cp.call(Method::GET, "/portcullis/nodes", None).await;
+        nodes["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["applied_revision"] == 3 && n["connected"] == true)
+            .then_some(())
+    })
+    .await;
+    for node in fleet {
+        node.stop().await;
+    }
+}
