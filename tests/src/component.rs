@@ -131,6 +131,19 @@ impl Cp {
         .await
     }
 
+    /// One of several replicas on the same database, named `name` in the node registry.
+    pub async fn replica(db_url: &str, name: &str) -> Self {
+        Self::start_with(
+            db_url,
+            CpOptions {
+                replica: Some(name.into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("control plane starts")
+    }
+
     pub async fn start_with(db_url: &str, opts: CpOptions) -> Result<Self, String> {
         crate::init();
         let any = || "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!());
@@ -313,6 +326,19 @@ impl Dp {
             http,
             runner,
         })
+    }
+
+    /// A gateway joined to `cp` in the default group, with no Redis and no state dir.
+    pub async fn joined(cp: &Cp) -> Self {
+        Self::start(
+            cp,
+            DpOptions {
+                token: Some(cp.token("default").await),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("gateway starts")
     }
 
     /// A gateway in its own "region": its own key prefix in the shared test Redis.

@@ -11,6 +11,15 @@ pub struct OwnRedis {
 }
 
 impl OwnRedis {
+    /// On a port nobody listens on now; `start(port)` brings it back there after a kill.
+    pub async fn on_free_port() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        Self::start(port).await
+    }
+
     pub async fn start(port: u16) -> Self {
         let child = std::process::Command::new("redis-server")
             .args([

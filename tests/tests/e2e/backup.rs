@@ -170,12 +170,8 @@ async fn tampered_and_foreign_backups_are_refused_with_a_clear_reason() {
 async fn redis_killed_and_restarted_empty_gets_the_backup_again_and_the_edge_never_stops_serving() {
     let db = TestDb::new().await;
     let echo = EchoUpstream::start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let redis = OwnRedis::start(port).await;
+    let redis = OwnRedis::on_free_port().await;
+    let port = redis.port;
     let cp = Cp::start(&db.url).await;
     let options = DpOptions {
         token: Some(cp.token("default").await),

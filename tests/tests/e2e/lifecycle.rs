@@ -43,15 +43,7 @@ async fn certificates_are_renewed_before_expiry_without_dropping_the_stream_or_r
     let db = TestDb::new().await;
     let echo = EchoUpstream::start().await;
     let cp = Cp::start_with(&db.url, short_lived("cp-a")).await.unwrap();
-    let dp = Dp::start(
-        &cp,
-        DpOptions {
-            token: Some(cp.token("default").await),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let dp = Dp::joined(&cp).await;
     cp.create_api(&keyless_api("open", "/open/", &echo.url()))
         .await;
     let mut protected = keyless_api("closed", "/closed/", &echo.url());
@@ -161,24 +153,8 @@ fn tempdir() -> std::path::PathBuf {
 async fn a_write_on_one_replica_reaches_a_gateway_on_another_and_failover_loses_nothing() {
     let db = TestDb::new().await;
     let echo = EchoUpstream::start().await;
-    let a = Cp::start_with(
-        &db.url,
-        CpOptions {
-            replica: Some("cp-a".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let b = Cp::start_with(
-        &db.url,
-        CpOptions {
-            replica: Some("cp-b".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let a = Cp::replica(&db.url, "cp-a").await;
+    let b = Cp::replica(&db.url, "cp-b").await;
     assert_eq!(a.ca_hash, b.ca_hash, "replicas share the node CA");
     let dp = Dp::start(
         &a,
@@ -228,24 +204,8 @@ async fn a_write_on_one_replica_reaches_a_gateway_on_another_and_failover_loses_
 async fn a_revoked_node_is_cut_off_on_every_replica_and_keeps_serving_what_it_has() {
     let db = TestDb::new().await;
     let echo = EchoUpstream::start().await;
-    let a = Cp::start_with(
-        &db.url,
-        CpOptions {
-            replica: Some("cp-a".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let b = Cp::start_with(
-        &db.url,
-        CpOptions {
-            replica: Some("cp-b".into()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let a = Cp::replica(&db.url, "cp-a").await;
+    let b = Cp::replica(&db.url, "cp-b").await;
     let dp = Dp::start(
         &b,
         DpOptions {

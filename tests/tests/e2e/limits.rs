@@ -184,12 +184,8 @@ async fn a_redis_outage_lets_known_keys_through_unlimited_and_limits_return_with
     let db = TestDb::new().await;
     let cp = Cp::start(&db.url).await;
     let echo = EchoUpstream::start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let redis = OwnRedis::start(port).await;
+    let redis = OwnRedis::on_free_port().await;
+    let port = redis.port;
     let dp = Dp::start(
         &cp,
         DpOptions {

@@ -1,7 +1,7 @@
 //! What operators scrape: the gateway's traffic and sync metrics, and the control plane's
 //! per-node figures.
 
-use portcullis_tests::{Cp, Dp, DpOptions, EchoUpstream, TestDb, keyless_api};
+use portcullis_tests::{Cp, Dp, EchoUpstream, TestDb, keyless_api};
 use reqwest::{Method, StatusCode};
 
 async fn gateway_metrics(dp: &Dp) -> String {
@@ -18,15 +18,7 @@ async fn requests_by_api_and_status_upstream_latency_and_per_node_sync_figures_a
     let db = TestDb::new().await;
     let echo = EchoUpstream::start().await;
     let cp = Cp::start(&db.url).await;
-    let dp = Dp::start(
-        &cp,
-        DpOptions {
-            token: Some(cp.token("default").await),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let dp = Dp::joined(&cp).await;
     cp.create_api(&keyless_api("up", "/up/", &echo.url())).await;
     cp.create_api(&keyless_api("down", "/down/", "http://127.0.0.1:9/"))
         .await;

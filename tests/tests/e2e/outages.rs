@@ -16,15 +16,7 @@ async fn postgres_killed_and_restarted_loses_no_committed_change_and_the_edge_ke
     let mut pg = PrivatePostgres::start().await;
     let echo = EchoUpstream::start().await;
     let cp = Cp::start(&pg.url()).await;
-    let dp = Dp::start(
-        &cp,
-        DpOptions {
-            token: Some(cp.token("default").await),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let dp = Dp::joined(&cp).await;
     cp.create_api(&keyless_api("a", "/a/", &echo.url())).await;
     dp.wait_for_status("/a/", 200).await;
 

@@ -136,15 +136,7 @@ async fn a_snapshot_over_four_mebibytes_arrives_and_applies() {
             .await
             .unwrap();
     assert!(size > 4 * 1024 * 1024, "the configuration is {size} bytes");
-    let dp = Dp::start(
-        &cp,
-        DpOptions {
-            token: Some(cp.token("default").await),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let dp = Dp::joined(&cp).await;
     dp.wait_for_revision(n).await;
     assert_eq!(dp.shared.table.load().len(), n as usize);
     assert_eq!(dp.snapshots(), 1);
@@ -161,15 +153,7 @@ async fn gateway_keeps_serving_while_the_control_plane_is_down_and_catches_up_af
     let echo = EchoUpstream::start().await;
     let cp = Cp::start(&db.url).await;
     let (api_addr, sync_addr) = (cp.api_addr, cp.sync_addr);
-    let dp = Dp::start(
-        &cp,
-        DpOptions {
-            token: Some(cp.token("default").await),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let dp = Dp::joined(&cp).await;
     cp.create_api(&keyless_api("kept", "/kept/", &echo.url()))
         .await;
     dp.wait_for_status("/kept/", 200).await;
@@ -227,15 +211,7 @@ async fn a_change_the_gateway_cannot_apply_is_nacked_and_the_old_config_keeps_se
     let db = TestDb::new().await;
     let echo = EchoUpstream::start().await;
     let cp = Cp::start(&db.url).await;
-    let dp = Dp::start(
-        &cp,
-        DpOptions {
-            token: Some(cp.token("default").await),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let dp = Dp::joined(&cp).await;
     cp.create_api(&keyless_api("good", "/good/", &echo.url()))
         .await;
     dp.wait_for_status("/good/", 200).await;
