@@ -128,6 +128,11 @@ impl PrivatePostgres {
                 .ok()
                 .and_then(|s| s.lines().next().map(str::to_owned));
             if let Some(pid) = pid {
+                // The backends too, as when the machine dies: a backend outliving its postmaster
+                // can still answer a query or two before it notices.
+                // Stopped first, so that it forks no new backend meanwhile.
+                let _ = Command::new("kill").args(["-STOP", &pid]).status();
+                let _ = Command::new("pkill").args(["-9", "-P", &pid]).status();
                 let _ = Command::new("kill").args(["-9", &pid]).status();
             }
             let _ = child.kill();
