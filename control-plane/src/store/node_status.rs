@@ -88,13 +88,19 @@ impl Store {
         Ok(())
     }
 
-    pub async fn node_acked(&self, id: Uuid, revision: i64, hash: &str) -> Result<(), StoreError> {
+    /// Records many ACKs (node, revision, hash) in one statement.
+    pub async fn nodes_acked(&self, acks: &[(Uuid, i64, String)]) -> Result<(), StoreError> {
+        let ids: Vec<Uuid> = acks.iter().map(|a| a.0).collect();
+        let revisions: Vec<i64> = acks.iter().map(|a| a.1).collect();
+        let hashes: Vec<&str> = acks.iter().map(|a| a.2.as_str()).collect();
         sqlx::query(
-            "UPDATE nodes SET acked_revision = $2, acked_hash = $3, acked_at = now(), last_seen = now() WHERE id = $1",
+            "UPDATE nodes SET acked_revision = a.revision, acked_hash = a.hash, acked_at = now(), last_seen = now()
+             FROM unnest($1::uuid[], $2::bigint[], $3::text[]) AS a(id, revision, hash)
+             WHERE nodes.id = a.id",
         )
-        .bind(id)
-        .bind(revision)
-        .bind(hash)
+        .bind(&ids)
+        .bind(&revisions)
+        .bind(&hashes)
         .execute(self.pool())
         .await?;
         Ok(())

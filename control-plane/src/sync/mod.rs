@@ -2,6 +2,7 @@
 //! this replica's change-log tailer, and certificate renewal. TLS always; every RPC but `Join`
 //! requires a node certificate, checked per call.
 
+mod ack_log;
 mod auth;
 mod guard;
 mod join;

@@ -16,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use super::ack_log::AckLog;
 use super::guard::NodeGuard;
 use super::status::SyncError;
 use super::tailer::Tailer;
@@ -39,6 +40,7 @@ pub struct Inner {
     /// Bounds the snapshots being sent at once (see `watch::Session::push`).
     pub snapshot_sends: tokio::sync::Semaphore,
     pub guard: Arc<NodeGuard>,
+    pub acks: AckLog,
 }
 
 /// The `portcullis.sync.v1.Sync` service.
@@ -57,9 +59,11 @@ impl SyncService {
         cert_ttl: Duration,
     ) -> Self {
         let guard = NodeGuard::start(store.clone());
+        let acks = AckLog::start(store.clone());
         Self {
             inner: Arc::new(Inner {
                 guard,
+                acks,
                 store,
                 ca,
                 tailer,

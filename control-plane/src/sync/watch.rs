@@ -266,14 +266,9 @@ impl Session {
             }
         }
         self.acked = (revision, ack.config_hash);
-        if let Err(e) = self
-            .inner
-            .store
-            .node_acked(self.node.id, revision, &self.acked.1)
-            .await
-        {
-            tracing::warn!(error = %e, "could not record ACK");
-        }
+        self.inner
+            .acks
+            .record(self.node.id, revision, &self.acked.1);
     }
 
     async fn on_nack(&mut self, nack: Nack) -> bool {

@@ -196,8 +196,11 @@ async fn a_write_on_one_replica_reaches_a_gateway_on_another_and_failover_loses_
     })
     .await;
     assert_eq!(dp.snapshots(), 1, "resumed with changes, not a snapshot");
-    let (_, nodes) = survivor.call(Method::GET, "/portcullis/nodes", None).await;
-    assert_eq!(nodes["nodes"][0]["lag"], 0, "{nodes}");
+    eventually(Duration::from_secs(10), "ACK of head recorded", || async {
+        let (_, nodes) = survivor.call(Method::GET, "/portcullis/nodes", None).await;
+        (nodes["nodes"][0]["lag"] == 0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
