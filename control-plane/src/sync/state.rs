@@ -49,7 +49,7 @@ pub use crate::store::changelog::StoredResource as LoadedResource;
 pub struct GroupView {
     pub revision: i64,
     pub hash: String,
-    keys: Vec<ResourceKey>,
+    group: String,
     chunks: OnceLock<Arc<Vec<Snapshot>>>,
 }
 
@@ -201,18 +201,17 @@ impl ConfigState {
         if let Some(v) = self.views.get(group) {
             return v.clone();
         }
-        let mut keys = Vec::new();
-        let mut digests = Vec::new();
-        for (key, entry) in &self.resources {
-            if visible(Some(&entry.tags), group) {
-                keys.push(key.clone());
-                digests.push(entry.digest);
-            }
-        }
+        // Every commit invalidates every group's view, so this only hashes: the resources
+        // themselves are listed when a snapshot is built, under the same lock and head.
+        let digests = self
+            .resources
+            .values()
+            .filter(|e| visible(Some(&e.tags), group))
+            .map(|e| &e.digest);
         let view = Arc::new(GroupView {
             revision: self.head,
-            hash: config_hash(digests.iter()),
-            keys,
+            hash: config_hash(digests),
+            group: group.to_owned(),
             chunks: OnceLock::new(),
         });
         self.views.insert(group.to_owned(), view.clone());
@@ -221,15 +220,21 @@ impl ConfigState {
 
     /// Snapshot chunks of a view, built once and shared by every stream of the group.
     pub fn snapshot_chunks(&self, view: &GroupView) -> Arc<Vec<Snapshot>> {
+        debug_assert_eq!(
+            view.revision, self.head,
+            "a view is only used at its own head"
+        );
         view.chunks
             .get_or_init(|| {
                 let mut chunks: Vec<Vec<Resource>> = vec![Vec::new()];
                 let mut size = 0;
-                for key in &view.keys {
-                    // The view belongs to the current head, so every key is present.
-                    let Some(entry) = self.resources.get(key) else {
-                        continue;
-                    };
+                // Views are dropped at every commit and chunks are built under the lock that
+                // produced the view, so the resources are still those of the view's revision.
+                let visible = self
+                    .resources
+                    .iter()
+                    .filter(|(_, e)| visible(Some(&e.tags), &view.group));
+                for (key, entry) in visible {
                     let cost = entry.body.len() + key.1.len() + 16;
                     if size + cost > CHUNK_BYTES && chunks.last().is_some_and(|c| !c.is_empty()) {
                         chunks.push(Vec::new());
