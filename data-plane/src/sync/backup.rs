@@ -110,19 +110,45 @@ pub fn open(bytes: &[u8], group: &str, secret: &str) -> Result<(Header, Snapshot
     Ok((header, snapshot))
 }
 
-/// Stores a sealed backup; the last writer of the group wins (gateways of a group converge on
-/// the same revision within milliseconds, and any revision is a valid base to resume from).
-pub async fn store(link: &std::sync::Arc<RedisLink>, group: &str, sealed: Vec<u8>) -> bool {
+/// Stores a sealed backup with its config hash beside it; the last writer of the group wins
+/// (gateways of a group converge on the same revision within milliseconds, and any revision is a
+/// valid base to resume from).
+pub async fn store(
+    link: &std::sync::Arc<RedisLink>,
+    group: &str,
+    hash: &str,
+    sealed: Vec<u8>,
+) -> bool {
     let Some(mut conn) = link.conn() else {
         return false;
     };
-    let mut cmd = redis::cmd("SET");
-    cmd.arg(redis_key(link.prefix(), group)).arg(sealed);
-    match tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<()>(&mut conn)).await {
+    let key = redis_key(link.prefix(), group);
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .set(&key, sealed)
+        .ignore()
+        .set(format!("{key}:hash"), hash)
+        .ignore();
+    match tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
         Ok(Ok(())) => true,
         _ => {
             link.failed();
             false
+        }
+    }
+}
+
+/// The config hash of the group's stored backup: a gateway holding the same configuration need
+/// not write it again (every gateway of a group would otherwise rewrite it at every bookmark).
+pub async fn stored_hash(link: &std::sync::Arc<RedisLink>, group: &str) -> Option<String> {
+    let mut conn = link.conn()?;
+    let mut cmd = redis::cmd("GET");
+    cmd.arg(format!("{}:hash", redis_key(link.prefix(), group)));
+    match tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<Option<String>>(&mut conn)).await {
+        Ok(Ok(v)) => v,
+        _ => {
+            link.failed();
+            None
         }
     }
 }

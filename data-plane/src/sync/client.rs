@@ -27,6 +27,8 @@ use crate::shared::Shared;
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How often a gateway rewrites a backup that already holds its configuration.
+const BACKUP_REWRITE_EVERY: Duration = Duration::from_secs(600);
 /// At most one Redis backup write per period per gateway; bursts coalesce.
 const PERSIST_EVERY: Duration = Duration::from_millis(200);
 
@@ -435,6 +437,7 @@ async fn persist_backup(
     secret: String,
     group: String,
 ) {
+    let mut written_at = tokio::time::Instant::now();
     while rx.changed().await.is_ok() {
         let Some(link) = shared.sessions.redis().cloned() else {
             return;
@@ -442,14 +445,27 @@ async fn persist_backup(
         let Some(snapshot) = rx.borrow_and_update().clone() else {
             continue;
         };
+        // Same configuration already stored (by this gateway or another of the group): a
+        // revision moved by a bookmark changes nothing worth rewriting. Each gateway still
+        // rewrites it now and then, which repairs a backup damaged in Redis.
+        let hash = snapshot.config_hash.clone();
+        if written_at.elapsed() < BACKUP_REWRITE_EVERY
+            && backup::stored_hash(&link, &group).await.as_deref() == Some(hash.as_str())
+        {
+            tokio::time::sleep(PERSIST_EVERY).await;
+            continue;
+        }
         let revision = i64::try_from(snapshot.revision).unwrap_or(0);
         let (secret, group2) = (secret.clone(), group.clone());
         let sealed =
             tokio::task::spawn_blocking(move || backup::seal(&snapshot, &group2, &secret)).await;
         let stored = match sealed {
-            Ok(sealed) => backup::store(&link, &group, sealed).await,
+            Ok(sealed) => backup::store(&link, &group, &hash, sealed).await,
             Err(_) => false,
         };
+        if stored {
+            written_at = tokio::time::Instant::now();
+        }
         if stored {
             shared
                 .stats
@@ -460,8 +476,8 @@ async fn persist_backup(
                 revision,
                 "could not write the configuration backup to Redis; retrying"
             );
-            // Try again with whatever is newest by then. Bookmarks also rewrite it every 30 s,
-            // which restores a backup lost with a Redis restart.
+            // Try again with whatever is newest by then. Bookmarks (every 30 s) also bring it
+            // back after a Redis restart lost it: the stored hash is gone with it.
             rx.mark_changed();
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

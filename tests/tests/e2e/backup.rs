@@ -204,3 +204,39 @@ async fn redis_killed_and_restarted_empty_gets_the_backup_again_and_the_edge_nev
     fresh.wait_for_status("/b/", 200).await;
     drop(redis);
 }
+
+#[tokio::test]
+async fn a_gateway_holding_the_stored_configuration_does_not_write_it_again() {
+    let db = TestDb::new().await;
+    let echo = EchoUpstream::start().await;
+    let region = Region::new().await;
+    let cp = Cp::start(&db.url).await;
+    let first = Dp::start(&cp, region.options(Some(cp.token("eu").await), "eu"))
+        .await
+        .unwrap();
+    cp.create_api(&keyless_api("a", "/a/", &echo.url())).await;
+    eventually(Duration::from_secs(5), "backup written", || async {
+        (backup_revision(&first) == 1).then_some(())
+    })
+    .await;
+    let stored = region.backup("eu").await.unwrap();
+
+    let second = Dp::start(&cp, region.options(Some(cp.token("eu").await), "eu"))
+        .await
+        .unwrap();
+    second.wait_for_status("/a/", 200).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        backup_revision(&second),
+        0,
+        "same configuration: not rewritten"
+    );
+    assert_eq!(region.backup("eu").await.unwrap(), stored, "byte for byte");
+
+    // A new revision is written again, by whichever gateway gets there first.
+    cp.create_api(&keyless_api("b", "/b/", &echo.url())).await;
+    eventually(Duration::from_secs(5), "new backup", || async {
+        (backup_revision(&first) == 2 || backup_revision(&second) == 2).then_some(())
+    })
+    .await;
+}
