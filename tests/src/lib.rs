@@ -5,6 +5,7 @@
 // Test support: a failed setup step should stop the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod blackhole;
 pub mod component;
 pub mod echo;
 pub mod own_redis;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use portcullis_data_plane::sync::identity::Identity;
 use portcullis_proto::version::BUILD_VERSION;
+use portcullis_tests::blackhole::Blackhole;
 use portcullis_tests::private_pg::PrivatePostgres;
 use portcullis_tests::raw_sync::{join_as, watch_as};
 use portcullis_tests::{Cp, Dp, DpOptions, EchoUpstream, TestDb, eventually, keyless_api};
@@ -276,4 +277,40 @@ async fn a_gateway_killed_while_changes_stream_in_resumes_from_its_state_dir_and
         "resumed with changes from its saved revision"
     );
     let _ = std::fs::remove_dir_all(state);
+}
+
+#[tokio::test]
+async fn a_silent_partition_is_noticed_by_keepalives_and_healing_it_resumes_with_changes() {
+    let db = TestDb::new().await;
+    let echo = EchoUpstream::start().await;
+    let cp = Cp::start(&db.url).await;
+    let link = Blackhole::start(cp.sync_addr).await;
+    let dp = Dp::start(
+        &cp,
+        DpOptions {
+            token: Some(cp.token("default").await),
+            control_planes: vec![link.url()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    cp.create_api(&keyless_api("a", "/a/", &echo.url())).await;
+    dp.wait_for_status("/a/", 200).await;
+
+    link.partition(true);
+    cp.create_api(&keyless_api("b", "/b/", &echo.url())).await;
+    // HTTP/2 keepalive: a ping every 10 s, 20 s to answer.
+    eventually(Duration::from_secs(45), "the edge notices", || async {
+        (!dp.connected()).then_some(())
+    })
+    .await;
+    assert_eq!(dp.get("/a/").await.0, StatusCode::OK);
+    assert_eq!(dp.get("/b/").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(dp.admin("/ready").await, StatusCode::OK);
+
+    link.partition(false);
+    dp.wait_for_status("/b/", 200).await;
+    assert_eq!(dp.snapshots(), 1, "resumed with changes");
+    assert!(dp.connects() >= 2);
 }
