@@ -56,6 +56,7 @@ pub struct Sessions {
     redis_floor: AtomicU64,
     redis: OnceLock<Arc<RedisLink>>,
     cp: ArcSwapOption<Grpc<Channel>>,
+    cp_generation: Mutex<u64>,
 }
 
 fn parse(json: &[u8]) -> Option<Arc<Session>> {
@@ -84,6 +85,16 @@ impl Sessions {
     /// The control-plane client used for lookups; `None` while disconnected.
     pub fn set_control_plane(&self, client: Option<Grpc<Channel>>) {
         self.cp.store(client.map(Arc::new));
+    }
+
+    /// Uses `client`, built with the node identity of `generation`, unless a channel of a newer
+    /// identity is already installed (the old certificate is refused once renewed).
+    pub fn install_control_plane(&self, generation: u64, client: Grpc<Channel>) {
+        let mut newest = self.cp_generation.lock().unwrap_or_else(|p| p.into_inner());
+        if generation >= *newest {
+            *newest = generation;
+            self.cp.store(Some(Arc::new(client)));
+        }
     }
 
     fn redis_key(prefix: &str, hash: &str) -> String {

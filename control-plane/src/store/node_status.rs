@@ -11,6 +11,8 @@ pub struct NodeRecord {
     pub id: Uuid,
     pub group: String,
     pub cert_serial: String,
+    /// The serial that authenticated the last renewal ("" if none).
+    pub prev_cert_serial: String,
     /// Expiry of the node's current certificate (moves forward at each renewal).
     pub cert_expires_at: DateTime<Utc>,
     pub revoked: bool,
@@ -25,21 +27,22 @@ pub struct NodeStanding {
     pub expired: bool,
 }
 
-type RecordRow = (String, String, DateTime<Utc>, Option<DateTime<Utc>>);
+type RecordRow = (String, String, String, DateTime<Utc>, Option<DateTime<Utc>>);
 
 impl Store {
     pub async fn node_record(&self, id: Uuid) -> Result<Option<NodeRecord>, StoreError> {
         let row: Option<RecordRow> = sqlx::query_as(
-            "SELECT node_group, cert_serial, cert_expires_at, revoked_at FROM nodes WHERE id = $1",
+            "SELECT node_group, cert_serial, prev_cert_serial, cert_expires_at, revoked_at FROM nodes WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(self.pool())
         .await?;
         Ok(row.map(
-            |(group, cert_serial, cert_expires_at, revoked_at)| NodeRecord {
+            |(group, cert_serial, prev_cert_serial, cert_expires_at, revoked_at)| NodeRecord {
                 id,
                 group,
                 cert_serial,
+                prev_cert_serial,
                 cert_expires_at,
                 revoked: revoked_at.is_some(),
             },
@@ -122,11 +125,13 @@ impl Store {
         id: Uuid,
         serial: &str,
         expires_at: DateTime<Utc>,
+        renewed_with: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE nodes SET cert_serial = $2, cert_expires_at = $3, last_seen = now() WHERE id = $1")
+        sqlx::query("UPDATE nodes SET cert_serial = $2, cert_expires_at = $3, prev_cert_serial = $4, last_seen = now() WHERE id = $1")
             .bind(id)
             .bind(serial)
             .bind(expires_at)
+            .bind(renewed_with)
             .execute(self.pool())
             .await?;
         Ok(())

@@ -16,9 +16,22 @@ use crate::store::Store;
 pub struct NodeIdentity {
     pub id: Uuid,
     pub group: String,
+    /// Serial of the certificate presented on this call.
+    pub serial: String,
 }
 
-pub async fn authenticate<T>(store: &Store, req: &Request<T>) -> Result<NodeIdentity, SyncError> {
+/// What a call is for: only a renewal may use the certificate its previous renewal replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Call,
+    Renew,
+}
+
+pub async fn authenticate<T>(
+    store: &Store,
+    req: &Request<T>,
+    purpose: Purpose,
+) -> Result<NodeIdentity, SyncError> {
     let cert = req
         .extensions()
         .get::<PeerInfo>()
@@ -37,7 +50,12 @@ pub async fn authenticate<T>(store: &Store, req: &Request<T>) -> Result<NodeIden
     if record.revoked {
         return Err(SyncError::Revoked(id.to_string()));
     }
-    if !same_serial(&record.cert_serial, &parsed.serial_hex) {
+    let current = same_serial(&record.cert_serial, &parsed.serial_hex);
+    // A node whose renewal answer was lost still holds the certificate that asked for it.
+    let retry_renewal = purpose == Purpose::Renew
+        && !record.prev_cert_serial.is_empty()
+        && same_serial(&record.prev_cert_serial, &parsed.serial_hex);
+    if !current && !retry_renewal {
         return Err(SyncError::BadCertificate(
             "certificate has been superseded by a renewal".into(),
         ));
@@ -45,6 +63,7 @@ pub async fn authenticate<T>(store: &Store, req: &Request<T>) -> Result<NodeIden
     Ok(NodeIdentity {
         id,
         group: record.group,
+        serial: parsed.serial_hex,
     })
 }
 

@@ -20,7 +20,7 @@ pub async fn renew(
         DateTime::<Utc>::from_timestamp(issued.not_after.unix_timestamp(), 0).unwrap_or_default();
     inner
         .store
-        .node_certificate_renewed(node.id, &issued.serial_hex, expires)
+        .node_certificate_renewed(node.id, &issued.serial_hex, expires, &node.serial)
         .await?;
     tracing::info!(node_id = %node.id, "node certificate renewed");
     Ok(RenewCertificateResponse {

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::ack_log::AckLog;
+use super::auth::Purpose;
 use super::guard::NodeGuard;
 use super::status::SyncError;
 use super::tailer::Tailer;
@@ -98,7 +99,7 @@ impl Sync for SyncService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
-        let node = auth::authenticate(&self.inner.store, &request).await?;
+        let node = auth::authenticate(&self.inner.store, &request, Purpose::Call).await?;
         let (tx, rx) = mpsc::channel(16);
         let inner = self.inner.clone();
         let span = tracing::info_span!("watch", node_id = %node.id, group = %node.group, remote = ?request.remote_addr());
@@ -111,7 +112,7 @@ impl Sync for SyncService {
         &self,
         request: Request<RenewCertificateRequest>,
     ) -> Result<Response<RenewCertificateResponse>, Status> {
-        let node = auth::authenticate(&self.inner.store, &request).await?;
+        let node = auth::authenticate(&self.inner.store, &request, Purpose::Renew).await?;
         Ok(Response::new(
             renew::renew(&self.inner, &node, request.into_inner()).await?,
         ))
@@ -121,7 +122,7 @@ impl Sync for SyncService {
         &self,
         request: Request<LookupSessionRequest>,
     ) -> Result<Response<LookupSessionResponse>, Status> {
-        auth::authenticate(&self.inner.store, &request).await?;
+        auth::authenticate(&self.inner.store, &request, Purpose::Call).await?;
         let key_hash = request.into_inner().key_hash;
         if key_hash.len() != 64 || !key_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(
@@ -147,7 +148,7 @@ impl Sync for SyncService {
         &self,
         request: Request<ReportSessionsRequest>,
     ) -> Result<Response<ReportSessionsResponse>, Status> {
-        auth::authenticate(&self.inner.store, &request).await?;
+        auth::authenticate(&self.inner.store, &request, Purpose::Call).await?;
         Err(Status::unimplemented(
             "session reports are not available in this version",
         ))

@@ -23,6 +23,8 @@ use crate::applied::{AppliedConfig, ApplyError};
 use crate::config::Config;
 use crate::shared::Shared;
 
+/// How the control plane refuses a certificate it has replaced (see `renew_forever`).
+const SUPERSEDED: &str = "superseded by a renewal";
 /// Snapshots of many thousands of APIs arrive in 1 MiB chunks; deltas can be larger.
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -138,21 +140,31 @@ impl SyncClient {
             self.config.encryption_secret.clone(),
             identity.group.clone(),
         ));
-        let (identity_tx, identity_rx) = watch::channel(identity);
+        // The identity and its generation (renewals so far): session lookups use a channel built
+        // from the newest generation, whichever of the watch loop and the renewal installs last.
+        let (identity_tx, identity_rx) = watch::channel((0u64, identity));
+        let renew_now = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(renew_forever(
             self.config.control_planes.clone(),
             identity_tx,
             self.state_dir.clone(),
             self.shared.clone(),
+            renew_now.clone(),
         ));
         let mut backoff = Backoff(BACKOFF_MIN);
         loop {
             let url = self.cp_url();
-            let identity = identity_rx.borrow().clone();
-            let StreamEnd::Retry { error, progressed } =
-                self.watch_once(&url, &identity, &persist_tx).await;
+            let (generation, identity) = identity_rx.borrow().clone();
+            let StreamEnd::Retry { error, progressed } = self
+                .watch_once(&url, &identity, generation, &persist_tx)
+                .await;
             self.shared.stats.connected.store(false, Ordering::Release);
             self.shared.sessions.set_control_plane(None);
+            if error.contains(SUPERSEDED) {
+                // A renewal whose answer was lost: the control plane moved on to a certificate
+                // this node never received. It still accepts this one to renew with.
+                renew_now.notify_one();
+            }
             tracing::warn!(control_plane = %url, %error, "sync stream ended; serving the last configuration");
             self.shared.stats.set_error(error);
             if progressed {
@@ -264,6 +276,7 @@ impl SyncClient {
         &mut self,
         url: &url::Url,
         identity: &Identity,
+        generation: u64,
         persist_tx: &watch::Sender<Option<Snapshot>>,
     ) -> StreamEnd {
         let retry = |error: String, progressed| StreamEnd::Retry { error, progressed };
@@ -277,7 +290,7 @@ impl SyncClient {
         };
         self.shared
             .sessions
-            .set_control_plane(Some(Grpc::new(channel.clone())));
+            .install_control_plane(generation, Grpc::new(channel.clone()));
         let mut grpc = Grpc::new(channel).max_decoding_message_size(MAX_MESSAGE);
         let (tx, rx) = mpsc::channel(16);
         let (revision, hash) = match &self.applied {
@@ -490,13 +503,15 @@ async fn persist_backup(
 /// has and says so.
 async fn renew_forever(
     control_planes: Vec<url::Url>,
-    identity: watch::Sender<Identity>,
+    identity: watch::Sender<(u64, Identity)>,
     state_dir: Option<StateDir>,
     shared: Arc<Shared>,
+    renew_now: Arc<tokio::sync::Notify>,
 ) {
     let mut next_cp = 0usize;
+    let mut last_renewal: Option<tokio::time::Instant> = None;
     loop {
-        let current = identity.borrow().clone();
+        let (generation, current) = identity.borrow().clone();
         let validity = match Validity::of_pem(&current.cert_pem) {
             Ok(v) => v,
             Err(e) => {
@@ -508,8 +523,16 @@ async fn renew_forever(
             .stats
             .cert_not_after
             .store(validity.not_after, Ordering::Relaxed);
-        let now_ms = chrono::Utc::now().timestamp_millis();
-        tokio::time::sleep(validity.jittered_delay(now_ms)).await;
+        let mut delay = validity.jittered_delay(chrono::Utc::now().timestamp_millis());
+        // A clock running far ahead of the control plane's would otherwise renew in a loop.
+        if let Some(at) = last_renewal {
+            delay = delay.max(validity.min_gap().saturating_sub(at.elapsed()));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = renew_now.notified() => tracing::info!("certificate superseded on the control plane; renewing now"),
+            () = identity.closed() => return,
+        }
         let mut backoff = Backoff(Duration::from_secs(1));
         let (renewed, from) = loop {
             let url = &control_planes[next_cp % control_planes.len().max(1)];
@@ -524,25 +547,42 @@ async fn renew_forever(
                             SyncFatal::CertificateExpired(validity.not_after).to_string(),
                         );
                     }
-                    tokio::time::sleep(backoff.next().min(Duration::from_secs(30))).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff.next().min(Duration::from_secs(30))) => {}
+                        () = identity.closed() => return,
+                    }
                 }
             }
         };
-        if let Some(dir) = &state_dir
-            && let Err(e) = dir.save_identity(&renewed)
-        {
-            tracing::warn!(error = %e, "renewed certificate not written to the state dir");
+        last_renewal = Some(tokio::time::Instant::now());
+        if let Some(dir) = &state_dir {
+            save_identity(dir, &renewed).await;
         }
+        identity.send_replace((generation + 1, renewed.clone()));
         // Session lookups open calls on a channel of their own; the old certificate no longer
         // authenticates new calls.
         if let Ok(tls) = connect::node_tls(&renewed)
             && let Ok(channel) = connect::channel(&from, tls).await
-            && shared.stats.connected.load(Ordering::Acquire)
         {
-            shared.sessions.set_control_plane(Some(Grpc::new(channel)));
+            shared
+                .sessions
+                .install_control_plane(generation + 1, Grpc::new(channel));
         }
         shared.stats.renewals.fetch_add(1, Ordering::Relaxed);
         tracing::info!(node_id = %renewed.node_id, "node certificate renewed");
-        identity.send_replace(renewed);
+    }
+}
+
+/// The renewed identity must reach the state dir, or a restart comes back with a certificate
+/// the control plane has replaced; a few quick retries ride out a transient failure.
+async fn save_identity(dir: &StateDir, identity: &Identity) {
+    for attempt in 1..=5 {
+        match dir.save_identity(identity) {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "renewed certificate not written to the state dir");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+        }
     }
 }

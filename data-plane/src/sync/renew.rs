@@ -51,6 +51,12 @@ impl Validity {
         Duration::from_millis(u64::try_from(at_ms - now_ms).unwrap_or(0))
     }
 
+    /// The least time between two renewals: a tenth of the validity period, at least a second.
+    pub fn min_gap(&self) -> Duration {
+        Duration::from_secs(u64::try_from((self.not_after - self.not_before) / 10).unwrap_or(0))
+            .max(Duration::from_secs(1))
+    }
+
     /// A random renewal delay from `now_ms`, for this node.
     pub fn jittered_delay(&self, now_ms: i64) -> Duration {
         self.renew_in(now_ms, rand::rng().random_range(RENEW_FROM..RENEW_TO))

@@ -302,3 +302,62 @@ async fn a_fleet_of_simulated_nodes_each_with_its_own_identity_acks_every_change
         node.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_node_whose_renewal_answer_was_lost_renews_again_with_the_certificate_it_holds() {
+    let db = TestDb::new().await;
+    let echo = EchoUpstream::start().await;
+    let cp = Cp::start(&db.url).await;
+    let state = tempdir();
+    let dp = Dp::start(
+        &cp,
+        DpOptions {
+            token: Some(cp.token("default").await),
+            state_dir: Some(state.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    cp.create_api(&keyless_api("a", "/a/", &echo.url())).await;
+    dp.wait_for_status("/a/", 200).await;
+    eventually(Duration::from_secs(5), "config saved", || async {
+        state.join("config.bin").exists().then_some(())
+    })
+    .await;
+    dp.stop();
+
+    // The control plane issues a new certificate whose answer never reaches the node.
+    let held: Identity =
+        serde_json::from_slice(&std::fs::read(state.join("node.json")).unwrap()).unwrap();
+    portcullis_data_plane::sync::renew::renew_once(&cp.sync_url(), &held)
+        .await
+        .unwrap();
+    assert!(
+        watch_as(&cp.sync_url(), &held, BUILD_VERSION)
+            .await
+            .contains("superseded"),
+        "the held certificate no longer opens streams"
+    );
+
+    // Restarted without a token, the node renews with the certificate it holds and carries on.
+    let dp = Dp::start(
+        &cp,
+        DpOptions {
+            state_dir: Some(state.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    cp.create_api(&keyless_api("b", "/b/", &echo.url())).await;
+    dp.wait_for_status("/b/", 200).await;
+    assert!(dp.renewals() >= 1);
+    let saved: Identity =
+        serde_json::from_slice(&std::fs::read(state.join("node.json")).unwrap()).unwrap();
+    assert_ne!(
+        saved.cert_pem, held.cert_pem,
+        "the new certificate was saved"
+    );
+    let _ = std::fs::remove_dir_all(state);
+}
