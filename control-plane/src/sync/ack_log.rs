@@ -38,10 +38,12 @@ async fn write_forever(mut rx: mpsc::UnboundedReceiver<(Uuid, i64, String)>, sto
         while let Ok(ack) = rx.try_recv() {
             keep_newest(&mut batch, ack);
         }
-        let acks: Vec<_> = batch
+        let mut acks: Vec<_> = batch
             .drain()
             .map(|(id, (rev, hash))| (id, rev, hash))
             .collect();
+        // Replicas update rows in the same order, so two batches never deadlock each other.
+        acks.sort_unstable_by_key(|a| a.0);
         if let Err(e) = store.nodes_acked(&acks).await {
             tracing::warn!(error = %e, nodes = acks.len(), "could not record ACKs");
         }

@@ -26,7 +26,7 @@ use crate::ca::NodeCa;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-/// Snapshots of more than one chunk sent at the same time, per replica.
+/// Snapshots being built and sent at the same time, per replica.
 const SNAPSHOT_SENDS: usize = 32;
 
 /// Shared by every call.

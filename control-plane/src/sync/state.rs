@@ -133,6 +133,10 @@ impl ConfigState {
 
     /// Applies committed changes, which must continue from `head` without a gap.
     pub fn apply(&mut self, changes: &[Change]) -> Result<(), String> {
+        // Even a batch that stops at a gap may have moved some resources: no view survives it.
+        if !changes.is_empty() {
+            self.views.clear();
+        }
         for c in changes {
             if c.revision != self.head + 1 {
                 return Err(format!(
@@ -167,9 +171,6 @@ impl ConfigState {
             self.log.push_back(entry);
         }
         self.trim_log();
-        if !changes.is_empty() {
-            self.views.clear();
-        }
         Ok(())
     }
 

@@ -27,6 +27,8 @@ use crate::metrics::{GroupLabels, SnapshotLabels};
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
 const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
+/// Longest wait for room in a stream's outbound queue.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Out = mpsc::Sender<Result<WatchResponse, Status>>;
 
@@ -192,6 +194,19 @@ impl Session {
 
     /// Sends what the node needs to reach head from what it was sent. `resync` forces a snapshot.
     async fn push(&mut self, resync: bool) -> bool {
+        // Each snapshot in flight holds a copy of its messages until they are written; after a
+        // control-plane restart every node of a large fleet may want one at once. The permit is
+        // taken before the copy is made.
+        let snapshot_due = resync
+            || matches!(
+                lock(&self.inner.tailer.state).plan(&self.node.group, self.sent.0, &self.sent.1),
+                Plan::Snapshot { .. }
+            );
+        let _permit = if snapshot_due {
+            self.inner.snapshot_sends.acquire().await.ok()
+        } else {
+            None
+        };
         let messages = {
             let mut state = lock(&self.inner.tailer.state);
             let plan = if resync {
@@ -231,16 +246,15 @@ impl Session {
                 }
             }
         };
-        // Each snapshot in flight holds a copy of its messages until they are written; after a
-        // control-plane restart every node of a large fleet wants one at once.
-        let _permit = if messages.len() > 1 {
-            self.inner.snapshot_sends.acquire().await.ok()
-        } else {
-            None
-        };
         for m in messages {
-            if self.out.send(Ok(m)).await.is_err() {
-                return false;
+            // A node that stops reading must not hold a snapshot permit for ever.
+            match tokio::time::timeout(SEND_TIMEOUT, self.out.send(Ok(m))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return false,
+                Err(_) => {
+                    tracing::warn!(node_id = %self.node.id, "node stopped reading its stream; closing it");
+                    return false;
+                }
             }
         }
         true

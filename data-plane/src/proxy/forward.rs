@@ -46,6 +46,17 @@ pub fn upstream_path_and_query(route: &Route, uri: &Uri) -> Option<PathAndQuery>
     PathAndQuery::try_from(out).ok()
 }
 
+/// At most one upstream-failure line per second: a dead upstream under load would otherwise
+/// write one per request. The counters in `/metrics` have every one.
+fn log_now() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LAST.swap(now, Ordering::Relaxed) != now
+}
+
 fn text(v: Option<&HeaderValue>) -> &str {
     v.and_then(|v| v.to_str().ok()).unwrap_or("")
 }
@@ -99,11 +110,15 @@ pub async fn forward(
     let mut resp = match upstream {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
-            tracing::warn!(api_id = %route.api_id, request_id = text(request_id.as_ref()), error = %e, "upstream request failed");
+            if log_now() {
+                tracing::warn!(api_id = %route.api_id, request_id = text(request_id.as_ref()), error = %e, "upstream request failed");
+            }
             return Err(ProxyError::Upstream);
         }
         Err(_) => {
-            tracing::warn!(api_id = %route.api_id, request_id = text(request_id.as_ref()), timeout_ms = timeout.as_millis() as u64, "upstream timed out");
+            if log_now() {
+                tracing::warn!(api_id = %route.api_id, request_id = text(request_id.as_ref()), timeout_ms = timeout.as_millis() as u64, "upstream timed out");
+            }
             return Err(ProxyError::Timeout);
         }
     };

@@ -458,6 +458,12 @@ async fn persist_backup(
         let Some(snapshot) = rx.borrow_and_update().clone() else {
             continue;
         };
+        if link.conn().is_none() {
+            // Redis is away: try again later rather than sealing the configuration for nothing.
+            rx.mark_changed();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
         // Same configuration already stored (by this gateway or another of the group): a
         // revision moved by a bookmark changes nothing worth rewriting. Each gateway still
         // rewrites it now and then, which repairs a backup damaged in Redis.
