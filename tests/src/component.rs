@@ -361,6 +361,28 @@ impl Dp {
         self.runner.stop();
     }
 
+    /// Stops the gateway once its state dir holds a configuration (written as it applies one).
+    pub async fn stop_once_saved(self, state_dir: &std::path::Path) {
+        crate::eventually(Duration::from_secs(5), "configuration saved", || async {
+            state_dir.join("config.bin").exists().then_some(())
+        })
+        .await;
+        self.stop();
+    }
+
+    /// Restarts a gateway from its state dir alone: no token.
+    pub async fn from_state(cp: &Cp, state_dir: &std::path::Path) -> Self {
+        Self::start(
+            cp,
+            DpOptions {
+                state_dir: Some(state_dir.to_owned()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("gateway starts")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.proxy_addr)
     }

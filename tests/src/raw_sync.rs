@@ -63,3 +63,9 @@ pub async fn watch_as(url: &url::Url, identity: &Identity, version: &str) -> Str
         Err(status) => status.message().to_owned(),
     }
 }
+
+/// The identity a gateway saved in its state dir.
+pub fn stored_identity(state_dir: &std::path::Path) -> Identity {
+    let bytes = std::fs::read(state_dir.join("node.json")).expect("node.json in the state dir");
+    serde_json::from_slice(&bytes).expect("node.json parses")
+}

@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use portcullis_data_plane::sync::identity::Identity;
 use portcullis_proto::version::BUILD_VERSION;
-use portcullis_tests::raw_sync::watch_as;
+use portcullis_tests::raw_sync::{stored_identity, watch_as};
 use portcullis_tests::{
     Cp, CpOptions, Dp, DpOptions, EchoUpstream, TestDb, eventually, keyless_api,
 };
@@ -106,18 +105,12 @@ async fn an_expired_certificate_is_refused_and_a_node_without_a_token_says_so() 
     cp.create_api(&keyless_api("open", "/open/", &echo.url()))
         .await;
     dp.wait_for_status("/open/", 200).await;
-    eventually(Duration::from_secs(5), "config saved", || async {
-        state.join("config.bin").exists().then_some(())
-    })
-    .await;
-    dp.stop();
-    let identity: Value =
-        serde_json::from_slice(&std::fs::read(state.join("node.json")).unwrap()).unwrap();
+    dp.stop_once_saved(&state).await;
+    let identity = stored_identity(&state);
     // 6 s of life plus 0.6 s of back-dating, and a margin.
     tokio::time::sleep(Duration::from_secs(8)).await;
 
     // The control plane refuses the expired certificate at the handshake.
-    let identity: Identity = serde_json::from_value(identity).unwrap();
     let refused = watch_as(&cp.sync_url(), &identity, BUILD_VERSION).await;
     assert!(
         refused.to_ascii_lowercase().contains("expired"),
@@ -125,15 +118,7 @@ async fn an_expired_certificate_is_refused_and_a_node_without_a_token_says_so() 
     );
 
     // Restarted without a token, the gateway serves its saved config and names the problem.
-    let dp = Dp::start(
-        &cp,
-        DpOptions {
-            state_dir: Some(state.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let dp = Dp::from_state(&cp, &state).await;
     assert_eq!(dp.get("/open/").await.0, StatusCode::OK);
     let error = eventually(Duration::from_secs(5), "expiry reported", || async {
         dp.last_error().filter(|e| e.contains("expired"))
@@ -321,15 +306,10 @@ async fn a_node_whose_renewal_answer_was_lost_renews_again_with_the_certificate_
     .unwrap();
     cp.create_api(&keyless_api("a", "/a/", &echo.url())).await;
     dp.wait_for_status("/a/", 200).await;
-    eventually(Duration::from_secs(5), "config saved", || async {
-        state.join("config.bin").exists().then_some(())
-    })
-    .await;
-    dp.stop();
+    dp.stop_once_saved(&state).await;
 
     // The control plane issues a new certificate whose answer never reaches the node.
-    let held: Identity =
-        serde_json::from_slice(&std::fs::read(state.join("node.json")).unwrap()).unwrap();
+    let held = stored_identity(&state);
     portcullis_data_plane::sync::renew::renew_once(&cp.sync_url(), &held)
         .await
         .unwrap();
@@ -341,20 +321,11 @@ async fn a_node_whose_renewal_answer_was_lost_renews_again_with_the_certificate_
     );
 
     // Restarted without a token, the node renews with the certificate it holds and carries on.
-    let dp = Dp::start(
-        &cp,
-        DpOptions {
-            state_dir: Some(state.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let dp = Dp::from_state(&cp, &state).await;
     cp.create_api(&keyless_api("b", "/b/", &echo.url())).await;
     dp.wait_for_status("/b/", 200).await;
     assert!(dp.renewals() >= 1);
-    let saved: Identity =
-        serde_json::from_slice(&std::fs::read(state.join("node.json")).unwrap()).unwrap();
+    let saved = stored_identity(&state);
     assert_ne!(
         saved.cert_pem, held.cert_pem,
         "the new certificate was saved"

@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use portcullis_data_plane::sync::identity::Identity;
 use portcullis_proto::version::BUILD_VERSION;
 use portcullis_tests::blackhole::Blackhole;
 use portcullis_tests::private_pg::PrivatePostgres;
-use portcullis_tests::raw_sync::{join_as, watch_as};
+use portcullis_tests::raw_sync::{join_as, stored_identity, watch_as};
 use portcullis_tests::{Cp, Dp, DpOptions, EchoUpstream, TestDb, eventually, keyless_api};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -88,11 +87,7 @@ async fn a_gateway_below_retention_gets_a_snapshot_and_an_idle_group_stays_insid
     .unwrap();
     cp.create_api(&keyless_api("a", "/a/", &echo.url())).await;
     dp.wait_for_status("/a/", 200).await;
-    eventually(Duration::from_secs(5), "config saved", || async {
-        state.join("config.bin").exists().then_some(())
-    })
-    .await;
-    dp.stop();
+    dp.stop_once_saved(&state).await;
     for i in 0..5 {
         let mut api = keyless_api(&format!("n{i}"), &format!("/n{i}/"), &echo.url());
         api["tags"] = json!(["default"]);
@@ -194,8 +189,7 @@ async fn version_skew_is_refused_at_join_and_watch_with_both_versions_named() {
     })
     .await;
     dp.stop();
-    let identity: Identity =
-        serde_json::from_slice(&std::fs::read(state.join("node.json")).unwrap()).unwrap();
+    let identity = stored_identity(&state);
     let refused = watch_as(&url, &identity, &newer_minor).await;
     assert!(
         refused.contains(&newer_minor) && refused.contains(ours),
