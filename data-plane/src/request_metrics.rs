@@ -108,6 +108,15 @@ impl RequestMetrics {
         map.entry(api_id.to_owned()).or_default().clone()
     }
 
+    /// Forgets the counters of APIs no longer served (an API that comes back starts at zero,
+    /// which Prometheus reads as a counter reset).
+    pub fn retain<'a>(&self, live: impl Iterator<Item = &'a str>) {
+        let live: std::collections::HashSet<&str> = live.collect();
+        if let Ok(mut map) = self.apis.write() {
+            map.retain(|id, _| live.contains(id.as_str()));
+        }
+    }
+
     /// The counters a route holds: looked up once per route, then a plain load.
     pub fn cached<'a>(
         &self,
@@ -172,6 +181,8 @@ mod tests {
         a.record(418);
         a.record(599);
         assert!(Arc::ptr_eq(&a, &m.for_api("orders")));
+        m.for_api("deleted").record(200);
+        m.retain(["orders"].into_iter());
         m.unrouted.record(404);
         m.upstream_latency.observe(Duration::from_millis(3));
         m.upstream_latency.observe(Duration::from_secs(60));
@@ -190,5 +201,6 @@ mod tests {
         ] {
             assert!(out.contains(line), "{line} missing from\n{out}");
         }
+        assert!(!out.contains("deleted"), "{out}");
     }
 }

@@ -159,6 +159,11 @@ impl RoutingTable {
         self
     }
 
+    /// Every route, host-bound ones first.
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.by_domain.values().flatten().chain(&self.any_domain)
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -26,6 +26,8 @@ impl Shared {
 
     /// Swaps in a new routing table; from then on the gateway is ready for good.
     pub fn install(&self, table: RoutingTable, revision: i64) {
+        self.requests
+            .retain(table.routes().map(|r| r.api_id.as_str()));
         self.table.store(Arc::new(table));
         self.stats
             .applied_revision
