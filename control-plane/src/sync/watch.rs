@@ -19,7 +19,7 @@ use tonic::{Status, Streaming};
 use super::auth::NodeIdentity;
 use super::guard::Refusal;
 use super::service::Inner;
-use super::state::{GroupView, Plan};
+use super::state::{ConfigState, GroupView, Plan};
 use super::status::SyncError;
 use super::tailer::lock;
 use crate::metrics::{GroupLabels, SnapshotLabels};
@@ -194,56 +194,34 @@ impl Session {
 
     /// Sends what the node needs to reach head from what it was sent. `resync` forces a snapshot.
     async fn push(&mut self, resync: bool) -> bool {
-        // Each snapshot in flight holds a copy of its messages until they are written; after a
-        // control-plane restart every node of a large fleet may want one at once. The permit is
-        // taken before the copy is made.
-        let snapshot_due = resync
-            || matches!(
-                lock(&self.inner.tailer.state).plan(&self.node.group, self.sent.0, &self.sent.1),
-                Plan::Snapshot { .. }
-            );
-        let _permit = if snapshot_due {
-            self.inner.snapshot_sends.acquire().await.ok()
-        } else {
-            None
-        };
-        let messages = {
-            let mut state = lock(&self.inner.tailer.state);
-            let plan = if resync {
-                Plan::Snapshot {
-                    reason: "resync",
-                    view: state.view(&self.node.group),
+        let inner = self.inner.clone();
+        let mut permit = None;
+        let messages = loop {
+            let planned = {
+                let mut state = lock(&inner.tailer.state);
+                let plan = if resync {
+                    Plan::Snapshot {
+                        reason: "resync",
+                        view: state.view(&self.node.group),
+                    }
+                } else {
+                    state.plan(&self.node.group, self.sent.0, &self.sent.1)
+                };
+                match plan {
+                    // Each snapshot in flight holds a copy of its messages until they are
+                    // written, and after a control-plane restart every node of a large fleet may
+                    // want one at once: the permit comes before the copy. The plan is made again
+                    // once it is held, since the head may have moved meanwhile.
+                    Plan::Snapshot { .. } if permit.is_none() => None,
+                    plan => Some(self.messages_for(&state, plan)),
                 }
-            } else {
-                state.plan(&self.node.group, self.sent.0, &self.sent.1)
             };
-            match plan {
-                Plan::Snapshot { reason, view } => {
-                    let msgs = snapshot_messages(&state, &view, reason);
-                    self.live_from = self.live_from.max(view.revision);
-                    self.inner
-                        .metrics
-                        .sync_snapshots_total
-                        .get_or_create(&SnapshotLabels {
-                            group: self.node.group.clone(),
-                            reason,
-                        })
-                        .inc();
-                    self.sent = (view.revision, view.hash.clone());
-                    msgs
-                }
-                Plan::Changes(c) => {
-                    self.sent = (to_i64(c.to_revision), c.config_hash.clone());
-                    vec![WatchResponse {
-                        message: Some(Outbound::Changes(c)),
-                    }]
-                }
-                Plan::Bookmark(b) => {
-                    self.sent = (to_i64(b.revision), b.config_hash.clone());
-                    vec![WatchResponse {
-                        message: Some(Outbound::Bookmark(b)),
-                    }]
-                }
+            match planned {
+                Some(messages) => break messages,
+                None => match inner.snapshot_sends.acquire().await {
+                    Ok(p) => permit = Some(p),
+                    Err(_) => return false,
+                },
             }
         };
         for m in messages {
@@ -258,6 +236,38 @@ impl Session {
             }
         }
         true
+    }
+
+    /// The messages that carry `plan`, and what the node will hold once it has applied them.
+    fn messages_for(&mut self, state: &ConfigState, plan: Plan) -> Vec<WatchResponse> {
+        match plan {
+            Plan::Snapshot { reason, view } => {
+                let msgs = snapshot_messages(state, &view, reason);
+                self.live_from = self.live_from.max(view.revision);
+                self.inner
+                    .metrics
+                    .sync_snapshots_total
+                    .get_or_create(&SnapshotLabels {
+                        group: self.node.group.clone(),
+                        reason,
+                    })
+                    .inc();
+                self.sent = (view.revision, view.hash.clone());
+                msgs
+            }
+            Plan::Changes(c) => {
+                self.sent = (to_i64(c.to_revision), c.config_hash.clone());
+                vec![WatchResponse {
+                    message: Some(Outbound::Changes(c)),
+                }]
+            }
+            Plan::Bookmark(b) => {
+                self.sent = (to_i64(b.revision), b.config_hash.clone());
+                vec![WatchResponse {
+                    message: Some(Outbound::Bookmark(b)),
+                }]
+            }
+        }
     }
 
     async fn on_ack(&mut self, ack: Ack) {
@@ -314,7 +324,7 @@ impl Session {
 }
 
 fn snapshot_messages(
-    state: &super::state::ConfigState,
+    state: &ConfigState,
     view: &GroupView,
     reason: &'static str,
 ) -> Vec<WatchResponse> {

@@ -236,11 +236,7 @@ async fn with_the_control_plane_down_known_keys_work_and_unknown_keys_are_refuse
 
     cp.stop();
     eventually(Duration::from_secs(10), "gateway notices", || async {
-        (!dp.shared
-            .stats
-            .connected
-            .load(std::sync::atomic::Ordering::Acquire))
-        .then_some(())
+        (!dp.connected()).then_some(())
     })
     .await;
     assert_eq!(

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use portcullis_proto::version::BUILD_VERSION;
+
+use crate::fleet::tempdir;
 use portcullis_tests::raw_sync::{stored_identity, watch_as};
 use portcullis_tests::{
     Cp, CpOptions, Dp, DpOptions, EchoUpstream, TestDb, eventually, keyless_api,
@@ -126,12 +128,6 @@ async fn an_expired_certificate_is_refused_and_a_node_without_a_token_says_so() 
     .await;
     assert!(error.contains("--bootstrap-token"), "{error}");
     let _ = std::fs::remove_dir_all(state);
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("portcullis-e2e-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[tokio::test]

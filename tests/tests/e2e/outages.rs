@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use portcullis_proto::version::BUILD_VERSION;
+
+use crate::fleet::tempdir;
 use portcullis_tests::blackhole::Blackhole;
 use portcullis_tests::private_pg::PrivatePostgres;
 use portcullis_tests::raw_sync::{join_as, stored_identity, watch_as};
@@ -68,7 +70,7 @@ async fn a_gateway_below_retention_gets_a_snapshot_and_an_idle_group_stays_insid
     let echo = EchoUpstream::start().await;
     let cp = Cp::start(&db.url).await;
     let (api_addr, sync_addr) = (cp.api_addr, cp.sync_addr);
-    let state = std::env::temp_dir().join(format!("portcullis-e2e-{}", uuid::Uuid::new_v4()));
+    let state = tempdir();
     let options = DpOptions {
         token: Some(cp.token("default").await),
         state_dir: Some(state.clone()),
@@ -173,7 +175,7 @@ async fn version_skew_is_refused_at_join_and_watch_with_both_versions_named() {
     }
 
     // A node that joined, then was upgraded past its control plane, is refused at Watch.
-    let state = std::env::temp_dir().join(format!("portcullis-e2e-{}", uuid::Uuid::new_v4()));
+    let state = tempdir();
     let dp = Dp::start(
         &cp,
         DpOptions {
@@ -215,7 +217,7 @@ async fn a_gateway_killed_while_changes_stream_in_resumes_from_its_state_dir_and
     let db = TestDb::new().await;
     let echo = EchoUpstream::start().await;
     let cp = Cp::start(&db.url).await;
-    let state = std::env::temp_dir().join(format!("portcullis-e2e-{}", uuid::Uuid::new_v4()));
+    let state = tempdir();
     let options = DpOptions {
         token: Some(cp.token("default").await),
         state_dir: Some(state.clone()),

@@ -160,11 +160,7 @@ async fn gateway_keeps_serving_while_the_control_plane_is_down_and_catches_up_af
 
     cp.stop();
     eventually(Duration::from_secs(10), "gateway notices", || async {
-        (!dp.shared
-            .stats
-            .connected
-            .load(std::sync::atomic::Ordering::Acquire))
-        .then_some(())
+        (!dp.connected()).then_some(())
     })
     .await;
     for _ in 0..5 {
