@@ -126,6 +126,9 @@ fn metrics(shared: &Shared) -> String {
         n(s.connects.load(Ordering::Relaxed)),
     );
     shared.requests.render(&mut out);
+    crate::request_metrics::render_unserved(&shared.table.load(), &mut out);
+    shared.sessions.render(&mut out);
+    crate::auth::basic::BCRYPT.render(&mut out);
     out
 }
 
@@ -159,15 +162,32 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
 }
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // Probes and scrapers send small requests at once: a slow or idle client is cut off.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(10));
+    let builder = Arc::new(builder);
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors (a flood on the proxy port shares the limit): back
+                // off; returning would stop the whole gateway.
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let shared = shared.clone();
+        let builder = builder.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(route(&shared, &req)) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

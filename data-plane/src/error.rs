@@ -53,6 +53,18 @@ pub enum ProxyError {
     Timeout,
     #[error("Gateway has no configuration yet")]
     NotReady,
+    /// The API asks for an authentication method this build lacks: refused, never served with
+    /// another method or open.
+    #[error(
+        "This API uses the {method} authentication method, which this gateway does not implement"
+    )]
+    UnsupportedAuth { method: std::sync::Arc<str> },
+    /// Too many session lookups or password checks in flight on this edge.
+    #[error("Too many authentication requests in flight, retry later")]
+    AuthBusy,
+    /// A request path the gateway refuses to normalise (see `crate::path`).
+    #[error("{0}")]
+    BadPath(#[from] crate::path::PathError),
 }
 
 impl ProxyError {
@@ -69,12 +81,15 @@ impl ProxyError {
             | Self::BodyNoUser
             | Self::BodyNoPassword
             | Self::BodyUserGroup
-            | Self::BodyPasswordGroup => StatusCode::BAD_REQUEST,
+            | Self::BodyPasswordGroup
+            | Self::BadPath(_) => StatusCode::BAD_REQUEST,
             Self::Disallowed | Self::KeyInactive | Self::QuotaExceeded => StatusCode::FORBIDDEN,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream => StatusCode::BAD_GATEWAY,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady | Self::UnsupportedAuth { .. } | Self::AuthBusy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 

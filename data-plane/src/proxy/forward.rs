@@ -73,12 +73,9 @@ pub async fn forward(
     let (mut parts, body) = req.into_parts();
     let path_and_query = upstream_path_and_query(route, &parts.uri).ok_or(ProxyError::Upstream)?;
     let client_authority = parts.uri.authority().cloned();
-    parts.uri = Uri::builder()
-        .scheme(route.scheme.clone())
-        .authority(route.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| ProxyError::Upstream)?;
+    // Origin-form (`GET /path?q`): what an upstream that is not a proxy expects (RFC 9112
+    // §3.2.1). The pooled client adds scheme and authority back to pick its connection.
+    parts.uri = Uri::from(path_and_query);
     let client_version = parts.version;
     parts.version = Version::HTTP_11;
     remove_hop_by_hop(&mut parts.headers);

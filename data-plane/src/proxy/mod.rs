@@ -1,9 +1,13 @@
 //! The proxy server: accepts HTTP/1.1 and HTTP/2 (h2c) clients, routes each request and
 //! forwards it to the upstream with a pooled client, streaming bodies both ways.
 
+mod client_limits;
 mod forward;
+mod head_timer;
 pub mod headers;
 mod upstream;
+
+pub use client_limits::{ClientArgs, ClientLimits, LimitError};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,8 +22,9 @@ use hyper::service::service_fn;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::error::ProxyError;
 use crate::limits::{Decision, Limiter, RateInfo};
@@ -43,10 +48,16 @@ pub struct Proxy {
     idle: Arc<upstream::IdleUpstreams>,
     limiter: Limiter,
     default_timeout: Duration,
+    /// Always within the flags' ranges (`ClientLimits::bounded`).
+    limits: ClientLimits,
 }
 
 impl Proxy {
-    pub fn new(shared: Arc<Shared>, default_timeout: Duration) -> Result<Self, rustls::Error> {
+    pub fn new(
+        shared: Arc<Shared>,
+        default_timeout: Duration,
+        limits: ClientLimits,
+    ) -> Result<Self, rustls::Error> {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.enforce_http(false);
@@ -67,21 +78,26 @@ impl Proxy {
             idle: Arc::default(),
             limiter: Limiter::default(),
             default_timeout,
+            limits: limits.bounded(),
         })
     }
 
     async fn handle(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         remote: SocketAddr,
         reserved: &Arc<upstream::Reserved>,
     ) -> Response<ProxyBody> {
-        let table = self.shared.table.load();
         let unrouted = |e: ProxyError| {
             let resp = reply(e);
             self.shared.requests.unrouted.record(resp.status().as_u16());
             resp
         };
+        // Before anything reads the path: routing, ACLs and the upstream see the same one.
+        if let Err(e) = normalize_uri(req.uri_mut(), self.limits.path_rules) {
+            return unrouted(e.into());
+        }
+        let table = self.shared.table.load();
         if !self.shared.is_ready() {
             return unrouted(ProxyError::NotReady);
         }
@@ -120,10 +136,13 @@ impl Proxy {
                 let (mut parts, body) = req.into_parts();
                 let needs_body = route.auth.as_ref().is_some_and(|m| m.needs_body());
                 let (body, read) = if needs_body {
-                    // Unreadable or oversized bodies hold no credentials.
+                    // Unreadable, oversized or too slowly sent bodies hold no credentials.
                     let limited = http_body_util::Limited::new(body, MAX_AUTH_BODY);
-                    let bytes = http_body_util::BodyExt::collect(limited)
+                    let collect = http_body_util::BodyExt::collect(limited);
+                    let bytes = tokio::time::timeout(self.default_timeout, collect)
                         .await
+                        .ok()
+                        .and_then(Result::ok)
                         .map(|c| c.to_bytes())
                         .unwrap_or_default();
                     (Either::Right(Full::new(bytes.clone())), Some(bytes))
@@ -202,16 +221,69 @@ fn challenge(mut resp: Response<ProxyBody>, route: &crate::router::Route) -> Res
     resp
 }
 
+/// Rewrites the URI's path to its normal form; a normal path costs one scan and no allocation.
+fn normalize_uri(
+    uri: &mut http::Uri,
+    rules: crate::path::PathRules,
+) -> Result<(), crate::path::PathError> {
+    let mut normal = match crate::path::normalize_with(uri.path(), rules)? {
+        std::borrow::Cow::Borrowed(_) => return Ok(()),
+        std::borrow::Cow::Owned(p) => p,
+    };
+    if let Some(q) = uri.query() {
+        normal.push('?');
+        normal.push_str(q);
+    }
+    let mut parts = std::mem::take(uri).into_parts();
+    // Every byte of the normal form is a valid path byte, so these conversions hold; a failure
+    // still refuses the request rather than serving a path nobody checked.
+    parts.path_and_query = Some(
+        http::uri::PathAndQuery::try_from(normal)
+            .map_err(|_| crate::path::PathError::BadPercent)?,
+    );
+    *uri = http::Uri::from_parts(parts).map_err(|_| crate::path::PathError::BadPercent)?;
+    Ok(())
+}
+
 fn reply(e: ProxyError) -> Response<ProxyBody> {
     e.into_response().map(Either::Right)
 }
 
-/// Serves connections until the listener fails.
+/// hyper's server settings from the client limits.
+fn server_builder(limits: &ClientLimits) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(head_timer::HeadTimer::new(
+            limits.header_timeout,
+            limits.idle_timeout,
+        ))
+        .header_read_timeout(limits.header_timeout)
+        .max_headers(limits.max_headers)
+        // The head must fit the read buffer (hyper answers 431 otherwise).
+        .max_buf_size(limits.max_header_bytes as usize);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.max_header_bytes)
+        .max_pending_accept_reset_streams(limits.h2_max_pending_resets)
+        .keep_alive_interval(limits.h2_keepalive_interval)
+        .keep_alive_timeout(limits.h2_keepalive_timeout);
+    builder
+}
+
+/// Serves connections until the listener fails. At `max_connections` open connections the
+/// loop stops accepting: new ones wait in the kernel's listen backlog until one closes.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) -> std::io::Result<()> {
-    let builder = Arc::new(hyper_util::server::conn::auto::Builder::new(
-        TokioExecutor::new(),
-    ));
+    proxy.limits.warn_if_above_file_limit();
+    let builder = Arc::new(server_builder(&proxy.limits));
+    let slots = Arc::new(Semaphore::new(proxy.limits.max_connections));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            // Never closed; if it were, no connection could be served anyway.
+            return Ok(());
+        };
         let (stream, remote) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
@@ -224,19 +296,67 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) -> std::io::Result<
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         let builder = builder.clone();
-        tokio::spawn(async move {
-            let reserved = Arc::new(upstream::Reserved::new(proxy.idle.clone()));
-            let service = service_fn(move |req| {
-                let proxy = proxy.clone();
-                let reserved = reserved.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(req, remote, &reserved).await) }
-            });
-            if let Err(e) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(error = %e, %remote, "client connection ended with an error");
-            }
+        let activity = Arc::new(head_timer::Activity::default());
+        let task = head_timer::CONNECTION.scope(activity.clone(), async move {
+            let _slot = slot;
+            connection(&proxy, &builder, stream, remote, activity).await;
         });
+        tokio::spawn(task);
+    }
+}
+
+/// Serves one client connection.
+async fn connection(
+    proxy: &Arc<Proxy>,
+    builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    stream: tokio::net::TcpStream,
+    remote: SocketAddr,
+    activity: Arc<head_timer::Activity>,
+) {
+    let reserved = Arc::new(upstream::Reserved::new(proxy.idle.clone()));
+    let counted = activity.clone();
+    let for_service = proxy.clone();
+    let service = service_fn(move |req| {
+        counted.request_started();
+        let proxy = for_service.clone();
+        let reserved = reserved.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req, remote, &reserved).await) }
+    });
+    let io = TokioIo::new(head_timer::CountingIo::new(stream, activity.clone()));
+    let conn = builder.serve_connection(io, service);
+    let mut conn = std::pin::pin!(conn);
+    // hyper's own timers start only once the protocol is known: the first request must also
+    // arrive within the header timeout, which bounds a client trickling the HTTP/2 preface or
+    // its first HEADERS frame. HTTP/2 has no idle timeout of its own (keep-alive pings only
+    // find dead peers): after a whole idle period without a new request the connection is
+    // asked to close (GOAWAY; open streams still finish). On HTTP/1 the head timer has usually
+    // closed an idle connection already, and a response still streaming is finished first.
+    let first_deadline = tokio::time::sleep(proxy.limits.header_timeout);
+    let mut first_deadline = std::pin::pin!(first_deadline);
+    let mut first_checked = false;
+    let mut seen = 0;
+    let mut closing = false;
+    let ended = loop {
+        tokio::select! {
+            ended = conn.as_mut() => break ended,
+            () = &mut first_deadline, if !first_checked => {
+                first_checked = true;
+                if activity.requests() == 0 {
+                    tracing::debug!(%remote, "no request within the header timeout");
+                    return;
+                }
+            }
+            () = tokio::time::sleep(proxy.limits.idle_timeout) => {
+                let now = activity.requests();
+                if now == seen && !closing {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                seen = now;
+            }
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, %remote, "client connection ended with an error");
     }
 }

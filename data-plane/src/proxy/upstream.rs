@@ -207,7 +207,8 @@ async fn connect(authority: &Authority) -> Result<Sender, String> {
     Ok(sender)
 }
 
-/// Sends `req` to the upstream at `scheme://authority`.
+/// Sends `req`, whose URI is origin-form, to the upstream at `scheme://authority`. The raw
+/// connections write the URI as given, so it must not carry scheme or authority.
 pub async fn send(
     client: &UpstreamClient,
     reserved: &Arc<Reserved>,
@@ -216,11 +217,11 @@ pub async fn send(
     req: Request<RequestBody>,
 ) -> Result<Response<UpstreamBody>, String> {
     if *scheme != Scheme::HTTP {
-        return pooled(client, req).await;
+        return pooled(client, scheme, authority, req).await;
     }
     let mut req = req;
     let mut sender = match reserved.claim(authority) {
-        Claim::Busy => return pooled(client, req).await,
+        Claim::Busy => return pooled(client, scheme, authority, req).await,
         Claim::Reuse(s) => Some(s),
         Claim::Open => None,
     };
@@ -265,10 +266,20 @@ fn give_back(
     resp.map(|inner| UpstreamBody { inner, give_back })
 }
 
+/// The pooled client needs the absolute URI to choose a connection; it sends origin-form on
+/// HTTP/1.1 and the `:scheme`/`:authority` pseudo-headers on HTTP/2.
 async fn pooled(
     client: &UpstreamClient,
+    scheme: &Scheme,
+    authority: &Authority,
     req: Request<RequestBody>,
 ) -> Result<Response<UpstreamBody>, String> {
+    let (mut parts, body) = req.into_parts();
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = Some(scheme.clone());
+    uri.authority = Some(authority.clone());
+    parts.uri = http::Uri::from_parts(uri).map_err(|e| e.to_string())?;
+    let req = Request::from_parts(parts, body);
     client
         .request(req)
         .await
