@@ -124,9 +124,11 @@ PY
 }
 
 secret_file() { # secret_file NAME: prints the secret stored in $STATE/NAME, generating it once
+  # 32 random bytes as 64 hex characters; the CP and the gateway refuse secrets under 32 bytes,
+  # so a shorter one left by an older version of this script is replaced.
   local f="$STATE/$1"
-  if [ ! -s "$f" ]; then
-    (umask 077 && openssl rand -hex 16 >"$f")
+  if [ ! -s "$f" ] || [ "$(wc -c <"$f")" -lt 33 ]; then
+    (umask 077 && openssl rand -hex 32 >"$f")
   fi
   cat "$f"
 }
@@ -194,9 +196,11 @@ do_up() {
   fi
   if [ ! -x "$BIN/portcullis-cp" ] || [ ! -x "$BIN/portcullis-gw" ]; then die "binaries missing in $BIN"; fi
 
-  local admin_secret enc_secret
+  local admin_secret enc_secret ca_secret
   admin_secret="$(secret_file admin_secret)"
   enc_secret="$(secret_file encryption_secret)"
+  # Seals the node CA key; only the control plane holds it (the gateway never sees it).
+  ca_secret="$(secret_file ca_secret)"
 
   step_begin "demo upstream"
   write_upstream
@@ -208,6 +212,7 @@ do_up() {
   PORTCULLIS_DATABASE_URL="$(pg_url_for "$DB_NAME")" \
     PORTCULLIS_ADMIN_SECRET="$admin_secret" \
     PORTCULLIS_ENCRYPTION_SECRET="$enc_secret" \
+    PORTCULLIS_CA_SECRET="$ca_secret" \
     start_bg cp "$BIN/portcullis-cp" serve --api-listen "$API_ADDR" --sync-listen "$SYNC_ADDR"
   wait_http_code 200 30 "$LAST_PID" "$API/hello"
   step_end
@@ -248,7 +253,7 @@ Portcullis stack is up (state: $STATE)
   with a key:        curl -i -H "Authorization: demo-key" http://$PROXY_ADDR/demo-auth/hello   (5 a minute, then 429)
   management API:    curl -s -H "X-Tyk-Authorization: \$(cat $STATE/admin_secret)" $API/tyk/apis
   gateway readiness: curl -i http://$GW_ADMIN_ADDR/ready
-  secrets:           $STATE/admin_secret, $STATE/encryption_secret (reused on re-runs)
+  secrets:           $STATE/admin_secret, $STATE/encryption_secret, $STATE/ca_secret (reused on re-runs)
   logs:              $LOGDIR/{upstream,cp,gw}.log
   PIDs:              $PIDDIR/{upstream,cp,gw}.pid
   stop:              $0 down

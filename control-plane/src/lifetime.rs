@@ -36,7 +36,7 @@ pub fn lifetime(
         return None;
     }
     if rules.respects_key_expiration && expires > 0 {
-        return Some(base.max(expires - now));
+        return Some(base.max(expires.saturating_sub(now)));
     }
     Some(base)
 }

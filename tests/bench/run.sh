@@ -167,8 +167,8 @@ ulimit -n 65536 2>/dev/null || ulimit -n 16384 2>/dev/null || true
 # fresh database, fresh secrets for every run
 pg_psql "$PORTCULLIS_PG_ADMIN_URL" -c "drop database if exists $DB_NAME with (force)" >/dev/null
 ensure_database "$DB_NAME"
-ADMIN_SECRET="$(openssl rand -hex 16)"
-ENC_SECRET="$(openssl rand -hex 16)"
+ADMIN_SECRET="$(openssl rand -hex 32)"
+ENC_SECRET="$(openssl rand -hex 32)"
 printf '%s\n' "$ADMIN_SECRET" >"$W/admin_secret"
 
 start "$LG_CPU" upstream-nginx nginx -p "$W/up" -e "$W/up/logs/error.log" -c "$W/up/nginx.conf"

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-pub const ADMIN_SECRET: &str = "test-admin-secret";
-pub const ENCRYPTION_SECRET: &str = "test-encryption-secret";
+pub const ADMIN_SECRET: &str = "test-admin-secret-0123456789abcdef";
+pub const ENCRYPTION_SECRET: &str = "test-encryption-secret-0123456789ab";
 
 fn base_url() -> String {
     std::env::var("PORTCULLIS_TEST_DATABASE_URL")

@@ -12,8 +12,10 @@ use super::{ApiError, ApiState};
 
 const TOKEN_NOT_FOUND: &str = "Bootstrap token not found";
 const NODE_NOT_FOUND: &str = "Node not found";
-/// Tokens live a day unless told otherwise; autoscaling groups rejoin with the same token.
+/// Tokens live a day unless told otherwise.
 const DEFAULT_TOKEN_LIFETIME_SECS: i64 = 86_400;
+/// A token joins one node unless `max_uses` says more: a leaked token is worth one node at most.
+const DEFAULT_TOKEN_USES: i32 = 1;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +59,12 @@ fn parse_new_token(body: &[u8]) -> Result<NewToken, ValidationError> {
             "must be non-empty letters, digits, '-', '_' or '.'",
         ));
     }
+    if t.description.len() > 1024 || t.description.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            "description",
+            "must be at most 1024 bytes without control characters",
+        ));
+    }
     if t.expires_in
         .is_some_and(|s| s <= 0 || s > 10 * 365 * 86_400)
     {
@@ -68,7 +76,7 @@ fn parse_new_token(body: &[u8]) -> Result<NewToken, ValidationError> {
     if t.max_uses.is_some_and(|m| m <= 0) {
         return Err(ValidationError::new(
             "max_uses",
-            "must be positive or null (unlimited)",
+            "must be positive (absent or null: one use)",
         ));
     }
     Ok(t)
@@ -80,9 +88,10 @@ pub async fn create_token(
 ) -> Result<Json<Value>, ApiError> {
     let t = parse_new_token(&body)?;
     let lifetime = chrono::Duration::seconds(t.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME_SECS));
+    let max_uses = t.max_uses.unwrap_or(DEFAULT_TOKEN_USES);
     let created = state
         .store
-        .create_bootstrap_token(&t.group, lifetime, t.max_uses, &t.description)
+        .create_bootstrap_token(&t.group, lifetime, Some(max_uses), &t.description)
         .await
         .map_err(ApiError::from_store(TOKEN_NOT_FOUND))?;
     tracing::info!(token_id = %created.id, group = %created.group, "bootstrap token created");
@@ -91,7 +100,7 @@ pub async fn create_token(
         "token": created.token,
         "group": created.group,
         "expires_at": created.expires_at,
-        "max_uses": t.max_uses,
+        "max_uses": max_uses,
         "ca_hash": state.ca.ca_hash,
     })))
 }
@@ -109,6 +118,10 @@ pub async fn revoke_token(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    // Token ids are short and alphanumeric; anything else (U+0000 included) names no token.
+    if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ApiError::NotFound(TOKEN_NOT_FOUND));
+    }
     state
         .store
         .revoke_bootstrap_token(&id)

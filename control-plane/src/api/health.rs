@@ -19,10 +19,14 @@ pub async fn hello(State(state): State<ApiState>) -> Json<Value> {
             "pass",
             json!({"status": "pass", "componentType": "datastore"}),
         ),
-        Err(e) => (
-            "fail",
-            json!({"status": "fail", "componentType": "datastore", "output": e.to_string()}),
-        ),
+        Err(e) => {
+            // /hello is unauthenticated: the cause (host names, database names) goes to the log.
+            tracing::warn!(error = %e, "health check: Postgres unavailable");
+            (
+                "fail",
+                json!({"status": "fail", "componentType": "datastore", "output": "unavailable"}),
+            )
+        }
     };
     Json(json!({
         "status": status,
@@ -113,6 +117,26 @@ pub async fn not_found() -> Response {
 
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// True when the path, percent-decoded, holds a control character (U+0000 included): no
+/// resource can be named so, and Postgres would refuse the id with an error instead of "not found".
+fn control_in_path(path: &str) -> bool {
+    let b = path.as_bytes();
+    let hex = |c: u8| char::from(c).to_digit(16);
+    b.iter().any(|c| c.is_ascii_control())
+        || b.windows(3).any(|w| {
+            w[0] == b'%'
+                && matches!((hex(w[1]), hex(w[2])), (Some(h), Some(l)) if (h * 16 + l) < 0x20 || h * 16 + l == 0x7f)
+        })
+}
+
+/// Refuses paths that could name no resource before any handler sees them.
+pub async fn refuse_control_paths(req: Request, next: Next) -> Response {
+    if control_in_path(req.uri().path()) {
+        return not_found().await;
+    }
+    next.run(req).await
 }
 
 pub async fn count_requests(State(state): State<ApiState>, req: Request, next: Next) -> Response {

@@ -3,15 +3,17 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Utc};
 use portcullis_proto::key_hash::key_hash;
-use portcullis_proto::model::{SessionSpec, SessionState, ValidationError};
+use portcullis_proto::model::{PolicySpec, SessionSpec, SessionState, ValidationError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiState};
 use crate::lifetime::lifetime;
+use crate::store::StoreError;
 
 /// Tyk's wording differs per verb; clients match on it.
 const NOT_FOUND_GET: &str = "Key not found";
@@ -24,6 +26,14 @@ const BCRYPT_COST: u32 = 10;
 pub struct KeyQuery {
     #[serde(default)]
     hashed: Option<String>,
+}
+
+/// A query string that does not parse (a repeated `hashed`, say) is a 400 in Tyk's error shape,
+/// not axum's plain-text rejection.
+fn key_query(query: Result<Query<KeyQuery>, QueryRejection>) -> Result<KeyQuery, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| ValidationError::new("query", e.body_text()).into())
 }
 
 impl KeyQuery {
@@ -50,14 +60,16 @@ fn address(key: &str, query: &KeyQuery) -> Result<String, ApiError> {
     Ok(key_hash(key))
 }
 
+/// bcrypt reads only the first 72 bytes of a password; a longer one would be silently truncated.
+const BCRYPT_MAX_PASSWORD: usize = 72;
+
 /// Validates a session and shapes it for storage: bcrypt for a plaintext basic-auth password,
 /// creation date kept, an `expires` already in the past on creation means "never" (as Tyk).
-fn prepare(
-    body: &[u8],
+async fn prepare(
+    session: SessionState,
     existing: Option<&Value>,
     creating: bool,
 ) -> Result<(Value, SessionSpec), ApiError> {
-    let session = SessionState::parse(body)?;
     let mut value = session.to_value();
     let spec = session.spec();
     let now = Utc::now();
@@ -75,7 +87,18 @@ fn prepare(
             )
             .into());
         }
-        let hashed = bcrypt::hash(&basic.password, BCRYPT_COST)
+        if basic.password.len() > BCRYPT_MAX_PASSWORD {
+            return Err(ValidationError::new(
+                "basic_auth_data.password",
+                format!("must be at most {BCRYPT_MAX_PASSWORD} bytes (bcrypt ignores the rest)"),
+            )
+            .into());
+        }
+        let password = basic.password.clone();
+        // A bcrypt run takes tens of milliseconds of CPU: off the async workers.
+        let hashed = tokio::task::spawn_blocking(move || bcrypt::hash(password, BCRYPT_COST))
+            .await
+            .map_err(|_| ValidationError::new("basic_auth_data.password", "hashing failed"))?
             .map_err(|e| ValidationError::new("basic_auth_data.password", e.to_string()))?;
         value["basic_auth_data"] = json!({"password": hashed, "hash_type": "bcrypt"});
     }
@@ -102,33 +125,72 @@ async fn delete_at(
         .await
         .map_err(ApiError::Internal)?;
     let now = Utc::now();
-    let secs = lifetime(
+    let Some(secs) = lifetime(
         state.lifetime_rules,
         spec.session_lifetime,
         api_lifetime,
         spec.expires,
         now.timestamp(),
-    );
-    Ok(secs.map(|s| now + chrono::Duration::seconds(s)))
+    ) else {
+        return Ok(None);
+    };
+    // The inputs are bounded (docs/keys.md); checked anyway, so no stored value can panic here.
+    chrono::Duration::try_seconds(secs)
+        .and_then(|d| now.checked_add_signed(d))
+        .map(Some)
+        .ok_or_else(|| {
+            ValidationError::new("session_lifetime", "the key's lifetime is out of range").into()
+        })
 }
 
-fn requires_rights(body: &[u8]) -> Result<(), ApiError> {
-    let session = SessionState::parse(body)?;
-    if session.spec().access_rights.is_empty() && session.policy_ids().next().is_none() {
-        return Err(ValidationError::new(
-            "access_rights",
-            "Failed to create key, keys must have at least one Access Rights record set.",
-        )
-        .into());
+/// Tyk's wording for a key without access rights.
+const NO_RIGHTS: &str =
+    "Failed to create key, keys must have at least one Access Rights record set.";
+
+/// A key whose effective access rights would be empty opens every API at Tyk (a master key).
+/// Refused unless `--allow-master-keys`: the key needs rights of its own, or a policy that
+/// exists and sets the key's rights ([`portcullis_proto::model::PolicySpec::grants_acl`]).
+async fn requires_rights(state: &ApiState, session: &SessionState) -> Result<(), ApiError> {
+    if state.allow_master_keys || !session.spec().access_rights.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    for id in session.policy_ids() {
+        match state.store.get_policy(id).await {
+            Ok(policy) => {
+                if serde_json::from_value::<PolicySpec>(policy).is_ok_and(|p| p.grants_acl()) {
+                    return Ok(());
+                }
+            }
+            Err(StoreError::NotFound) => {}
+            Err(e) => return Err(ApiError::Internal(e)),
+        }
+    }
+    Err(ValidationError::new(
+        "access_rights",
+        format!(
+            "{NO_RIGHTS} Neither the key nor an existing policy it applies grants an API \
+             (start the control plane with --allow-master-keys to allow keys for every API)."
+        ),
+    )
+    .into())
+}
+
+/// Parses the body, refuses keys without rights, and shapes it for storage.
+async fn checked(
+    state: &ApiState,
+    body: &[u8],
+    existing: Option<&Value>,
+    creating: bool,
+) -> Result<(Value, SessionSpec), ApiError> {
+    let session = SessionState::parse(body)?;
+    requires_rights(state, &session).await?;
+    prepare(session, existing, creating).await
 }
 
 /// `POST /tyk/keys` and `POST /tyk/keys/create`: a generated key (org id + uuid hex, Tyk's
 /// legacy format).
 pub async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    requires_rights(&body)?;
-    let (session, spec) = prepare(&body, None, true)?;
+    let (session, spec) = checked(&state, &body, None, true).await?;
     let delete_at = delete_at(&state, &spec).await?;
     let org = session["org_id"].as_str().unwrap_or_default();
     let key = format!("{org}{}", portcullis_proto::model::generate_id());
@@ -148,15 +210,16 @@ pub async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Json<V
 pub async fn create_named(
     State(state): State<ApiState>,
     Path(key): Path<String>,
-    Query(query): Query<KeyQuery>,
+    query: Result<Query<KeyQuery>, QueryRejection>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let query = key_query(query)?;
     if query.hashed() {
         return Err(ValidationError::new("hashed", "a key cannot be created by its hash").into());
     }
     let hash = address(&key, &query)?;
     let existing = state.store.get_key(&hash).await.ok();
-    let (session, spec) = prepare(&body, existing.as_ref(), existing.is_none())?;
+    let (session, spec) = checked(&state, &body, existing.as_ref(), existing.is_none()).await?;
     let delete_at = delete_at(&state, &spec).await?;
     state
         .store
@@ -171,16 +234,17 @@ pub async fn create_named(
 pub async fn update(
     State(state): State<ApiState>,
     Path(key): Path<String>,
-    Query(query): Query<KeyQuery>,
+    query: Result<Query<KeyQuery>, QueryRejection>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let query = key_query(query)?;
     let hash = address(&key, &query)?;
     let existing = state
         .store
         .get_key(&hash)
         .await
         .map_err(ApiError::from_store(NOT_FOUND_PUT))?;
-    let (session, spec) = prepare(&body, Some(&existing), false)?;
+    let (session, spec) = checked(&state, &body, Some(&existing), false).await?;
     let delete_at = delete_at(&state, &spec).await?;
     state
         .store
@@ -195,8 +259,9 @@ pub async fn update(
 pub async fn get(
     State(state): State<ApiState>,
     Path(key): Path<String>,
-    Query(query): Query<KeyQuery>,
+    query: Result<Query<KeyQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let query = key_query(query)?;
     let hash = address(&key, &query).map_err(|_| ApiError::NotFound(NOT_FOUND_GET))?;
     let mut session = state
         .store
@@ -210,8 +275,9 @@ pub async fn get(
 pub async fn remove(
     State(state): State<ApiState>,
     Path(key): Path<String>,
-    Query(query): Query<KeyQuery>,
+    query: Result<Query<KeyQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let query = key_query(query)?;
     let hash = address(&key, &query).map_err(|_| ApiError::NotFound(NOT_FOUND_DELETE))?;
     state
         .store

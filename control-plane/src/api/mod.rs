@@ -6,8 +6,10 @@ mod apis;
 mod error;
 mod fleet;
 mod health;
+pub mod https;
 mod keys;
 mod policies;
+mod stored_secrets;
 
 use std::sync::Arc;
 
@@ -32,6 +34,10 @@ pub struct ApiState {
     pub ca: Arc<CaInfo>,
     pub metrics: Arc<Metrics>,
     pub lifetime_rules: LifetimeRules,
+    /// Keys without access rights are accepted (Tyk's `allow_master_keys`).
+    pub allow_master_keys: bool,
+    /// Seals secrets inside API definitions (from `--encryption-secret`, which edges share).
+    pub stored_secrets: portcullis_proto::envelope::EnvelopeKey,
 }
 
 /// The whole management API. Every route but `GET /hello` needs the admin secret.
@@ -86,6 +92,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
+        .layer(axum::middleware::from_fn(health::refuse_control_paths))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin_auth::require_admin_secret,

@@ -24,6 +24,8 @@ pub async fn get(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    // An id the store could not hold (U+0000) names no policy.
+    Policy::check_id(&id).map_err(|_| ApiError::NotFound(NOT_FOUND))?;
     Ok(Json(
         state
             .store
@@ -50,6 +52,7 @@ pub async fn update(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    Policy::check_id(&id)?;
     let mut policy = Policy::parse(&body)?;
     policy.set_id(&id);
     state
@@ -66,6 +69,7 @@ pub async fn remove(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    Policy::check_id(&id).map_err(|_| ApiError::NotFound(NOT_FOUND))?;
     state
         .store
         .delete_policy(&id)

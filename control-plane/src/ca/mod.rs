@@ -1,5 +1,6 @@
-//! Node CA: created at first start, private key sealed in Postgres with a key derived from the
-//! shared secret; signs node CSRs (join, renewal) and the sync server certificate.
+//! Node CA: created at first start, private key sealed in Postgres under a key derived from a
+//! secret only control planes hold (`--ca-secret`, else the admin secret; never the encryption
+//! secret every edge has); signs node CSRs (join, renewal) and the sync server certificate.
 
 mod spki;
 
@@ -22,6 +23,42 @@ use crate::store::{Store, StoreError};
 
 /// Associated data binding the sealed CA key to its purpose.
 const CA_KEY_AAD: &[u8] = b"portcullis node ca key";
+/// HKDF label of the CA sealing key, derived from the CA secret or the admin secret. Earlier
+/// versions sealed under `label::CA_KEY` from the shared encryption secret.
+const CA_SEAL_LABEL: &str = "portcullis/ca-seal/v2";
+
+/// The secrets the stored CA key may be sealed under, newest first.
+#[derive(Clone, Copy)]
+pub struct CaSecrets<'a> {
+    /// `--ca-secret`, or the admin secret when none is given: the CA key ends sealed under it.
+    pub current: &'a str,
+    /// `--previous-ca-secret`: what `current` was before a rotation.
+    pub previous: Option<&'a str>,
+    /// The encryption secret, which sealed the CA key before `--ca-secret` existed.
+    pub legacy_shared: &'a str,
+}
+
+impl CaSecrets<'_> {
+    fn current_key(&self) -> EnvelopeKey {
+        EnvelopeKey::derive(self.current.as_bytes(), CA_SEAL_LABEL)
+    }
+
+    /// Keys that may still open a CA key sealed before a rotation or an upgrade.
+    fn older_keys(&self) -> Vec<(&'static str, EnvelopeKey)> {
+        let mut keys = Vec::new();
+        if let Some(p) = self.previous {
+            keys.push((
+                "--previous-ca-secret",
+                EnvelopeKey::derive(p.as_bytes(), CA_SEAL_LABEL),
+            ));
+        }
+        keys.push((
+            "--encryption-secret (earlier versions)",
+            EnvelopeKey::derive(self.legacy_shared.as_bytes(), label::CA_KEY),
+        ));
+        keys
+    }
+}
 
 /// What the management API shows of the CA.
 #[derive(Debug, Clone)]
@@ -34,7 +71,10 @@ pub struct CaInfo {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
-    #[error("the stored node CA key cannot be opened with this --encryption-secret ({0})")]
+    #[error(
+        "the stored node CA key cannot be opened with this --ca-secret (or, without one, \
+         --admin-secret), nor with --previous-ca-secret ({0}); see docs/operations.md"
+    )]
     Unseal(#[from] EnvelopeError),
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
@@ -72,8 +112,11 @@ impl std::fmt::Debug for NodeCa {
 impl NodeCa {
     /// Loads the CA from Postgres, creating it on the very first start. Replicas starting
     /// together race on an insert that only one wins; all then use the stored one.
-    pub async fn load_or_create(store: &Store, encryption_secret: &str) -> Result<Self, CaError> {
-        let key = EnvelopeKey::derive(encryption_secret.as_bytes(), label::CA_KEY);
+    ///
+    /// A CA key sealed under an older secret (`--previous-ca-secret`, or the shared encryption
+    /// secret of earlier versions) is re-sealed under the current one.
+    pub async fn load_or_create(store: &Store, secrets: CaSecrets<'_>) -> Result<Self, CaError> {
+        let key = secrets.current_key();
         if store.load_node_ca().await?.is_none() {
             let (pem, key_der) = generate_ca()?;
             let sealed = key.seal(&key_der, CA_KEY_AAD);
@@ -83,7 +126,24 @@ impl NodeCa {
             .load_node_ca()
             .await?
             .ok_or_else(|| CaError::BadCertificate("node CA row vanished".into()))?;
-        Self::from_parts(&pem, &key.open(&sealed, CA_KEY_AAD)?)
+        let current_err = match key.open(&sealed, CA_KEY_AAD) {
+            Ok(der) => return Self::from_parts(&pem, &der),
+            Err(e) => e,
+        };
+        for (which, older) in secrets.older_keys() {
+            let Ok(der) = older.open(&sealed, CA_KEY_AAD) else {
+                continue;
+            };
+            let ca = Self::from_parts(&pem, &der)?;
+            // Compare-and-set: replicas re-sealing at once write one value, and a row changed
+            // meanwhile is left alone.
+            let resealed = key.seal(&der, CA_KEY_AAD);
+            if store.reseal_node_ca(&sealed, &resealed).await? {
+                tracing::info!(from = which, "node CA key re-sealed under the CA secret");
+            }
+            return Ok(ca);
+        }
+        Err(CaError::Unseal(current_err))
     }
 
     fn from_parts(pem: &str, key_der: &[u8]) -> Result<Self, CaError> {

@@ -28,4 +28,15 @@ impl Store {
         .await?;
         Ok(())
     }
+
+    /// Replaces the sealed CA key if it is still `old` (a re-seal); false when it changed.
+    pub async fn reseal_node_ca(&self, old: &[u8], new: &[u8]) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE node_ca SET key_sealed = $2 WHERE singleton AND key_sealed = $1")
+                .bind(old)
+                .bind(new)
+                .execute(self.pool())
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
 }

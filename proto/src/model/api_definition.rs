@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::json::{null_as_default, parse_object, typed_view};
-use super::{ValidationError, generate_id};
+use super::{ValidationError, bounds, generate_id};
 
 /// The typed fields of an API definition that Portcullis acts on.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -238,16 +238,23 @@ impl ApiDefinition {
         {
             return Err(ValidationError::new("domain", "must be a host name"));
         }
-        if !s.proxy.timeout.is_finite() || s.proxy.timeout < 0.0 {
+        if !(0.0..=bounds::MAX_TIMEOUT_SECS).contains(&s.proxy.timeout) {
             return Err(ValidationError::new(
                 "proxy.timeout",
-                "must be a non-negative number of seconds",
+                format!(
+                    "must be 0 (the gateway's default) to {} seconds",
+                    bounds::MAX_TIMEOUT_SECS
+                ),
             ));
         }
-        if s.session_lifetime < 0 {
+        bounds::lifetime("session_lifetime", s.session_lifetime)?;
+        if s.basic_auth.cache_ttl > bounds::MAX_BASIC_CACHE_TTL_SECS {
             return Err(ValidationError::new(
-                "session_lifetime",
-                "must be 0 (never) or a number of seconds",
+                "basic_auth.cache_ttl",
+                format!(
+                    "must be at most {} seconds",
+                    bounds::MAX_BASIC_CACHE_TTL_SECS
+                ),
             ));
         }
         if s.basic_auth.extract_from_body {
@@ -295,10 +302,10 @@ impl ApiDefinition {
                     "must be a valid HTTP header name",
                 ));
             }
-            if sig.allowed_clock_skew < 0 {
+            if !(0..=bounds::MAX_CLOCK_SKEW_SECS).contains(&sig.allowed_clock_skew) {
                 return Err(ValidationError::new(
                     "auth.signature.allowed_clock_skew",
-                    "must not be negative",
+                    format!("must be 0 to {} seconds", bounds::MAX_CLOCK_SKEW_SECS),
                 ));
             }
             if sig.error_code != 0 && !(400..=599).contains(&sig.error_code) {

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::bounds::RateFields;
 use super::json::{null_as_default, parse_object, typed_view};
-use super::session::SessionAccess;
+use super::session::{SessionAccess, validate_access_limits};
 use super::{ValidationError, generate_id};
 
 /// One entry of `access_rights` (also used by sessions).
@@ -72,6 +73,14 @@ impl Partitions {
     }
 }
 
+impl PolicySpec {
+    /// True when applying this policy sets the key's access rights: it grants at least one API and
+    /// either sets every part of the session or has the `acl` partition (as the edge merges it).
+    pub fn grants_acl(&self) -> bool {
+        (!self.partitions.any() || self.partitions.acl) && !self.access_rights.is_empty()
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -130,38 +139,32 @@ impl Policy {
         Value::Object(self.raw.clone())
     }
 
-    fn validate(&self) -> Result<(), ValidationError> {
-        let s = &self.spec;
-        if s.id.contains('/') || s.id.chars().any(char::is_whitespace) || s.id.len() > 255 {
+    /// A policy id: what a URL path segment and a database key can hold.
+    pub fn check_id(id: &str) -> Result<(), ValidationError> {
+        if id.contains('/')
+            || id.chars().any(|c| c.is_whitespace() || c.is_control())
+            || id.len() > 255
+        {
             return Err(ValidationError::new(
                 "id",
-                "must be at most 255 characters without / or white space",
+                "must be at most 255 characters without /, white space or control characters",
             ));
         }
-        if !s.rate.is_finite() || (s.rate < 0.0 && s.rate != -1.0) {
-            return Err(ValidationError::new(
-                "rate",
-                "must be a non-negative number or -1 (unlimited)",
-            ));
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ValidationError> {
+        let s = &self.spec;
+        Self::check_id(&s.id)?;
+        RateFields {
+            prefix: "",
+            rate: s.rate,
+            per: s.per,
+            quota_max: s.quota_max,
+            quota_renewal_rate: s.quota_renewal_rate,
         }
-        if !s.per.is_finite() || (s.per < 0.0 && s.per != -1.0) {
-            return Err(ValidationError::new(
-                "per",
-                "must be a non-negative number of seconds or -1",
-            ));
-        }
-        if s.quota_max < -1 {
-            return Err(ValidationError::new(
-                "quota_max",
-                "must be -1 (unlimited) or more",
-            ));
-        }
-        if s.quota_renewal_rate < -1 {
-            return Err(ValidationError::new(
-                "quota_renewal_rate",
-                "must be -1 or more",
-            ));
-        }
+        .validate()?;
+        validate_access_limits(&s.access_rights)?;
         Ok(())
     }
 }

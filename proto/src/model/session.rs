@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::ValidationError;
+use super::bounds::{self, MAX_QUOTA, RateFields};
 use super::json::{null_as_default, parse_object, typed_view};
 
 /// `allowed_urls` entry: a path regex and the methods allowed on it.
@@ -156,48 +157,50 @@ impl SessionState {
 
     fn validate(&self) -> Result<(), ValidationError> {
         let s = &self.spec;
-        if !s.rate.is_finite() || (s.rate < 0.0 && s.rate != -1.0) {
+        RateFields {
+            prefix: "",
+            rate: s.rate,
+            per: s.per,
+            quota_max: s.quota_max,
+            quota_renewal_rate: s.quota_renewal_rate,
+        }
+        .validate()?;
+        if !(-MAX_QUOTA..=MAX_QUOTA).contains(&s.quota_remaining) {
             return Err(ValidationError::new(
-                "rate",
-                "must be a non-negative number or -1 (unlimited)",
+                "quota_remaining",
+                format!("must be between -{MAX_QUOTA} and {MAX_QUOTA}"),
             ));
         }
-        if !s.per.is_finite() || (s.per < 0.0 && s.per != -1.0) {
+        bounds::unix_time("quota_renews", s.quota_renews)?;
+        bounds::unix_time("expires", s.expires)?;
+        bounds::lifetime("session_lifetime", s.session_lifetime)?;
+        if s.apply_policies.len() > bounds::MAX_POLICIES_PER_KEY {
             return Err(ValidationError::new(
-                "per",
-                "must be a non-negative number of seconds or -1",
+                "apply_policies",
+                format!("at most {} policies", bounds::MAX_POLICIES_PER_KEY),
             ));
         }
-        if s.quota_max < -1 {
-            return Err(ValidationError::new(
-                "quota_max",
-                "must be -1 (unlimited) or more",
-            ));
-        }
-        if s.expires < -1 {
-            return Err(ValidationError::new(
-                "expires",
-                "must be a unix time in seconds, 0 for never",
-            ));
-        }
-        if s.session_lifetime < 0 {
-            return Err(ValidationError::new(
-                "session_lifetime",
-                "must be 0 or a number of seconds",
-            ));
-        }
-        for (api, access) in &s.access_rights {
-            if let Some(limit) = &access.limit
-                && (!limit.rate.is_finite() || !limit.per.is_finite())
-            {
-                return Err(ValidationError::new(
-                    format!("access_rights.{api}.limit"),
-                    "must be finite numbers",
-                ));
-            }
-        }
-        Ok(())
+        validate_access_limits(&s.access_rights)
     }
+}
+
+/// Per-API limits follow the same bounds as the key's own (sessions and policies).
+pub(super) fn validate_access_limits(
+    rights: &BTreeMap<String, SessionAccess>,
+) -> Result<(), ValidationError> {
+    for (api, access) in rights {
+        if let Some(limit) = &access.limit {
+            RateFields {
+                prefix: &format!("access_rights.{api}.limit."),
+                rate: limit.rate,
+                per: limit.per,
+                quota_max: limit.quota_max,
+                quota_renewal_rate: limit.quota_renewal_rate,
+            }
+            .validate()?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
