@@ -19,6 +19,8 @@ use redis::Script;
 use crate::sessions::Sessions;
 
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+/// Longest sliding-log window: ten years, in ms.
+const MAX_WINDOW_MS: u64 = 10 * 365 * 86_400_000;
 
 /// (rate admitted, rate remaining, ms until a slot frees, quota admitted, quota remaining).
 type ScriptAnswer = (i64, i64, i64, i64, i64);
@@ -75,14 +77,17 @@ impl Limits {
 
     /// (requests, window in ms) for the sliding log. A fractional rate such as 0.5 per second
     /// becomes 1 per 2 seconds; other rates count whole requests.
-    fn window(&self) -> (u64, u64) {
+    pub fn window(&self) -> (u64, u64) {
         if !self.rate_enabled() {
             return (0, 0);
         }
+        // Float-to-int casts saturate; the clamp keeps PEXPIRE within what Redis accepts even for
+        // values that slipped past validation.
+        let ms = |secs: f64| ((secs * 1000.0) as u64).clamp(1, MAX_WINDOW_MS);
         if self.rate < 1.0 {
-            return (1, (self.per / self.rate * 1000.0) as u64);
+            return (1, ms(self.per / self.rate));
         }
-        (self.rate.floor() as u64, (self.per * 1000.0) as u64)
+        (self.rate.floor() as u64, ms(self.per))
     }
 
     pub fn is_unlimited(&self) -> bool {
@@ -171,10 +176,16 @@ impl Limiter {
                 return Decision::Allowed(None);
             }
         };
+        // Counters are plain numbers in Redis (a script must update them atomically, so they are
+        // not sealed): whoever can write there can lift or exhaust a limit, but the headers
+        // never claim more than the window allows.
         let info = RateInfo {
             limit: rate,
-            remaining: u64::try_from(remaining).unwrap_or(0),
-            reset_secs: u64::try_from(reset_ms).unwrap_or(0).div_ceil(1000),
+            remaining: u64::try_from(remaining).unwrap_or(0).min(rate),
+            reset_secs: u64::try_from(reset_ms)
+                .unwrap_or(0)
+                .min(per_ms)
+                .div_ceil(1000),
         };
         if rate_ok == 0 {
             return Decision::RateExceeded(info);

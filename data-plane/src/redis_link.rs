@@ -2,6 +2,9 @@
 //! background task then builds a fresh connection (at most one attempt in flight, one per
 //! second), so a restarted Redis is picked up again without waiting on the client library's
 //! own reconnection, and a Redis that was down when the gateway started is used once it is up.
+//!
+//! `rediss://` URLs speak TLS (rustls, the same stack as the rest of the gateway), checked
+//! against `--redis-ca-cert` when given, otherwise the system roots.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,8 +29,21 @@ fn config() -> ConnectionManagerConfig {
 
 impl RedisLink {
     /// Opens the link; an unreachable Redis is retried in the background.
-    pub async fn open(url: &str, prefix: &str) -> Result<Arc<Self>, redis::RedisError> {
-        let client = redis::Client::open(url)?;
+    pub async fn open(
+        url: &str,
+        prefix: &str,
+        ca_pem: Option<Vec<u8>>,
+    ) -> Result<Arc<Self>, redis::RedisError> {
+        let client = match ca_pem {
+            Some(root_cert) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )?,
+            None => redis::Client::open(url)?,
+        };
         let link = Arc::new(Self {
             client,
             conn: ArcSwapOption::empty(),

@@ -162,6 +162,50 @@ impl RequestMetrics {
     }
 }
 
+/// `"<api_id>: <method>"` for each API answered 503 for its authentication method, as the
+/// node registry shows them (`Ack.unserved_apis`).
+pub fn unserved_apis(table: &crate::router::RoutingTable) -> Vec<String> {
+    let mut out: Vec<String> = table
+        .routes()
+        .filter_map(|r| {
+            r.unserved
+                .as_ref()
+                .map(|u| format!("{}: {}", r.api_id, u.method))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// APIs this edge refuses to serve because their definition enables an authentication method
+/// it lacks, and the requests refused for each (docs/security.md).
+pub fn render_unserved(table: &crate::router::RoutingTable, out: &mut String) {
+    let mut unserved: Vec<_> = table
+        .routes()
+        .filter_map(|r| r.unserved.as_ref().map(|u| (r.api_id.as_str(), u)))
+        .collect();
+    unserved.sort_by_key(|(id, _)| *id);
+    let name = "portcullis_gateway_unsupported_auth_method";
+    let _ = writeln!(
+        out,
+        "# HELP {name}_apis APIs answered 503 because they enable an authentication method this gateway does not implement.\n# TYPE {name}_apis gauge\n{name}_apis {}",
+        unserved.len()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP {name}_total Requests refused (503) on such APIs.\n# TYPE {name}_total counter"
+    );
+    for (id, u) in unserved {
+        let _ = writeln!(
+            out,
+            "{name}_total{{api_id=\"{}\",method=\"{}\"}} {}",
+            escape(id),
+            escape(&u.method),
+            u.refused.load(Ordering::Relaxed)
+        );
+    }
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")

@@ -2,19 +2,30 @@
 //! the control plane (`LookupSession`). Key changes arrive as session events on the watch
 //! stream, in revision order; an event drops the key everywhere in this region, and a lookup
 //! older than the newest event for its key is not cached, so a revocation is never overtaken.
+//!
+//! Everything here is sized for a hostile client sending random keys (docs/security.md): the
+//! cache is a set of bounded LRUs (unknown keys in their own, smaller one, so a flood of bad
+//! keys cannot push out the good ones), concurrent lookups of one key share one Redis and CP
+//! call, and at most [`CP_LOOKUPS`] control-plane lookups are in flight per edge. Session
+//! records in Redis are sealed (see `session_record`), so write access to Redis does not mint keys.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use hashlink::LruCache;
+use portcullis_proto::envelope::EnvelopeKey;
 use portcullis_proto::model::SessionState;
 use portcullis_proto::sync::sync_client::SyncClient as Grpc;
 use portcullis_proto::sync::{LookupSessionRequest, SessionEvent};
+use tokio::sync::{OnceCell, Semaphore};
+use tonic::transport::Channel;
 
 use crate::redis_link::RedisLink;
-use tonic::transport::Channel;
+use crate::session_record::{self, Refusal};
 
 /// Tyk keeps sessions in-process for 10 s; events make this a fallback, not the freshness bound.
 const FOUND_TTL: Duration = Duration::from_secs(10);
@@ -27,6 +38,16 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 const CP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Events are remembered this long to order in-flight lookups against them.
 const EVENT_MEMORY: Duration = Duration::from_secs(60);
+/// Control-plane lookups in flight at once from this edge; beyond, a lookup waits up to
+/// [`CP_WAIT`] for a slot and is then answered 503 (the key may well be valid).
+pub const CP_LOOKUPS: usize = 32;
+const CP_WAIT: Duration = Duration::from_millis(500);
+/// Default number of cached sessions (`--session-cache-entries`).
+pub const DEFAULT_CACHE_ENTRIES: usize = 100_000;
+/// The cache is split so that lookups of different keys rarely wait on one lock.
+const SHARDS: usize = 16;
+/// Refusals of Redis records are logged at most this often (a forger can cause many).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// A session as the auth chain uses it.
 #[derive(Debug)]
@@ -38,25 +59,74 @@ pub struct Session {
 pub enum LookupError {
     /// Neither Redis nor the control plane could answer for a key not cached here.
     Unavailable,
+    /// Too many control-plane lookups in flight on this edge.
+    Busy,
 }
+
+type Answer = Result<Option<Arc<Session>>, LookupError>;
 
 struct Cached {
     at: Instant,
     session: Option<Arc<Session>>,
 }
 
-#[derive(Default)]
+struct Shard {
+    found: LruCache<String, Cached>,
+    missing: LruCache<String, Instant>,
+}
+
+/// Counters for `/metrics` and tests.
+#[derive(Debug, Default)]
+pub struct SessionStats {
+    pub redis_hits: AtomicU64,
+    pub redis_unsealed: AtomicU64,
+    pub redis_tampered: AtomicU64,
+    pub redis_malformed: AtomicU64,
+    pub redis_expired: AtomicU64,
+    pub cp_lookups: AtomicU64,
+    /// Lookups answered by another caller's in-flight lookup of the same key.
+    pub shared_lookups: AtomicU64,
+    pub cp_busy: AtomicU64,
+    last_refusal_log: Mutex<Option<Instant>>,
+}
+
 pub struct Sessions {
     /// Off: every lookup goes to Redis (Tyk's `disable_cached_session_state`).
-    no_local_cache: std::sync::atomic::AtomicBool,
-    local: Mutex<HashMap<String, Cached>>,
+    no_local_cache: AtomicBool,
+    /// Tyk's master keys: empty access rights grant every API (`--allow-master-keys`).
+    master_keys: AtomicBool,
+    shards: OnceLock<Vec<Mutex<Shard>>>,
+    in_flight: Mutex<HashMap<String, Arc<OnceCell<Answer>>>>,
+    cp_slots: Semaphore,
     events: Mutex<HashMap<String, (u64, Instant)>>,
     /// Redis records older than this revision are ignored: this edge may have missed the events
     /// that should have deleted them (a failed DEL, or a snapshot after a gap).
     redis_floor: AtomicU64,
     redis: OnceLock<Arc<RedisLink>>,
+    /// Seals session records in Redis; without it Redis is not used for sessions.
+    seal: OnceLock<EnvelopeKey>,
     cp: ArcSwapOption<Grpc<Channel>>,
     cp_generation: Mutex<u64>,
+    pub stats: SessionStats,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self {
+            no_local_cache: AtomicBool::new(false),
+            master_keys: AtomicBool::new(false),
+            shards: OnceLock::new(),
+            in_flight: Mutex::default(),
+            cp_slots: Semaphore::new(CP_LOOKUPS),
+            events: Mutex::default(),
+            redis_floor: AtomicU64::new(0),
+            redis: OnceLock::new(),
+            seal: OnceLock::new(),
+            cp: ArcSwapOption::empty(),
+            cp_generation: Mutex::new(0),
+            stats: SessionStats::default(),
+        }
+    }
 }
 
 fn parse(json: &[u8]) -> Option<Arc<Session>> {
@@ -66,15 +136,71 @@ fn parse(json: &[u8]) -> Option<Arc<Session>> {
         .map(|state| Arc::new(Session { state }))
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Sessions {
     /// Uses `redis` as the regional store from now on.
     pub fn set_redis(&self, redis: Arc<RedisLink>) {
         let _ = self.redis.set(redis);
     }
 
+    /// Derives the key that seals session records in Redis from the shared encryption secret.
+    pub fn set_secret(&self, shared_secret: &str) {
+        let _ = self.seal.set(session_record::key(shared_secret));
+    }
+
     pub fn disable_local_cache(&self) {
-        self.no_local_cache
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.no_local_cache.store(true, Ordering::Relaxed);
+    }
+
+    /// Sizes the local cache (once, before the first lookup; later calls are ignored).
+    pub fn set_cache_entries(&self, entries: usize) {
+        let _ = self.shards.set(new_shards(entries));
+    }
+
+    pub fn allow_master_keys(&self, allow: bool) {
+        self.master_keys.store(allow, Ordering::Relaxed);
+    }
+
+    pub fn master_keys_allowed(&self) -> bool {
+        self.master_keys.load(Ordering::Relaxed)
+    }
+
+    fn shards(&self) -> &[Mutex<Shard>] {
+        self.shards
+            .get_or_init(|| new_shards(DEFAULT_CACHE_ENTRIES))
+    }
+
+    fn shard(&self, hash: &str) -> &Mutex<Shard> {
+        let shards = self.shards();
+        let i = hash
+            .bytes()
+            .fold(0usize, |a, b| a.wrapping_mul(31).wrapping_add(b.into()));
+        &shards[i % shards.len()]
+    }
+
+    /// Sessions held in the local cache now (found and unknown keys).
+    pub fn cache_len(&self) -> usize {
+        self.shards()
+            .iter()
+            .map(|s| {
+                let s = lock(s);
+                s.found.len() + s.missing.len()
+            })
+            .sum()
+    }
+
+    /// The most the local cache holds.
+    pub fn cache_capacity(&self) -> usize {
+        self.shards()
+            .iter()
+            .map(|s| {
+                let s = lock(s);
+                s.found.capacity() + s.missing.capacity()
+            })
+            .sum()
     }
 
     /// The link to the regional Redis, when configured.
@@ -90,7 +216,7 @@ impl Sessions {
     /// Uses `client`, built with the node identity of `generation`, unless a channel of a newer
     /// identity is already installed (the old certificate is refused once renewed).
     pub fn install_control_plane(&self, generation: u64, client: Grpc<Channel>) {
-        let mut newest = self.cp_generation.lock().unwrap_or_else(|p| p.into_inner());
+        let mut newest = lock(&self.cp_generation);
         if generation >= *newest {
             *newest = generation;
             self.cp.store(Some(Arc::new(client)));
@@ -102,79 +228,149 @@ impl Sessions {
     }
 
     fn newest_event(&self, hash: &str) -> u64 {
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(hash)
-            .map_or(0, |(r, _)| *r)
+        lock(&self.events).get(hash).map_or(0, |(r, _)| *r)
     }
 
     fn cache(&self, hash: &str, session: Option<Arc<Session>>) {
-        if self
-            .no_local_cache
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.no_local_cache.load(Ordering::Relaxed) {
             return;
         }
-        let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
-        if local.len() > 100_000 {
-            local.retain(|_, c| c.at.elapsed() < FOUND_TTL);
-        }
-        local.insert(
-            hash.to_owned(),
-            Cached {
-                at: Instant::now(),
-                session,
-            },
-        );
-    }
-
-    pub async fn lookup(&self, hash: &str) -> Result<Option<Arc<Session>>, LookupError> {
-        if let Some(c) = self
-            .local
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(hash)
-        {
-            let ttl = if c.session.is_some() {
-                FOUND_TTL
-            } else {
-                MISSING_TTL
-            };
-            if c.at.elapsed() < ttl {
-                return Ok(c.session.clone());
+        let mut shard = lock(self.shard(hash));
+        match session {
+            Some(session) => {
+                shard.missing.remove(hash);
+                shard.found.insert(
+                    hash.to_owned(),
+                    Cached {
+                        at: Instant::now(),
+                        session: Some(session),
+                    },
+                );
+            }
+            None => {
+                shard.found.remove(hash);
+                shard.missing.insert(hash.to_owned(), Instant::now());
             }
         }
+    }
+
+    /// The cached answer for `hash`, if fresh.
+    fn cached(&self, hash: &str) -> Option<Option<Arc<Session>>> {
+        let mut shard = lock(self.shard(hash));
+        if let Some(c) = shard.found.get(hash) {
+            if c.at.elapsed() < FOUND_TTL {
+                return Some(c.session.clone());
+            }
+            shard.found.remove(hash);
+        }
+        match shard.missing.get(hash) {
+            Some(at) if at.elapsed() < MISSING_TTL => Some(None),
+            Some(_) => {
+                shard.missing.remove(hash);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub async fn lookup(&self, hash: &str) -> Answer {
+        if let Some(answer) = self.cached(hash) {
+            return Ok(answer);
+        }
+        // One lookup per key at a time: the others wait for its answer.
+        let cell = lock(&self.in_flight)
+            .entry(hash.to_owned())
+            .or_default()
+            .clone();
+        let mut led = false;
+        let answer = cell
+            .get_or_init(|| {
+                led = true;
+                self.lookup_uncached(hash)
+            })
+            .await
+            .clone();
+        if !led {
+            self.stats.shared_lookups.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut map = lock(&self.in_flight);
+        if map.get(hash).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            map.remove(hash);
+        }
+        answer
+    }
+
+    fn note_refusal(&self, refusal: Refusal) {
+        let counter = match refusal {
+            Refusal::Unsealed => &self.stats.redis_unsealed,
+            Refusal::Tampered => &self.stats.redis_tampered,
+            Refusal::Malformed => &self.stats.redis_malformed,
+            Refusal::Expired => &self.stats.redis_expired,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let mut last = lock(&self.stats.last_refusal_log);
+        if last.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
+            *last = Some(Instant::now());
+            tracing::warn!(
+                reason = refusal.as_str(),
+                "refused a session record from Redis (not sealed by a gateway of this deployment); asking the control plane (further refusals are counted in /metrics)"
+            );
+        }
+    }
+
+    async fn read_redis(&self, hash: &str, newest_event: u64) -> Option<Arc<Session>> {
+        let link = self.redis.get()?;
+        let key = self.seal.get()?;
+        let Some(mut conn) = link.conn() else {
+            link.failed();
+            return None;
+        };
+        let got: Result<redis::RedisResult<Option<Vec<u8>>>, _> = tokio::time::timeout(
+            REDIS_TIMEOUT,
+            redis::cmd("GET")
+                .arg(Self::redis_key(link.prefix(), hash))
+                .query_async(&mut conn),
+        )
+        .await;
+        let raw = match got {
+            Ok(Ok(Some(raw))) => raw,
+            Ok(Ok(None)) => return None,
+            _ => {
+                link.failed();
+                return None;
+            }
+        };
+        match session_record::open(key, hash, &raw) {
+            Ok((rev, _)) if rev < newest_event => None,
+            Ok((_, json)) => match parse(&json) {
+                Some(session) => {
+                    self.stats.redis_hits.fetch_add(1, Ordering::Relaxed);
+                    Some(session)
+                }
+                None => {
+                    self.note_refusal(Refusal::Malformed);
+                    None
+                }
+            },
+            Err(refusal) => {
+                self.note_refusal(refusal);
+                None
+            }
+        }
+    }
+
+    async fn lookup_uncached(&self, hash: &str) -> Answer {
         let newest_event = self
             .newest_event(hash)
             .max(self.redis_floor.load(Ordering::Acquire));
-        if let Some(link) = self.redis.get() {
-            match link.conn() {
-                Some(mut conn) => {
-                    let got: Result<redis::RedisResult<Option<Vec<u8>>>, _> = tokio::time::timeout(
-                        REDIS_TIMEOUT,
-                        redis::cmd("GET")
-                            .arg(Self::redis_key(link.prefix(), hash))
-                            .query_async(&mut conn),
-                    )
-                    .await;
-                    match got {
-                        Ok(Ok(Some(raw))) => {
-                            if let Some((rev, json)) = split_record(&raw)
-                                && rev >= newest_event
-                                && let Some(session) = parse(json)
-                            {
-                                self.cache(hash, Some(session.clone()));
-                                return Ok(Some(session));
-                            }
-                        }
-                        Ok(Ok(None)) => {}
-                        _ => link.failed(),
-                    }
-                }
-                None => link.failed(),
-            }
+        if let Some(session) = self.read_redis(hash, newest_event).await {
+            self.cache(hash, Some(session.clone()));
+            return Ok(Some(session));
         }
+        let Ok(Ok(_slot)) = tokio::time::timeout(CP_WAIT, self.cp_slots.acquire()).await else {
+            self.stats.cp_busy.fetch_add(1, Ordering::Relaxed);
+            return Err(LookupError::Busy);
+        };
         let mut attempt = 0;
         let (answer, session) = loop {
             let Some(cp) = self.cp.load_full() else {
@@ -184,6 +380,7 @@ impl Sessions {
             let request = LookupSessionRequest {
                 key_hash: hash.to_owned(),
             };
+            self.stats.cp_lookups.fetch_add(1, Ordering::Relaxed);
             let Ok(Ok(answer)) =
                 tokio::time::timeout(CP_TIMEOUT, client.lookup_session(request)).await
             else {
@@ -208,10 +405,10 @@ impl Sessions {
         self.cache(hash, session.clone());
         if session.is_some()
             && let Some(link) = self.redis.get()
+            && let Some(key) = self.seal.get()
             && let Some(mut conn) = link.conn()
         {
-            let mut record = format!("{}\n", answer.revision).into_bytes();
-            record.extend_from_slice(&answer.session_json);
+            let record = session_record::seal(key, hash, answer.revision, &answer.session_json);
             let mut cmd = redis::cmd("SET");
             cmd.arg(Self::redis_key(link.prefix(), hash))
                 .arg(record)
@@ -228,17 +425,18 @@ impl Sessions {
     /// A key changed or was deleted on the control plane: forget it here and in the region.
     pub async fn on_event(&self, event: &SessionEvent) {
         {
-            let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+            let mut events = lock(&self.events);
             events.retain(|_, (_, at)| at.elapsed() < EVENT_MEMORY);
             let entry = events
                 .entry(event.key_hash.clone())
                 .or_insert((0, Instant::now()));
             *entry = (entry.0.max(event.revision), Instant::now());
         }
-        self.local
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&event.key_hash);
+        {
+            let mut shard = lock(self.shard(&event.key_hash));
+            shard.found.remove(&event.key_hash);
+            shard.missing.remove(&event.key_hash);
+        }
         if let Some(link) = self.redis.get() {
             let Some(mut conn) = link.conn() else {
                 self.raise_redis_floor(event.revision);
@@ -263,18 +461,171 @@ impl Sessions {
     /// After a snapshot at `revision` the events before it are unknown: start the local cache
     /// afresh and trust no Redis record written before it.
     pub fn after_snapshot(&self, revision: u64) {
-        self.local.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        for shard in self.shards() {
+            let mut shard = lock(shard);
+            shard.found.clear();
+            shard.missing.clear();
+        }
         self.raise_redis_floor(revision);
     }
 
     fn raise_redis_floor(&self, revision: u64) {
         self.redis_floor.fetch_max(revision, Ordering::AcqRel);
     }
+
+    /// Prometheus text for the session directory.
+    pub fn render(&self, out: &mut String) {
+        let s = &self.stats;
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut metric = |name: &str, kind: &str, help: &str, lines: &[(&str, u64)]| {
+            let _ = writeln!(
+                out,
+                "# HELP portcullis_gateway_{name} {help}\n# TYPE portcullis_gateway_{name} {kind}"
+            );
+            for (labels, v) in lines {
+                let _ = writeln!(out, "portcullis_gateway_{name}{labels} {v}");
+            }
+        };
+        let len = u64::try_from(self.cache_len()).unwrap_or(u64::MAX);
+        let cap = u64::try_from(self.cache_capacity()).unwrap_or(u64::MAX);
+        metric(
+            "session_cache_entries",
+            "gauge",
+            "Keys (found and unknown) in the local session cache.",
+            &[("", len)],
+        );
+        metric(
+            "session_cache_capacity",
+            "gauge",
+            "The most keys the local session cache holds.",
+            &[("", cap)],
+        );
+        metric(
+            "session_redis_hits_total",
+            "counter",
+            "Sessions served from a sealed Redis record.",
+            &[("", n(&s.redis_hits))],
+        );
+        metric(
+            "session_redis_refused_total",
+            "counter",
+            "Session records in Redis refused: not sealed, sealed for another key or secret, or unreadable.",
+            &[
+                ("{reason=\"unsealed\"}", n(&s.redis_unsealed)),
+                ("{reason=\"tampered\"}", n(&s.redis_tampered)),
+                ("{reason=\"malformed\"}", n(&s.redis_malformed)),
+                ("{reason=\"expired\"}", n(&s.redis_expired)),
+            ],
+        );
+        metric(
+            "session_cp_lookups_total",
+            "counter",
+            "LookupSession calls made to the control plane.",
+            &[("", n(&s.cp_lookups))],
+        );
+        metric(
+            "session_shared_lookups_total",
+            "counter",
+            "Lookups answered by a concurrent lookup of the same key.",
+            &[("", n(&s.shared_lookups))],
+        );
+        metric(
+            "session_cp_busy_total",
+            "counter",
+            "Lookups refused (503) because too many control-plane lookups were in flight.",
+            &[("", n(&s.cp_busy))],
+        );
+    }
 }
 
-/// Redis records are `<revision>\n<session json>`.
-fn split_record(raw: &[u8]) -> Option<(u64, &[u8])> {
-    let nl = raw.iter().position(|b| *b == b'\n')?;
-    let rev = std::str::from_utf8(&raw[..nl]).ok()?.parse().ok()?;
-    Some((rev, &raw[nl + 1..]))
+fn new_shards(entries: usize) -> Vec<Mutex<Shard>> {
+    let per_shard = (entries / SHARDS).max(1);
+    // Unknown keys get a quarter of the room: a flood of random keys only churns that part.
+    let missing = (per_shard / 4).max(1);
+    (0..SHARDS)
+        .map(|_| {
+            Mutex::new(Shard {
+                found: LruCache::new(per_shard.saturating_sub(missing).max(1)),
+                missing: LruCache::new(missing),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A control plane that accepts connections and never answers: every lookup holds its slot
+    /// until `CP_TIMEOUT`.
+    async fn silent_cp() -> (tokio::net::TcpListener, Grpc<Channel>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        (listener, Grpc::new(channel))
+    }
+
+    #[tokio::test]
+    async fn lookups_beyond_the_cp_slots_are_busy_and_one_key_shares_one_call() {
+        let (listener, client) = silent_cp().await;
+        let accept = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let sessions = Arc::new(Sessions::default());
+        sessions.set_control_plane(Some(client));
+        let mut tasks = Vec::new();
+        for i in 0..CP_LOOKUPS + 8 {
+            let s = sessions.clone();
+            tasks.push(tokio::spawn(
+                async move { s.lookup(&format!("hash-{i}")).await },
+            ));
+        }
+        for _ in 0..10 {
+            let s = sessions.clone();
+            tasks.push(tokio::spawn(async move { s.lookup("hash-0").await }));
+        }
+        let mut busy = 0;
+        for t in tasks {
+            if matches!(t.await.unwrap(), Err(LookupError::Busy)) {
+                busy += 1;
+            }
+        }
+        assert_eq!(busy, 8, "the lookups over the cap are refused as busy");
+        assert_eq!(sessions.stats.cp_busy.load(Ordering::Relaxed), 8);
+        assert_eq!(
+            sessions.stats.cp_lookups.load(Ordering::Relaxed),
+            CP_LOOKUPS as u64,
+            "one call per distinct key"
+        );
+        assert_eq!(sessions.stats.shared_lookups.load(Ordering::Relaxed), 10);
+        accept.abort();
+    }
+
+    #[test]
+    fn the_cache_never_outgrows_its_capacity() {
+        let sessions = Sessions::default();
+        sessions.set_cache_entries(64);
+        let cap = sessions.cache_capacity();
+        assert!(cap <= 64, "{cap}");
+        for i in 0..10_000 {
+            sessions.cache(&format!("missing-{i}"), None);
+        }
+        assert!(sessions.cache_len() <= cap);
+        let state = SessionState::from_value(serde_json::json!({"org_id": "o"})).unwrap();
+        let found = Arc::new(Session { state });
+        sessions.cache("known", Some(found));
+        for i in 0..10_000 {
+            sessions.cache(&format!("missing-again-{i}"), None);
+        }
+        assert!(
+            sessions.cached("known").is_some_and(|s| s.is_some()),
+            "unknown keys do not push out a found one"
+        );
+        assert!(sessions.cache_len() <= cap);
+    }
 }

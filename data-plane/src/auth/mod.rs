@@ -6,12 +6,16 @@ mod session_checks;
 pub mod token;
 mod url_acl;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use http::request::Parts;
+use portcullis_proto::model::ApiDefinition;
 
 use crate::error::ProxyError;
 use crate::policies::{Effective, PolicyIndex, effective};
 use crate::router::Route;
-use crate::sessions::{Session, Sessions};
+use crate::sessions::{LookupError, Session, Sessions};
 
 /// How a method finds the key in a request and proves it. Methods never look sessions up
 /// themselves, so caching, events and outage handling stay in one place.
@@ -54,6 +58,35 @@ pub trait AuthMethod: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// An API whose definition enables a method this build does not implement (see
+/// `portcullis_proto::model::auth_methods`): refused with 503, never served another way.
+#[derive(Debug)]
+pub struct Unserved {
+    /// The methods, comma-separated, as named in the 503 answer and the metrics.
+    pub method: Arc<str>,
+    /// Requests refused so far (`portcullis_gateway_unsupported_auth_method_total`).
+    pub refused: AtomicU64,
+}
+
+impl Unserved {
+    pub fn of(def: &ApiDefinition) -> Option<Self> {
+        let found = portcullis_proto::model::auth_methods::unsupported(def);
+        if found.is_empty() {
+            return None;
+        }
+        let methods: Vec<&str> = found.iter().map(|u| u.method).collect();
+        tracing::warn!(
+            api_id = %def.api_id(),
+            field = %found[0].field,
+            "API enables an authentication method this gateway does not implement; answering 503"
+        );
+        Some(Self {
+            method: methods.join(",").into(),
+            refused: AtomicU64::new(0),
+        })
+    }
+}
+
 /// Authenticates a request for `route` and applies the key's policies: what the request runs
 /// under.
 pub async fn authenticate(
@@ -63,6 +96,12 @@ pub async fn authenticate(
     sessions: &Sessions,
     policies: &PolicyIndex,
 ) -> Result<Effective, ProxyError> {
+    if let Some(unserved) = &route.unserved {
+        unserved.refused.fetch_add(1, Ordering::Relaxed);
+        return Err(ProxyError::UnsupportedAuth {
+            method: unserved.method.clone(),
+        });
+    }
     let Some(method) = route.auth.as_deref() else {
         // An API with no usable method is closed, not open.
         return Err(ProxyError::AuthMissing);
@@ -73,7 +112,8 @@ pub async fn authenticate(
         Ok(Some(s)) => s,
         // Unknown keys and keys that cannot be checked (CP and Redis both away) are refused
         // the same way Tyk refuses an unknown key.
-        Ok(None) | Err(_) => return Err(method.unknown_key()),
+        Ok(None) | Err(LookupError::Unavailable) => return Err(method.unknown_key()),
+        Err(LookupError::Busy) => return Err(ProxyError::AuthBusy),
     };
     method.verify(parts, body, &session).await?;
     let ids: Vec<&str> = session.state.policy_ids().collect();
@@ -81,6 +121,12 @@ pub async fn authenticate(
         tracing::debug!(api_id = %route.api_id, error = %e, "policies could not be applied");
         ProxyError::Disallowed
     })?;
-    session_checks::check(&session, &effective, route, parts)?;
+    session_checks::check(
+        &session,
+        &effective,
+        route,
+        parts,
+        sessions.master_keys_allowed(),
+    )?;
     Ok(effective)
 }

@@ -1,5 +1,6 @@
 //! Checks on a found session, in Tyk's order: expiry, inactive flag, access rights, then the
-//! path and method allow-list of the access right.
+//! path and method allow-list of the access right. Empty rights grant nothing unless master
+//! keys are allowed.
 
 use crate::error::ProxyError;
 use crate::policies::Effective;
@@ -11,6 +12,7 @@ pub fn check(
     effective: &Effective,
     route: &Route,
     parts: &http::request::Parts,
+    master_keys: bool,
 ) -> Result<(), ProxyError> {
     let spec = session.state.spec();
     if spec.expires >= 1 && spec.expires < chrono::Utc::now().timestamp() {
@@ -19,18 +21,25 @@ pub fn check(
     if effective.inactive {
         return Err(ProxyError::KeyInactive);
     }
-    // An empty access_rights map grants every API (Tyk's master-key semantics at request time).
-    if !effective.access_rights.is_empty() {
-        let Some(access) = effective.access_rights.get(&route.api_id) else {
-            return Err(ProxyError::Disallowed);
+    // Tyk grants every API to a key whose rights end up empty (a key written without rights,
+    // or whose policies grant only limits). That turns a forgotten field into a master key, so
+    // it is refused unless the operator asked for Tyk's behaviour (`--allow-master-keys`).
+    if effective.access_rights.is_empty() {
+        return if master_keys {
+            Ok(())
+        } else {
+            Err(ProxyError::Disallowed)
         };
-        if !super::url_acl::allows(
-            &access.allowed_urls,
-            parts.method.as_str(),
-            parts.uri.path(),
-        ) {
-            return Err(ProxyError::Disallowed);
-        }
+    }
+    let Some(access) = effective.access_rights.get(&route.api_id) else {
+        return Err(ProxyError::Disallowed);
+    };
+    if !super::url_acl::allows(
+        &access.allowed_urls,
+        parts.method.as_str(),
+        parts.uri.path(),
+    ) {
+        return Err(ProxyError::Disallowed);
     }
     Ok(())
 }

@@ -29,7 +29,7 @@ pub enum PolicyError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Effective {
     pub inactive: bool,
-    /// Empty: every API.
+    /// Empty: no API (every API only with `--allow-master-keys`).
     pub access_rights: BTreeMap<String, SessionAccess>,
     pub limits: Limits,
     /// APIs with their own counters.

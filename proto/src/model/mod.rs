@@ -3,6 +3,8 @@
 //! fields it does use. Parsing validates; a bad value names its field.
 
 mod api_definition;
+pub mod auth_methods;
+pub mod bounds;
 mod json;
 mod policy;
 mod session;

@@ -1,0 +1,286 @@
+//! Which authentication methods an API definition asks for that this build does not implement.
+//!
+//! An edge that ignored such a field would fall through to auth token (or serve the API open),
+//! so the control plane refuses these definitions and an edge that still receives one answers
+//! 503 on that API (docs/security.md). The list follows Tyk Classic's field names; Tyk's own
+//! chain order is kept so the first entry is the method Tyk would run first.
+
+use serde_json::Value;
+
+use super::ApiDefinition;
+
+/// What this build implements, as advertised in `Hello.capabilities` and shown by
+/// `GET /portcullis/nodes`.
+pub const IMPLEMENTED: &[&str] = &[
+    "keyless",
+    "auth_token",
+    "auth_token.mashery_signature",
+    "basic_auth",
+];
+
+/// A field that enables a method this build does not implement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported {
+    /// The definition field, as an operator would write it (`enable_jwt`, `auth_configs.authToken`).
+    pub field: String,
+    /// The method it enables (`jwt`, `coprocess_auth`, ...).
+    pub method: &'static str,
+}
+
+/// Flags that turn a method on, in Tyk's chain order (OAuth2, external OAuth, HMAC, JWT, OIDC,
+/// custom plugins); `enabled` is the path of the boolean inside the definition.
+const FLAGS: &[(&str, &str)] = &[
+    ("use_oauth2", "oauth2"),
+    ("external_oauth.enabled", "external_oauth"),
+    ("enable_signature_checking", "hmac_signature"),
+    ("enable_jwt", "jwt"),
+    ("use_openid", "openid_connect"),
+    ("custom_plugin_auth_enabled", "custom_plugin_auth"),
+    ("enable_coprocess_auth", "coprocess_auth"),
+    ("use_go_plugin_auth", "go_plugin_auth"),
+    ("use_mutual_tls_auth", "mutual_tls"),
+    ("auth.use_certificate", "dynamic_mutual_tls"),
+    (
+        "auth_configs.authToken.use_certificate",
+        "dynamic_mutual_tls",
+    ),
+];
+
+/// Fields of an `auth_configs.authToken` entry that move where the key is read from; the edge
+/// reads the legacy `auth` section, so an entry that disagrees with it would be read elsewhere
+/// than Tyk reads it.
+const TOKEN_SOURCE_FIELDS: &[&str] = &[
+    "auth_header_name",
+    "disable_header",
+    "use_param",
+    "param_name",
+    "use_cookie",
+    "cookie_name",
+    "validate_signature",
+    "signature",
+];
+
+fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(v, |v, k| v.get(k))
+}
+
+fn is_true(v: Option<&Value>) -> bool {
+    matches!(v, Some(Value::Bool(true)))
+}
+
+/// Tyk writes absent, `null`, `""`, `false`, `0` and `{}` interchangeably for "not set".
+fn unset(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => !b,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::Number(n)) => n.as_f64() == Some(0.0),
+        Some(Value::Object(m)) => m.values().all(|v| unset(Some(v))),
+        Some(Value::Array(a)) => a.is_empty(),
+    }
+}
+
+fn same_setting(field: &str, a: Option<&Value>, b: Option<&Value>) -> bool {
+    if field == "auth_header_name" {
+        // Empty means `Authorization` on both sides.
+        let name = |v: Option<&Value>| match v.and_then(Value::as_str) {
+            None | Some("") => "authorization".to_owned(),
+            Some(s) => s.to_ascii_lowercase(),
+        };
+        return name(a) == name(b);
+    }
+    match (unset(a), unset(b)) {
+        (true, true) => true,
+        (false, false) => a == b,
+        _ => false,
+    }
+}
+
+/// Every field of `def` that enables a method this build does not implement; empty when the
+/// edge can serve the API exactly as Tyk would.
+pub fn unsupported(def: &ApiDefinition) -> Vec<Unsupported> {
+    let raw = def.to_value();
+    let mut out: Vec<Unsupported> = FLAGS
+        .iter()
+        .filter(|(path, _)| is_true(at(&raw, path)))
+        .map(|(path, method)| Unsupported {
+            field: (*path).to_owned(),
+            method,
+        })
+        .collect();
+    let spec = def.spec();
+    if spec.use_basic_auth && is_true(raw.get("use_standard_auth")) {
+        // Tyk runs both, one after the other; this build runs one method per API.
+        out.push(Unsupported {
+            field: "use_standard_auth".into(),
+            method: "basic_auth+auth_token_chain",
+        });
+    }
+    let configs = raw.get("auth_configs");
+    if !spec.use_keyless
+        && !spec.use_basic_auth
+        && let Some(entry) = configs.and_then(|c| c.get("authToken"))
+        && !unset(Some(entry))
+    {
+        let auth = raw.get("auth");
+        if let Some(field) = TOKEN_SOURCE_FIELDS
+            .iter()
+            .find(|f| !same_setting(f, entry.get(**f), auth.and_then(|a| a.get(**f))))
+        {
+            out.push(Unsupported {
+                field: format!("auth_configs.authToken.{field}"),
+                method: "auth_token_from_auth_configs",
+            });
+        }
+    }
+    if spec.use_basic_auth
+        && let Some(entry) = configs.and_then(|c| c.get("basic"))
+        && let Some(field) = TOKEN_SOURCE_FIELDS
+            .iter()
+            .find(|f| !same_setting(f, entry.get(**f), None))
+    {
+        // Basic auth is read from `Authorization` only.
+        out.push(Unsupported {
+            field: format!("auth_configs.basic.{field}"),
+            method: "basic_auth_from_auth_configs",
+        });
+    }
+    out.dedup_by(|a, b| a.method == b.method);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn def(extra: Value) -> ApiDefinition {
+        let mut v = json!({
+            "api_id": "a", "proxy": {"listen_path": "/a/", "target_url": "http://127.0.0.1:1"}
+        });
+        if let (Some(m), Value::Object(e)) = (v.as_object_mut(), extra) {
+            m.extend(e);
+        }
+        ApiDefinition::from_value(v).unwrap()
+    }
+
+    fn methods(extra: Value) -> Vec<&'static str> {
+        unsupported(&def(extra)).iter().map(|u| u.method).collect()
+    }
+
+    #[test]
+    fn each_flag_names_its_method_and_field() {
+        for (field, method, extra) in [
+            ("enable_jwt", "jwt", json!({"enable_jwt": true})),
+            (
+                "use_mutual_tls_auth",
+                "mutual_tls",
+                json!({"use_mutual_tls_auth": true}),
+            ),
+            (
+                "enable_signature_checking",
+                "hmac_signature",
+                json!({"enable_signature_checking": true}),
+            ),
+            ("use_oauth2", "oauth2", json!({"use_oauth2": true})),
+            ("use_openid", "openid_connect", json!({"use_openid": true})),
+            (
+                "external_oauth.enabled",
+                "external_oauth",
+                json!({"external_oauth": {"enabled": true, "providers": []}}),
+            ),
+            (
+                "enable_coprocess_auth",
+                "coprocess_auth",
+                json!({"enable_coprocess_auth": true}),
+            ),
+            (
+                "use_go_plugin_auth",
+                "go_plugin_auth",
+                json!({"use_go_plugin_auth": true}),
+            ),
+            (
+                "auth.use_certificate",
+                "dynamic_mutual_tls",
+                json!({"auth": {"use_certificate": true}}),
+            ),
+        ] {
+            let found = unsupported(&def(extra));
+            assert_eq!(found.len(), 1, "{field}: {found:?}");
+            assert_eq!(found[0].field, field);
+            assert_eq!(found[0].method, method);
+        }
+    }
+
+    #[test]
+    fn what_this_build_implements_passes() {
+        assert!(methods(json!({"use_keyless": true})).is_empty());
+        assert!(methods(json!({})).is_empty());
+        assert!(methods(json!({"use_basic_auth": true})).is_empty());
+        assert!(methods(json!({"enable_jwt": false, "use_oauth2": null})).is_empty());
+        assert!(
+            methods(json!({"auth": {"validate_signature": true, "signature": {
+                "algorithm": "MasheryMD5", "header": "X-Sig", "secret": "s"}}}))
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn auth_configs_entries_must_match_what_the_edge_reads() {
+        // A typical Tyk export: every method has an entry, only the flags say which run.
+        let export = json!({
+            "auth": {"auth_header_name": "Authorization"},
+            "auth_configs": {
+                "authToken": {"auth_header_name": "Authorization", "use_param": false, "name": ""},
+                "jwt": {"auth_header_name": "Authorization"},
+                "hmac": {"auth_header_name": "Authorization"},
+                "basic": {"auth_header_name": ""},
+            }
+        });
+        assert!(methods(export).is_empty());
+        let moved = unsupported(&def(json!({
+            "auth": {"auth_header_name": "Authorization"},
+            "auth_configs": {"authToken": {"auth_header_name": "X-Key"}}
+        })));
+        assert_eq!(moved[0].field, "auth_configs.authToken.auth_header_name");
+        assert_eq!(
+            methods(json!({"use_basic_auth": true,
+                "auth_configs": {"basic": {"use_param": true}}})),
+            ["basic_auth_from_auth_configs"]
+        );
+        assert_eq!(
+            methods(json!({"use_basic_auth": true, "use_standard_auth": true})),
+            ["basic_auth+auth_token_chain"]
+        );
+    }
+
+    #[test]
+    fn tyk_grpc_auth_plugin_sample_is_refused() {
+        // Shape of Tyk's apps/coprocess_grpc_app_sample_protected.json.
+        let sample = json!({
+            "name": "Tyk Test API - gRPC Protected",
+            "api_id": "1",
+            "org_id": "default",
+            "auth": {"auth_header_name": "authorization"},
+            "use_keyless": false,
+            "enable_coprocess_auth": true,
+            "custom_middleware": {
+                "pre": [], "post": [], "post_key_auth": [],
+                "auth_check": {"name": "MyAuthHook", "path": "", "require_session": false},
+                "driver": "grpc"
+            },
+            "version_data": {"not_versioned": true, "versions": {"Default": {"name": "Default"}}},
+            "proxy": {"listen_path": "/grpc-test-api/", "target_url": "http://httpbin.org/",
+                "strip_listen_path": true}
+        });
+        let found = unsupported(&ApiDefinition::from_value(sample).unwrap());
+        assert_eq!(
+            found,
+            [Unsupported {
+                field: "enable_coprocess_auth".into(),
+                method: "coprocess_auth"
+            }]
+        );
+    }
+}
