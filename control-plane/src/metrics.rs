@@ -24,6 +24,11 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub method: String,
     pub status: u16,
@@ -39,6 +44,10 @@ pub struct Metrics {
     pub sync_nacks_total: Family<GroupLabels, Counter>,
     pub sync_head_revision: Gauge,
     pub joins_total: Family<OutcomeLabels, Counter>,
+    /// Sync connections closed at accept because a cap was reached, by cap.
+    pub sync_refused_connections_total: Family<ReasonLabels, Counter>,
+    /// Snapshots a node forced that were held back by the snapshot limit.
+    pub sync_snapshots_throttled_total: Family<GroupLabels, Counter>,
     pub api_requests_total: Family<HttpLabels, Counter>,
 }
 
@@ -98,6 +107,18 @@ impl Metrics {
             "Join attempts by outcome",
             joins_total.clone(),
         );
+        let sync_refused_connections_total = Family::default();
+        registry.register(
+            "sync_refused_connections",
+            "Sync connections closed at accept because a cap was reached",
+            sync_refused_connections_total.clone(),
+        );
+        let sync_snapshots_throttled_total = Family::default();
+        registry.register(
+            "sync_snapshots_throttled",
+            "Snapshots forced by a node that were delayed by the snapshot limit",
+            sync_snapshots_throttled_total.clone(),
+        );
         let api_requests_total = Family::default();
         registry.register(
             "api_requests",
@@ -112,6 +133,8 @@ impl Metrics {
             sync_nacks_total,
             sync_head_revision,
             joins_total,
+            sync_refused_connections_total,
+            sync_snapshots_throttled_total,
             api_requests_total,
         }
     }

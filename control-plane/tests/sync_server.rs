@@ -69,12 +69,17 @@ async fn control_plane(db: &Db) -> ControlPlane {
         sync_listen: "127.0.0.1:0".parse().unwrap(),
         sync_names: vec!["localhost".into(), "127.0.0.1".into()],
         database_url: db.url.clone(),
-        admin_secret: "admin-secret".into(),
-        encryption_secret: "encryption-secret".into(),
+        admin_secret: "admin-secret-for-the-sync-server-tests".into(),
+        encryption_secret: "encryption-secret-for-the-sync-server-tests".into(),
+        ca_secret: None,
+        previous_ca_secret: None,
+        allow_master_keys: false,
+        api_tls: None,
         replica_name: "cp-test".into(),
         node_cert_ttl: Duration::from_secs(3600),
         max_db_connections: 8,
         lifetime_rules: Default::default(),
+        sync_limits: Default::default(),
     })
     .await
     .expect("control plane starts")
@@ -216,6 +221,7 @@ impl Stream {
             message: Some(In::Ack(Ack {
                 revision,
                 config_hash: hash.into(),
+                unserved_apis: Vec::new(),
             })),
         };
         self.tx.send(m).await.unwrap();
@@ -476,6 +482,7 @@ async fn compaction_keeps_what_retention_and_live_nodes_need() {
         min_revisions: 5,
         min_age_secs: 3600,
         node_seen_within_secs: 3600,
+        node_hold_max_secs: 7 * 24 * 3600,
     };
     assert_eq!(store.compact_change_log(young).await.unwrap(), 0);
     // A live node at revision 8 pins the log there even when age and count would allow more.
@@ -491,6 +498,7 @@ async fn compaction_keeps_what_retention_and_live_nodes_need() {
         min_revisions: 5,
         min_age_secs: 0,
         node_seen_within_secs: 3600,
+        node_hold_max_secs: 7 * 24 * 3600,
     };
     assert_eq!(store.compact_change_log(old).await.unwrap(), 8);
     assert_eq!(count(store.clone()).await, 12);
@@ -502,6 +510,57 @@ async fn compaction_keeps_what_retention_and_live_nodes_need() {
     store.compact_change_log(old).await.unwrap();
     assert_eq!(count(store.clone()).await, 5);
     assert_eq!(store.oldest_retained_revision().await.unwrap(), Some(16));
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_stuck_node_holds_the_log_no_longer_than_the_age_bound() {
+    use portcullis_control_plane::store::changelog::Retention;
+    let db = Db::new().await;
+    let store = Store::connect(&db.url, 4).await.unwrap();
+    store.migrate().await.unwrap();
+    for i in 0..20 {
+        write_api(&store, &format!("api{i}"), &[], None).await;
+    }
+    // Revisions 1..=15 were committed ten days ago, 16..=20 just now.
+    sqlx::query(
+        "UPDATE change_log SET committed_at = now() - interval '10 days' WHERE revision <= 15",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    // A node connected all along (seen now) that never ACKed past revision 2.
+    sqlx::query(
+        "INSERT INTO nodes (id, name, node_group, version, cert_serial, cert_expires_at, acked_revision, last_seen, connected)
+         VALUES ($1, 'stuck', 'eu', '0.1.0', 's', now() + interval '1 day', 2, now(), true)",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let retention = Retention {
+        min_revisions: 1,
+        min_age_secs: 24 * 3600,
+        node_seen_within_secs: 3600,
+        node_hold_max_secs: 7 * 24 * 3600,
+    };
+    // Before the bound, the stuck node kept everything after revision 2 for ever.
+    assert_eq!(store.compact_change_log(retention).await.unwrap(), 15);
+    assert_eq!(store.oldest_retained_revision().await.unwrap(), Some(16));
+    // A bound longer than the log's age leaves the node's pin in force.
+    for i in 20..25 {
+        write_api(&store, &format!("api{i}"), &[], None).await;
+    }
+    sqlx::query("UPDATE nodes SET acked_revision = 17")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE change_log SET committed_at = now() - interval '3 days'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(store.compact_change_log(retention).await.unwrap(), 2);
+    assert_eq!(store.oldest_retained_revision().await.unwrap(), Some(18));
     db.drop_db().await;
 }
 

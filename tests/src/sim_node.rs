@@ -121,7 +121,7 @@ pub struct SimNode {
 impl SimNode {
     /// Joins (errors are returned, not retried) and starts watching in a background task.
     pub async fn start(opts: SimNodeOptions) -> anyhow::Result<Self> {
-        let identity = join(&opts).await?;
+        let identity = join_retrying(&opts).await?;
         let (acked, _) = watch::channel((opts.last_revision, opts.config_hash.clone()));
         let status = Arc::new(Status {
             acked,
@@ -226,6 +226,21 @@ struct Identity {
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Joins, waiting out the control plane's join rate limit (a fleet on one host is one source
+/// address); every other refusal is returned.
+async fn join_retrying(opts: &SimNodeOptions) -> anyhow::Result<Identity> {
+    let mut backoff = Backoff(BACKOFF_MIN);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        match join(opts).await {
+            Err(e) if e.to_string().contains("ResourceExhausted") && Instant::now() < deadline => {
+                tokio::time::sleep(backoff.next().max(Duration::from_millis(50))).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Redeems the token: fresh key, CSR, pinned TLS, and a check that the returned CA is the pinned one.
@@ -431,6 +446,7 @@ async fn watch_once(identity: &Identity, opts: &SimNodeOptions, status: &Status)
             message: Some(Outbound::Ack(Ack {
                 revision,
                 config_hash: hash.clone(),
+                unserved_apis: Vec::new(),
             })),
         };
         if tx.send(ack).await.is_err() {

@@ -17,6 +17,9 @@ pub enum ChangeKind {
     /// A key was created, changed or deleted. Only its hash travels (as a session event that
     /// invalidates edge caches); the session itself is looked up on demand.
     Session,
+    /// A node was revoked (`resource_id` is its id). Every replica's tailer reads it in revision
+    /// order and fences the node's streams before anything committed later could reach it.
+    Node,
 }
 
 impl ChangeKind {
@@ -25,6 +28,7 @@ impl ChangeKind {
             Self::Api => "api",
             Self::Policy => "policy",
             Self::Session => "session",
+            Self::Node => "node",
         }
     }
 
@@ -33,6 +37,7 @@ impl ChangeKind {
             "api" => Ok(Self::Api),
             "policy" => Ok(Self::Policy),
             "session" => Ok(Self::Session),
+            "node" => Ok(Self::Node),
             other => Err(StoreError::Corrupt(format!("unknown change kind {other}"))),
         }
     }
@@ -172,6 +177,8 @@ pub struct StoredResource {
 #[derive(Debug)]
 pub struct StartState {
     pub head: i64,
+    /// Nodes revoked as of `head`.
+    pub revoked_nodes: Vec<uuid::Uuid>,
     pub resources: Vec<StoredResource>,
     pub log: Vec<Change>,
 }
@@ -194,6 +201,10 @@ impl Store {
         let policies: Vec<(String, Value)> = sqlx::query_as("SELECT id, definition FROM policies")
             .fetch_all(&mut *tx)
             .await?;
+        let revoked_nodes: Vec<(uuid::Uuid,)> =
+            sqlx::query_as("SELECT id FROM nodes WHERE revoked_at IS NOT NULL")
+                .fetch_all(&mut *tx)
+                .await?;
         let rows: Vec<ChangeRow> = sqlx::query_as(
             "SELECT revision, kind, resource_id, body, tags, prev_tags, committed_at
              FROM change_log WHERE revision > $1 ORDER BY revision",
@@ -235,6 +246,7 @@ impl Store {
             .collect::<Result<_, StoreError>>()?;
         Ok(StartState {
             head,
+            revoked_nodes: revoked_nodes.into_iter().map(|(id,)| id).collect(),
             resources,
             log,
         })
@@ -250,6 +262,10 @@ pub struct Retention {
     pub min_age_secs: i64,
     /// Nodes seen within this many seconds pin the log at their ACKed revision.
     pub node_seen_within_secs: i64,
+    /// ... but no node holds back what was committed longer ago than this: a node connected and
+    /// never ACKing would otherwise stop compaction for ever. It gets a below-retention
+    /// snapshot when it catches up, like any late node.
+    pub node_hold_max_secs: i64,
 }
 
 impl Default for Retention {
@@ -258,6 +274,7 @@ impl Default for Retention {
             min_revisions: 10_000,
             min_age_secs: 24 * 3600,
             node_seen_within_secs: 3600,
+            node_hold_max_secs: 7 * 24 * 3600,
         }
     }
 }
@@ -271,12 +288,16 @@ impl Store {
                  (SELECT revision FROM revision_counter WHERE singleton) - $1,
                  (SELECT coalesce(max(revision), 0) FROM change_log
                    WHERE committed_at < now() - make_interval(secs => $2)),
-                 (SELECT coalesce(min(acked_revision), 9223372036854775807) FROM nodes
-                   WHERE revoked_at IS NULL AND last_seen > now() - make_interval(secs => $3)))",
+                 GREATEST(
+                   (SELECT coalesce(min(acked_revision), 9223372036854775807) FROM nodes
+                     WHERE revoked_at IS NULL AND last_seen > now() - make_interval(secs => $3)),
+                   (SELECT coalesce(max(revision), 0) FROM change_log
+                     WHERE committed_at < now() - make_interval(secs => $4))))",
         )
         .bind(r.min_revisions)
         .bind(r.min_age_secs as f64)
         .bind(r.node_seen_within_secs as f64)
+        .bind(r.node_hold_max_secs as f64)
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected())

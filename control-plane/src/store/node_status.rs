@@ -109,6 +109,16 @@ impl Store {
         Ok(())
     }
 
+    /// APIs the node answers 503 because they enable an authentication method it lacks.
+    pub async fn node_unserved(&self, id: Uuid, apis: &[String]) -> Result<(), StoreError> {
+        sqlx::query("UPDATE nodes SET unserved_apis = $2 WHERE id = $1")
+            .bind(id)
+            .bind(apis)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     pub async fn node_nacked(&self, id: Uuid, nack: &serde_json::Value) -> Result<(), StoreError> {
         sqlx::query("UPDATE nodes SET last_nack = $2, last_seen = now() WHERE id = $1")
             .bind(id)

@@ -1,20 +1,33 @@
 //! `Join`: a bootstrap token and a CSR become a node identity in the group bound to the token.
 
+use std::net::IpAddr;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use portcullis_proto::sync::{JoinRequest, JoinResponse};
 use portcullis_proto::version::{BUILD_VERSION, check_skew};
 use uuid::Uuid;
 
+use super::bounds;
 use super::service::Inner;
 use super::status::SyncError;
 use crate::metrics::OutcomeLabels;
 use crate::store::join::NewNode;
 
-pub async fn join(inner: &Inner, req: JoinRequest) -> Result<JoinResponse, SyncError> {
-    let result = admit(inner, req).await;
+/// Longest a Join waits for one of the `--max-concurrent-joins` slots.
+const SLOT_WAIT: Duration = Duration::from_secs(5);
+
+pub async fn join(
+    inner: &Inner,
+    remote: Option<IpAddr>,
+    req: JoinRequest,
+) -> Result<JoinResponse, SyncError> {
+    let result = limited(inner, remote, req).await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(SyncError::Token(_)) => "token_refused",
+        Err(SyncError::JoinRateLimited { .. }) => "rate_limited",
+        Err(SyncError::JoinsBusy) => "busy",
         Err(_) => "refused",
     };
     inner
@@ -25,7 +38,31 @@ pub async fn join(inner: &Inner, req: JoinRequest) -> Result<JoinResponse, SyncE
     result
 }
 
+/// Every Join costs database work from the pool the management API shares, before the token is
+/// even known to be good: each source address gets a token bucket, and the replica processes a
+/// few joins at a time.
+async fn limited(
+    inner: &Inner,
+    remote: Option<IpAddr>,
+    req: JoinRequest,
+) -> Result<JoinResponse, SyncError> {
+    if let Some(address) = remote
+        && let Err(wait) = inner.join_buckets.take(&address)
+    {
+        return Err(SyncError::JoinRateLimited {
+            address,
+            wait_secs: wait.as_secs().max(1),
+        });
+    }
+    let _slot = match tokio::time::timeout(SLOT_WAIT, inner.join_slots.acquire()).await {
+        Ok(Ok(slot)) => slot,
+        _ => return Err(SyncError::JoinsBusy),
+    };
+    admit(inner, req).await
+}
+
 async fn admit(inner: &Inner, req: JoinRequest) -> Result<JoinResponse, SyncError> {
+    bounds::check_join(&req)?;
     check_skew(BUILD_VERSION, &req.version).map_err(SyncError::VersionSkew)?;
     let name = req.node_name.trim();
     if name.is_empty() || name.len() > 253 || name.chars().any(char::is_control) {

@@ -4,8 +4,11 @@
 
 mod ack_log;
 mod auth;
+mod bounds;
+mod bucket;
 mod guard;
 mod join;
+mod limits;
 mod renew;
 mod service;
 mod state;
@@ -14,6 +17,7 @@ mod tailer;
 mod tls;
 mod watch;
 
+pub use limits::{LimitError, SyncLimitArgs, SyncLimits};
 pub use service::SyncService;
 pub use state::ConfigState;
 pub use tailer::{Tailer, TailerError};

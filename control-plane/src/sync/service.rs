@@ -1,5 +1,6 @@
 //! The tonic service: routes each RPC to its module after authenticating the caller.
 
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,12 +16,16 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
+use uuid::Uuid;
 
 use super::ack_log::AckLog;
 use super::auth::Purpose;
+use super::bucket::Buckets;
 use super::guard::NodeGuard;
+use super::limits::SyncLimits;
 use super::status::SyncError;
 use super::tailer::Tailer;
+use super::tls::PeerInfo;
 use super::{auth, join, renew, watch};
 use crate::ca::NodeCa;
 use crate::metrics::Metrics;
@@ -42,6 +47,12 @@ pub struct Inner {
     pub snapshot_sends: tokio::sync::Semaphore,
     pub guard: Arc<NodeGuard>,
     pub acks: AckLog,
+    /// Joins per source address.
+    pub join_buckets: Buckets<IpAddr>,
+    /// Joins being processed at once.
+    pub join_slots: tokio::sync::Semaphore,
+    /// Snapshots each node may force.
+    pub snapshot_buckets: Buckets<Uuid>,
 }
 
 /// The `portcullis.sync.v1.Sync` service.
@@ -58,11 +69,15 @@ impl SyncService {
         metrics: Arc<Metrics>,
         replica: String,
         cert_ttl: Duration,
+        limits: SyncLimits,
     ) -> Self {
         let guard = NodeGuard::start(store.clone());
         let acks = AckLog::start(store.clone());
         Self {
             inner: Arc::new(Inner {
+                join_buckets: Buckets::new(limits.join_rate_per_sec, limits.join_burst),
+                join_slots: tokio::sync::Semaphore::new(limits.max_concurrent_joins),
+                snapshot_buckets: Buckets::every(limits.snapshot_every, limits.snapshot_burst),
                 guard,
                 acks,
                 store,
@@ -77,14 +92,23 @@ impl SyncService {
     }
 }
 
+/// The client's address, as the TLS acceptor saw it.
+fn remote_of<T>(request: &Request<T>) -> Option<SocketAddr> {
+    request
+        .extensions()
+        .get::<PeerInfo>()
+        .and_then(|p| p.remote)
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl Sync for SyncService {
-    #[tracing::instrument(skip_all, name = "join", fields(remote = ?request.remote_addr()))]
+    #[tracing::instrument(skip_all, name = "join", fields(remote = ?remote_of(&request)))]
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
-        let remote = request.remote_addr();
-        match join::join(&self.inner, request.into_inner()).await {
+        let remote = remote_of(&request);
+        let ip = remote.map(|r| r.ip());
+        match join::join(&self.inner, ip, request.into_inner()).await {
             Ok(resp) => Ok(Response::new(resp)),
             Err(e) => {
                 tracing::warn!(?remote, error = %e, "join refused");
@@ -102,7 +126,7 @@ impl Sync for SyncService {
         let node = auth::authenticate(&self.inner.store, &request, Purpose::Call).await?;
         let (tx, rx) = mpsc::channel(16);
         let inner = self.inner.clone();
-        let span = tracing::info_span!("watch", node_id = %node.id, group = %node.group, remote = ?request.remote_addr());
+        let span = tracing::info_span!("watch", node_id = %node.id, group = %node.group, remote = ?remote_of(&request));
         tokio::spawn(watch::run(inner, node, request.into_inner(), tx).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

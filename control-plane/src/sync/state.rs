@@ -2,7 +2,7 @@
 //! change log, from which it answers "what does group G need to go from revision R to head?"
 //! with a delta, a bookmark or a (cached, chunked) snapshot.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -73,16 +73,22 @@ pub struct ConfigState {
     /// The log holds every revision in `(log_floor, head]`.
     log_floor: i64,
     views: HashMap<String, Arc<GroupView>>,
+    /// Nodes revoked as of `head`: a stream checks this under the same lock it plans with, so
+    /// nothing committed after a revocation is ever planned for the revoked node.
+    revoked: HashSet<String>,
 }
 
 /// Log entries about keys carry this code: they are events, not resources of the configuration.
 const SESSION_CODE: i32 = -1;
+/// Log entries about node revocations: read by every replica in order, sent to no node.
+const NODE_CODE: i32 = -2;
 
 fn kind_code(kind: ChangeKind) -> i32 {
     match kind {
         ChangeKind::Api => ResourceKind::Api as i32,
         ChangeKind::Policy => ResourceKind::Policy as i32,
         ChangeKind::Session => SESSION_CODE,
+        ChangeKind::Node => NODE_CODE,
     }
 }
 
@@ -98,7 +104,7 @@ impl ConfigState {
             log_floor: head,
             ..Self::default()
         };
-        for r in resources {
+        for r in resources.into_iter().filter(|r| r.kind != ChangeKind::Node) {
             let body = Bytes::from(canonical_json(&r.body));
             let code = kind_code(r.kind);
             let digest = resource_digest(code, &r.id, &body);
@@ -118,6 +124,9 @@ impl ConfigState {
         // Only a dense run ending at head is usable for deltas.
         let dense = log.windows(2).all(|w| w[1].revision == w[0].revision + 1)
             && log.last().is_none_or(|l| l.revision == head);
+        for c in log.iter().filter(|c| c.kind == ChangeKind::Node) {
+            state.revoked.insert(c.resource_id.clone());
+        }
         if dense {
             state.log = log.into_iter().map(log_entry).collect();
         } else {
@@ -129,6 +138,17 @@ impl ConfigState {
 
     pub fn head(&self) -> i64 {
         self.head
+    }
+
+    /// Adds nodes the registry had revoked as of `head` (read with the start state).
+    pub fn with_revoked(mut self, ids: impl IntoIterator<Item = String>) -> Self {
+        self.revoked.extend(ids);
+        self
+    }
+
+    /// Whether `node` was revoked at or before `head`.
+    pub fn is_revoked(&self, node: &str) -> bool {
+        self.revoked.contains(node)
     }
 
     /// Applies committed changes, which must continue from `head` without a gap.
@@ -145,7 +165,10 @@ impl ConfigState {
                 ));
             }
             let entry = log_entry(c.clone());
-            if entry.key.0 == SESSION_CODE {
+            if entry.key.0 == NODE_CODE {
+                self.revoked.insert(entry.key.1.clone());
+            }
+            if entry.key.0 == SESSION_CODE || entry.key.0 == NODE_CODE {
                 self.head = c.revision;
                 self.log.push_back(entry);
                 continue;
@@ -308,6 +331,9 @@ impl ConfigState {
         let mut touched: BTreeMap<&ResourceKey, (bool, &LogEntry)> = BTreeMap::new();
         let mut session_events = Vec::new();
         for e in self.log_range(revision, self.head) {
+            if e.key.0 == NODE_CODE {
+                continue;
+            }
             if e.key.0 == SESSION_CODE {
                 // Every group gets key events: a key may be used in any region.
                 session_events.push(SessionEvent {

@@ -24,6 +24,13 @@ pub enum SyncError {
     CertificateExpired,
     #[error("node {0} has been revoked")]
     Revoked(String),
+    #[error("too many joins from {address}; retry in {wait_secs} s")]
+    JoinRateLimited {
+        address: std::net::IpAddr,
+        wait_secs: u64,
+    },
+    #[error("too many joins in progress on this control plane; retry shortly")]
+    JoinsBusy,
     #[error("certificate authority error")]
     Ca(#[from] CaError),
     #[error("store error")]
@@ -42,6 +49,9 @@ impl From<SyncError> for Status {
             | SyncError::BadCertificate(_)
             | SyncError::CertificateExpired => Status::unauthenticated(e.to_string()),
             SyncError::Revoked(_) => Status::permission_denied(e.to_string()),
+            SyncError::JoinRateLimited { .. } | SyncError::JoinsBusy => {
+                Status::resource_exhausted(e.to_string())
+            }
             SyncError::Ca(CaError::BadCsr(_)) => Status::invalid_argument(e.to_string()),
             SyncError::Ca(inner) => {
                 tracing::error!(error = %inner, "certificate authority failure");

@@ -44,7 +44,8 @@ impl Tailer {
 
 async fn load(store: &Store) -> Result<ConfigState, StoreError> {
     let start = store.load_start_state(LOG_CAPACITY as i64).await?;
-    Ok(ConfigState::new(start.head, start.resources, start.log))
+    let revoked = start.revoked_nodes.iter().map(ToString::to_string);
+    Ok(ConfigState::new(start.head, start.resources, start.log).with_revoked(revoked))
 }
 
 /// Locks the state; a poisoned lock only means another thread panicked mid-update of plain data

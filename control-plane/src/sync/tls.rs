@@ -2,7 +2,9 @@
 //! (Join has none) but must chain to the node CA when present; the verified peer certificate is
 //! handed to each RPC through tonic's connect info.
 
+use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,10 +21,13 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
+
+use super::limits::SyncLimits;
+use crate::metrics::{Metrics, ReasonLabels};
 
 /// Builds the sync server's rustls config (ring provider, ALPN h2).
 pub fn server_config(
@@ -117,6 +122,13 @@ pub struct PeerInfo {
 pub struct TlsConn {
     inner: TlsStream<TcpStream>,
     info: PeerInfo,
+    /// Counts against `--sync-max-connections` for as long as the connection lives.
+    _slot: OwnedSemaphorePermit,
+    /// A connection without a client certificate can only Join: it counts against its address's
+    /// cap and reads EOF once `anonymous_deadline` passes, so idle anonymous connections cannot
+    /// fill the connection slots that nodes need.
+    _anonymous: Option<AddressSlot>,
+    anonymous_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl tonic::transport::server::Connected for TlsConn {
@@ -133,6 +145,11 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(deadline) = self.anonymous_deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -170,11 +187,64 @@ impl AsyncWrite for TlsConn {
 /// Stream of accepted TLS connections for `serve_with_incoming`.
 pub type TlsIncoming = ReceiverStream<Result<TlsConn, io::Error>>;
 
+/// Handshakes in progress per source address, so one address cannot hold every handshake slot.
+#[derive(Default)]
+struct PerAddress(std::sync::Mutex<HashMap<IpAddr, usize>>);
+
+/// One source address's handshake in progress; dropping it frees the slot.
+struct AddressSlot {
+    map: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    fn enter(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<AddressSlot> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_default();
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            map: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.map.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Accepts TCP connections and completes handshakes concurrently, so one slow or hostile client
-/// cannot hold up the others.
-pub fn accept_tls(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> TlsIncoming {
+/// cannot hold up the others. Handshakes are bounded in time, in number and per source address,
+/// and established connections in number: a connection over any cap is closed at once (the
+/// client sees a reset or EOF before its handshake completes) and counted.
+pub fn accept_tls(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    limits: &SyncLimits,
+    metrics: Arc<Metrics>,
+) -> TlsIncoming {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
+    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = Arc::new(PerAddress::default());
+    let anonymous = Arc::new(PerAddress::default());
+    let per_address_cap = limits.max_handshakes_per_address;
+    let timeout = limits.handshake_timeout;
+    // Long enough for a Join that waited for its slot and ran to the request timeout.
+    let anonymous_life = limits.request_timeout * 2;
+    let metrics_in_tasks = metrics.clone();
     tokio::spawn(async move {
         loop {
             let (tcp, remote) = match listener.accept().await {
@@ -189,11 +259,35 @@ pub fn accept_tls(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> T
             if tx.is_closed() {
                 return;
             }
+            let refuse = |reason: &'static str| {
+                metrics
+                    .sync_refused_connections_total
+                    .get_or_create(&ReasonLabels { reason })
+                    .inc();
+                tracing::debug!(%remote, reason, "sync connection refused");
+            };
+            let Ok(slot) = connections.clone().try_acquire_owned() else {
+                refuse("connections");
+                continue;
+            };
+            let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+                refuse("handshakes");
+                continue;
+            };
+            let Some(address_slot) = per_address.enter(remote.ip(), per_address_cap) else {
+                refuse("handshakes_per_address");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let anonymous = anonymous.clone();
+            let metrics = metrics_in_tasks.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                let accepted = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
+                drop(address_slot);
+                drop(handshake);
+                match accepted {
                     Ok(Ok(tls)) => {
                         let certificate = tls
                             .get_ref()
@@ -201,12 +295,29 @@ pub fn accept_tls(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> T
                             .peer_certificates()
                             .and_then(|c| c.first())
                             .map(|c| c.clone().into_owned());
+                        let (anonymous_slot, anonymous_deadline) = if certificate.is_some() {
+                            (None, None)
+                        } else {
+                            let Some(s) = anonymous.enter(remote.ip(), per_address_cap) else {
+                                metrics
+                                    .sync_refused_connections_total
+                                    .get_or_create(&ReasonLabels {
+                                        reason: "anonymous_per_address",
+                                    })
+                                    .inc();
+                                return;
+                            };
+                            (Some(s), Some(Box::pin(tokio::time::sleep(anonymous_life))))
+                        };
                         let conn = TlsConn {
                             inner: tls,
                             info: PeerInfo {
                                 certificate,
                                 remote: Some(remote),
                             },
+                            _slot: slot,
+                            _anonymous: anonymous_slot,
+                            anonymous_deadline,
                         };
                         let _ = tx.send(Ok(conn)).await;
                     }

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use super::auth::NodeIdentity;
+use super::bounds;
 use super::guard::Refusal;
 use super::service::Inner;
 use super::state::{ConfigState, GroupView, Plan};
@@ -34,6 +35,8 @@ type Out = mpsc::Sender<Result<WatchResponse, Status>>;
 
 struct Session {
     inner: Arc<Inner>,
+    /// The node id as the change log names it (revocation fence).
+    node_key: String,
     node: NodeIdentity,
     labels: GroupLabels,
     out: Out,
@@ -45,6 +48,8 @@ struct Session {
     /// Revisions after this one were committed while the stream was live, and their ACKs
     /// measure propagation; catching up after a reconnect or a snapshot does not.
     live_from: i64,
+    /// APIs the node last said it answers 503 (`Ack.unserved_apis`); stored when it changes.
+    unserved: Option<Vec<String>>,
 }
 
 pub async fn run(
@@ -72,6 +77,10 @@ pub async fn run(
                 "Hello names another node than the certificate",
             )))
             .await;
+        return;
+    }
+    if let Err(e) = bounds::check_hello(&hello) {
+        let _ = out.send(Err(e.into())).await;
         return;
     }
     if let Err(skew) = check_skew(BUILD_VERSION, &hello.build_version) {
@@ -103,6 +112,7 @@ pub async fn run(
 
     let node_id = node.id;
     let mut session = Session {
+        node_key: node.id.to_string(),
         inner: inner.clone(),
         node,
         labels: labels.clone(),
@@ -111,6 +121,7 @@ pub async fn run(
         acked: (to_i64(hello.last_revision), hello.config_hash),
         blocked_until_after: None,
         live_from: *inner.tailer.head.borrow(),
+        unserved: None,
     };
     let end = session.serve(&mut inbound).await;
     if let Some(status) = end {
@@ -140,8 +151,8 @@ impl Session {
         let wanted = self.sent.0;
         let _ = tokio::time::timeout(CATCH_UP_WAIT, head.wait_for(|h| *h >= wanted)).await;
         head.mark_unchanged();
-        if !self.push(false).await {
-            return None;
+        if let Err(end) = self.push(false).await {
+            return end;
         }
         let mut standing = self.inner.guard.watch(self.node.id);
         let mut bookmark = tokio::time::interval(BOOKMARK_EVERY);
@@ -153,19 +164,22 @@ impl Session {
                         return Some(Status::unavailable("control plane is shutting down"));
                     }
                     let newest = *head.borrow_and_update();
+                    if lock(&self.inner.tailer.state).is_revoked(&self.node_key) {
+                        return Some(self.fenced());
+                    }
                     if self.blocked_until_after.is_some_and(|b| newest <= b) {
                         continue;
                     }
                     self.blocked_until_after = None;
-                    if !self.push(false).await {
-                        return None;
+                    if let Err(end) = self.push(false).await {
+                        return end;
                     }
                 }
                 msg = inbound.message() => match msg {
                     Ok(Some(WatchRequest { message: Some(Inbound::Ack(ack)) })) => self.on_ack(ack).await,
                     Ok(Some(WatchRequest { message: Some(Inbound::Nack(nack)) })) => {
-                        if !self.on_nack(nack).await {
-                            return None;
+                        if let Err(end) = self.on_nack(nack).await {
+                            return end;
                         }
                     }
                     Ok(Some(_)) => return Some(Status::invalid_argument("unexpected message on Watch")),
@@ -184,43 +198,90 @@ impl Session {
                     return Some(refused.into());
                 }
                 _ = bookmark.tick() => {
-                    if self.blocked_until_after.is_none() && !self.push(false).await {
-                        return None;
+                    if self.blocked_until_after.is_none()
+                        && let Err(end) = self.push(false).await
+                    {
+                        return end;
                     }
                 }
             }
         }
     }
 
+    /// The status a revoked node's stream ends with.
+    fn fenced(&self) -> Status {
+        let refused = SyncError::Revoked(self.node_key.clone());
+        tracing::warn!(node_id = %self.node.id, error = %refused, "closing watch stream");
+        refused.into()
+    }
+
     /// Sends what the node needs to reach head from what it was sent. `resync` forces a snapshot.
-    async fn push(&mut self, resync: bool) -> bool {
+    /// `Err(None)`: the node went away; `Err(Some(status))`: end the stream with `status`.
+    ///
+    /// This is the only place that sends configuration, and it plans under the state lock after
+    /// checking the revocation fence under that same lock: the tailer applies a revocation and
+    /// everything after it in one critical section, so nothing committed after a node's
+    /// revocation is ever planned for it, on any replica.
+    async fn push(&mut self, resync: bool) -> Result<(), Option<Status>> {
+        enum Step {
+            Send(Vec<WatchResponse>),
+            Fenced,
+            Throttle(&'static str),
+            Permit,
+        }
         let inner = self.inner.clone();
         let mut permit = None;
+        let mut allowed = false;
         let messages = loop {
-            let planned = {
+            let step = {
                 let mut state = lock(&inner.tailer.state);
-                let plan = if resync {
-                    Plan::Snapshot {
-                        reason: "resync",
-                        view: state.view(&self.node.group),
-                    }
+                if state.is_revoked(&self.node_key) {
+                    Step::Fenced
                 } else {
-                    state.plan(&self.node.group, self.sent.0, &self.sent.1)
-                };
-                match plan {
-                    // Each snapshot in flight holds a copy of its messages until they are
-                    // written, and after a control-plane restart every node of a large fleet may
-                    // want one at once: the permit comes before the copy. The plan is made again
-                    // once it is held, since the head may have moved meanwhile.
-                    Plan::Snapshot { .. } if permit.is_none() => None,
-                    plan => Some(self.messages_for(&state, plan)),
+                    let plan = if resync {
+                        Plan::Snapshot {
+                            reason: "resync",
+                            view: state.view(&self.node.group),
+                        }
+                    } else {
+                        state.plan(&self.node.group, self.sent.0, &self.sent.1)
+                    };
+                    match plan {
+                        // A snapshot the node's own claims forced (its hash, its revision, a
+                        // drift NACK) costs a build and a copy per chunk: a node looping on bad
+                        // claims waits for its bucket instead.
+                        Plan::Snapshot { reason, .. }
+                            if !allowed && reason != "below_retention" =>
+                        {
+                            Step::Throttle(reason)
+                        }
+                        // Each snapshot in flight holds a copy of its messages until they are
+                        // written, and after a control-plane restart every node of a large fleet
+                        // may want one at once: the permit comes before the copy. The plan is
+                        // made again once it is held, since the head may have moved meanwhile.
+                        Plan::Snapshot { .. } if permit.is_none() => Step::Permit,
+                        plan => Step::Send(self.messages_for(&state, plan)),
+                    }
                 }
             };
-            match planned {
-                Some(messages) => break messages,
-                None => match inner.snapshot_sends.acquire().await {
+            match step {
+                Step::Send(messages) => break messages,
+                Step::Fenced => return Err(Some(self.fenced())),
+                Step::Throttle(reason) => match inner.snapshot_buckets.take(&self.node.id) {
+                    Ok(()) => allowed = true,
+                    Err(wait) => {
+                        inner
+                            .metrics
+                            .sync_snapshots_throttled_total
+                            .get_or_create(&self.labels)
+                            .inc();
+                        tracing::warn!(node_id = %self.node.id, reason, wait_ms = wait.as_millis() as u64, "node forces snapshots faster than the snapshot limit; holding the next one back");
+                        tokio::time::sleep(wait).await;
+                    }
+                },
+                Step::Permit => match inner.snapshot_sends.acquire().await {
                     Ok(p) => permit = Some(p),
-                    Err(_) => return false,
+                    Err(_) => return Err(None),
                 },
             }
         };
@@ -228,14 +289,14 @@ impl Session {
             // A node that stops reading must not hold a snapshot permit for ever.
             match tokio::time::timeout(SEND_TIMEOUT, self.out.send(Ok(m))).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => return false,
+                Ok(Err(_)) => return Err(None),
                 Err(_) => {
                     tracing::warn!(node_id = %self.node.id, "node stopped reading its stream; closing it");
-                    return false;
+                    return Err(None);
                 }
             }
         }
-        true
+        Ok(())
     }
 
     /// The messages that carry `plan`, and what the node will hold once it has applied them.
@@ -270,7 +331,9 @@ impl Session {
         }
     }
 
-    async fn on_ack(&mut self, ack: Ack) {
+    async fn on_ack(&mut self, mut ack: Ack) {
+        ack.config_hash = bounds::truncate(&ack.config_hash, bounds::MAX_CONFIG_HASH);
+        self.record_unserved(&ack.unserved_apis).await;
         let revision = to_i64(ack.revision);
         if revision <= self.acked.0 {
             return;
@@ -295,7 +358,32 @@ impl Session {
             .record(self.node.id, revision, &self.acked.1);
     }
 
-    async fn on_nack(&mut self, nack: Nack) -> bool {
+    /// Stores the APIs the node cannot serve (bounded like NACK resources) when they change.
+    async fn record_unserved(&mut self, reported: &[String]) {
+        let unserved: Vec<String> = reported
+            .iter()
+            .take(bounds::MAX_NACK_RESOURCES)
+            .map(|s| bounds::truncate(s, bounds::MAX_RESOURCE_ID))
+            .collect();
+        if self.unserved.as_ref() == Some(&unserved) {
+            return;
+        }
+        if !unserved.is_empty() {
+            tracing::warn!(node_id = %self.node.id, apis = ?unserved, "node answers 503 on APIs whose authentication method it does not implement");
+        }
+        match self
+            .inner
+            .store
+            .node_unserved(self.node.id, &unserved)
+            .await
+        {
+            Ok(()) => self.unserved = Some(unserved),
+            Err(e) => tracing::warn!(error = %e, "could not record the node's unserved APIs"),
+        }
+    }
+
+    async fn on_nack(&mut self, nack: Nack) -> Result<(), Option<Status>> {
+        let nack = bounds::bound_nack(nack);
         tracing::warn!(node_id = %self.node.id, revision = nack.revision, error = %nack.error, resources = ?nack.resource_ids, "node rejected configuration");
         self.inner
             .metrics
@@ -319,7 +407,7 @@ impl Session {
         }
         self.blocked_until_after = Some(to_i64(nack.revision));
         self.sent = self.acked.clone();
-        true
+        Ok(())
     }
 }
 

@@ -29,6 +29,12 @@ const SUPERSEDED: &str = "superseded by a renewal";
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A revoked node asks again rarely: revocation is final, but an operator may look at the
+/// control plane's log, and a node that never asks could not notice a restored database.
+const REVOKED_BACKOFF_MIN: Duration = Duration::from_secs(30);
+const REVOKED_BACKOFF_MAX: Duration = Duration::from_secs(600);
+/// How the control plane words a revoked node's refusal (`PERMISSION_DENIED`).
+const REVOKED: &str = "has been revoked";
 /// How often a gateway rewrites a backup that already holds its configuration.
 const BACKUP_REWRITE_EVERY: Duration = Duration::from_secs(600);
 /// At most one Redis backup write per period per gateway; bursts coalesce.
@@ -60,25 +66,44 @@ pub struct SyncClient {
     next_cp: usize,
 }
 
-struct Backoff(Duration);
+struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
 
 impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            next: min,
+            min,
+            max,
+        }
+    }
+
     fn next(&mut self) -> Duration {
-        let d = self.0;
-        self.0 = (self.0 * 2).min(BACKOFF_MAX);
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
         // Full jitter in [d/2, d): a fleet reconnecting after a CP restart spreads out.
         let half = d / 2;
         half + Duration::from_micros(rand::rng().random_range(0..=half.as_micros().max(1) as u64))
     }
 
     fn reset(&mut self) {
-        self.0 = BACKOFF_MIN;
+        self.next = self.min;
     }
 }
 
 enum StreamEnd {
     /// Worth retrying (after a pause); whether any message was applied.
     Retry { error: String, progressed: bool },
+    /// The control plane says this node is revoked: ask again rarely.
+    Revoked(String),
+}
+
+/// Whether a refusal says the node was revoked.
+fn is_revoked(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::PermissionDenied && status.message().contains(REVOKED)
 }
 
 impl SyncClient {
@@ -151,15 +176,39 @@ impl SyncClient {
             self.shared.clone(),
             renew_now.clone(),
         ));
-        let mut backoff = Backoff(BACKOFF_MIN);
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+        let mut revoked = Backoff::new(REVOKED_BACKOFF_MIN, REVOKED_BACKOFF_MAX);
+        let mut said_revoked = false;
         loop {
             let url = self.cp_url();
             let (generation, identity) = identity_rx.borrow().clone();
-            let StreamEnd::Retry { error, progressed } = self
+            let end = self
                 .watch_once(&url, &identity, generation, &persist_tx)
                 .await;
             self.shared.stats.connected.store(false, Ordering::Release);
             self.shared.sessions.set_control_plane(None);
+            let (error, progressed) = match end {
+                StreamEnd::Retry { error, progressed } => (error, progressed),
+                StreamEnd::Revoked(error) => {
+                    // Said once: a revoked node retrying for days must not fill the log.
+                    if !said_revoked {
+                        said_revoked = true;
+                        tracing::error!(control_plane = %url, node_id = %identity.node_id, %error, "this node has been revoked; serving the last configuration without updates; to bring it back, clear its state dir and join again with a new bootstrap token");
+                    } else {
+                        tracing::debug!(control_plane = %url, %error, "still revoked");
+                    }
+                    self.shared.stats.set_error(format!(
+                        "node {} has been revoked by the control plane; serving the last configuration ({error})",
+                        identity.node_id
+                    ));
+                    tokio::time::sleep(revoked.next()).await;
+                    continue;
+                }
+            };
+            if progressed {
+                said_revoked = false;
+                revoked.reset();
+            }
             if error.contains(SUPERSEDED) {
                 // A renewal whose answer was lost: the control plane moved on to a certificate
                 // this node never received. It still accepts this one to renew with.
@@ -237,7 +286,7 @@ impl SyncClient {
             .bootstrap_token
             .clone()
             .ok_or(SyncFatal::NoToken)?;
-        let mut backoff = Backoff(BACKOFF_MIN);
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         loop {
             let url = self.cp_url();
             let result = join(JoinParams {
@@ -300,7 +349,10 @@ impl SyncClient {
         let hello = Hello {
             node_id: identity.node_id.clone(),
             protocol_version: portcullis_proto::PROTOCOL_VERSION,
-            capabilities: vec!["keyless".into()],
+            capabilities: portcullis_proto::model::auth_methods::IMPLEMENTED
+                .iter()
+                .map(|m| (*m).to_owned())
+                .collect(),
             build_version: BUILD_VERSION.into(),
             last_revision: revision,
             config_hash: hash,
@@ -312,6 +364,9 @@ impl SyncClient {
             .await;
         let mut inbound = match grpc.watch(ReceiverStream::new(rx)).await {
             Ok(r) => r.into_inner(),
+            Err(status) if is_revoked(&status) => {
+                return StreamEnd::Revoked(format!("watch refused: {}", status.message()));
+            }
             Err(status) => return retry(format!("watch refused: {}", status.message()), false),
         };
         let stats = &self.shared.stats;
@@ -324,6 +379,9 @@ impl SyncClient {
             let msg = match inbound.message().await {
                 Ok(Some(m)) => m,
                 Ok(None) => return retry("control plane closed the stream".into(), progressed),
+                Err(status) if is_revoked(&status) => {
+                    return StreamEnd::Revoked(format!("stream closed: {}", status.message()));
+                }
                 Err(status) => {
                     return retry(format!("stream error: {}", status.message()), progressed);
                 }
@@ -395,6 +453,9 @@ impl SyncClient {
                     Outbound::Ack(Ack {
                         revision: at,
                         config_hash: applied.hash.clone(),
+                        unserved_apis: crate::request_metrics::unserved_apis(
+                            &self.shared.table.load(),
+                        ),
                     })
                 }
                 Err(e) => {
@@ -539,7 +600,7 @@ async fn renew_forever(
             () = renew_now.notified() => tracing::info!("certificate superseded on the control plane; renewing now"),
             () = identity.closed() => return,
         }
-        let mut backoff = Backoff(Duration::from_secs(1));
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
         let (renewed, from) = loop {
             let url = &control_planes[next_cp % control_planes.len().max(1)];
             next_cp = next_cp.wrapping_add(1);
@@ -553,8 +614,14 @@ async fn renew_forever(
                             SyncFatal::CertificateExpired(validity.not_after).to_string(),
                         );
                     }
+                    // A revoked node's renewals cannot succeed; they wait as long as its watches.
+                    let wait = if e.to_string().contains(REVOKED) {
+                        REVOKED_BACKOFF_MAX
+                    } else {
+                        backoff.next().min(Duration::from_secs(30))
+                    };
                     tokio::select! {
-                        () = tokio::time::sleep(backoff.next().min(Duration::from_secs(30))) => {}
+                        () = tokio::time::sleep(wait) => {}
                         () = identity.closed() => return,
                     }
                 }

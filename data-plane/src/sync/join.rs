@@ -85,6 +85,8 @@ pub async fn join(p: JoinParams<'_>) -> Result<Identity, JoinFailure> {
                         JoinFailure::Retry(chain)
                     }
                 }
+                // Rate-limited or busy: the same token works once the control plane has room.
+                tonic::Code::ResourceExhausted => JoinFailure::Retry(text),
                 _ => fatal(text),
             });
         }

@@ -84,8 +84,8 @@ struct Args {
     log_dir: Option<PathBuf>,
 }
 
-const ADMIN_SECRET: &str = "storm-admin-secret";
-const ENCRYPTION_SECRET: &str = "storm-encryption-secret";
+const ADMIN_SECRET: &str = "storm-admin-secret-0123456789abcdef";
+const ENCRYPTION_SECRET: &str = "storm-encryption-secret-0123456789ab";
 /// How long the control plane's CPU use is sampled with every stream idle.
 const IDLE_WINDOW: Duration = Duration::from_secs(10);
 /// The API the updates move around.
@@ -450,6 +450,13 @@ async fn start_cp(
         ("PORTCULLIS_DATABASE_URL", db_url.to_owned()),
         ("PORTCULLIS_ADMIN_SECRET", ADMIN_SECRET.to_owned()),
         ("PORTCULLIS_ENCRYPTION_SECRET", ENCRYPTION_SECRET.to_owned()),
+        // The whole simulated fleet is one source address: lift the per-address bounds that a
+        // real fleet spread over many addresses never meets.
+        ("PORTCULLIS_JOIN_BURST", "1000000".to_owned()),
+        (
+            "PORTCULLIS_SYNC_MAX_HANDSHAKES_PER_ADDRESS",
+            "65536".to_owned(),
+        ),
     ];
     let mut last = anyhow!("never started");
     // A port can stay busy for a moment after the previous process died; retry then.
@@ -540,7 +547,7 @@ impl Mgmt {
             .call(
                 Method::POST,
                 "/portcullis/bootstrap-tokens",
-                Some(json!({"group": group})),
+                Some(json!({"group": group, "max_uses": 1_000_000})),
             )
             .await?;
         body["token"]

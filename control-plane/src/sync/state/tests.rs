@@ -265,3 +265,42 @@ fn key_changes_reach_every_group_as_events_without_touching_the_hash() {
     assert_eq!(c.to_revision, 2);
     assert!(matches!(s.plan("us", 2, &before), Plan::Bookmark(_)));
 }
+
+#[test]
+fn a_revocation_fences_its_node_from_the_batch_it_arrives_in_and_is_sent_to_nobody() {
+    let mut s = ConfigState::new(0, vec![], vec![]);
+    let mut eu = Edge::default();
+    eu.step(&mut s, "eu", 0, "");
+    let hash = eu.hash();
+    let revoked = uuid::Uuid::new_v4().to_string();
+    let revocation = Change {
+        revision: 1,
+        kind: ChangeKind::Node,
+        resource_id: revoked.clone(),
+        body: None,
+        tags: None,
+        prev_tags: None,
+        committed_at: Utc::now(),
+    };
+    // The revocation and a later commit arrive in one batch: the fence holds before either is
+    // visible to a stream, which plans under the same lock.
+    s.apply(&[
+        revocation.clone(),
+        change(2, "a", Some(json!({"api_id": "a"})), Some(&[]), None),
+    ])
+    .unwrap();
+    assert!(s.is_revoked(&revoked));
+    assert!(!s.is_revoked(&uuid::Uuid::new_v4().to_string()));
+    // Other nodes get the API and nothing about the revocation.
+    let Plan::Changes(c) = s.plan("eu", 0, &hash) else {
+        panic!("expected changes")
+    };
+    assert_eq!(
+        (c.upserts.len(), c.deletes.len(), c.session_events.len()),
+        (1, 0, 0)
+    );
+    assert!(matches!(s.plan("eu", 2, &c.config_hash), Plan::Bookmark(_)));
+    // A replica starting later reads the revocation back from the retained log.
+    let restarted = ConfigState::new(2, vec![], vec![revocation]);
+    assert!(restarted.is_revoked(&revoked));
+}
