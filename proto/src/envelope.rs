@@ -19,6 +19,8 @@ pub mod label {
     pub const CA_KEY: &str = "portcullis/ca-key/v1";
     /// The edge's configuration backup (Redis, state dir).
     pub const BACKUP: &str = "portcullis/backup/v1";
+    /// The node's private key in the edge's state dir.
+    pub const NODE_KEY: &str = "portcullis/node-key/v1";
     /// Secrets stored by the control plane that must be recovered (client secrets, hmac strings).
     pub const STORED_SECRET: &str = "portcullis/secret/v1";
 }

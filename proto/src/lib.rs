@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod key_hash;
 pub mod model;
 pub mod pin;
+pub mod sealed_field;
 pub mod version;
 
 /// Generated tonic/prost code for `portcullis.sync.v1`.

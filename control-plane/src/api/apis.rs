@@ -3,12 +3,28 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use portcullis_proto::model::ApiDefinition;
+use portcullis_proto::model::auth_methods;
+use portcullis_proto::model::{ApiDefinition, ValidationError};
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, stored_secrets};
 
 const NOT_FOUND: &str = "API not found";
+
+/// Refuses a definition that enables an authentication method the edges do not implement: an
+/// edge would otherwise have to refuse every request to it (docs/security.md).
+fn servable(def: &ApiDefinition) -> Result<(), ValidationError> {
+    match auth_methods::unsupported(def).into_iter().next() {
+        None => Ok(()),
+        Some(u) => Err(ValidationError::new(
+            u.field,
+            format!(
+                "enables the {} authentication method, which Portcullis does not implement yet",
+                u.method
+            ),
+        )),
+    }
+}
 
 pub async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let apis = state
@@ -34,6 +50,8 @@ pub async fn get(
 
 pub async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let def = ApiDefinition::parse(&body)?;
+    servable(&def)?;
+    let def = stored_secrets::seal_api(def, &state.stored_secrets)?;
     state
         .store
         .create_api(&def)
@@ -52,6 +70,8 @@ pub async fn update(
     let mut def = ApiDefinition::parse(&body)?;
     // The path names the API, as in Tyk; a different id in the body is overridden.
     def.set_api_id(&api_id);
+    servable(&def)?;
+    let def = stored_secrets::seal_api(def, &state.stored_secrets)?;
     state
         .store
         .update_api(&def)

@@ -7,10 +7,15 @@
 //! bcrypt is slow on purpose, so two things keep it off the request path: concurrent
 //! verifications of the same user and password share one bcrypt run, and a cached success is
 //! re-verified in the background once it is half its TTL old, so a busy user never waits for it.
+//!
+//! A flood of wrong passwords for a known user would still start one bcrypt run each, so at
+//! most one run per core is in flight in the process; a check that waits more than
+//! [`BCRYPT_WAIT`] for a slot is answered 503 (docs/security.md).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -19,13 +24,96 @@ use http::request::Parts;
 use portcullis_proto::model::BasicAuthSpec;
 use regex::Regex;
 use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 
 use super::AuthMethod;
 use crate::error::ProxyError;
 use crate::sessions::Session;
 
 type CacheKey = [u8; 32];
+
+/// The longest password bcrypt verifies in full.
+const MAX_PASSWORD_BYTES: usize = 72;
+
+/// How long a password check waits for a bcrypt slot before the request is answered 503.
+const BCRYPT_WAIT: Duration = Duration::from_secs(1);
+
+/// The process-wide bound on concurrent bcrypt runs, with counters for `/metrics`.
+pub struct BcryptGate {
+    slots: Arc<Semaphore>,
+    pub size: usize,
+    in_use: AtomicU64,
+    /// The most runs ever in flight at once.
+    pub peak: AtomicU64,
+    pub runs: AtomicU64,
+    /// Checks answered 503 because every slot stayed busy.
+    pub refused: AtomicU64,
+}
+
+pub static BCRYPT: LazyLock<BcryptGate> = LazyLock::new(|| {
+    let size = std::thread::available_parallelism().map_or(1, |n| n.get());
+    BcryptGate {
+        slots: Arc::new(Semaphore::new(size)),
+        size,
+        in_use: AtomicU64::new(0),
+        peak: AtomicU64::new(0),
+        runs: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
+    }
+});
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Match,
+    NoMatch,
+    Busy,
+}
+
+impl BcryptGate {
+    async fn verify(&'static self, password: String, stored: String) -> Verdict {
+        let Ok(Ok(slot)) =
+            tokio::time::timeout(BCRYPT_WAIT, self.slots.clone().acquire_owned()).await
+        else {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Verdict::Busy;
+        };
+        // The slot travels with the run: a caller that gives up does not free it early.
+        let run = move || {
+            let _slot = slot;
+            let now = self.in_use.fetch_add(1, Ordering::AcqRel) + 1;
+            self.peak.fetch_max(now, Ordering::AcqRel);
+            self.runs.fetch_add(1, Ordering::Relaxed);
+            let ok = bcrypt::verify(password, &stored).unwrap_or(false);
+            self.in_use.fetch_sub(1, Ordering::AcqRel);
+            ok
+        };
+        // Tens of milliseconds by design: never on the proxy's threads.
+        match tokio::task::spawn_blocking(run).await {
+            Ok(true) => Verdict::Match,
+            _ => Verdict::NoMatch,
+        }
+    }
+
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = write!(
+            out,
+            "# HELP portcullis_gateway_bcrypt_slots bcrypt runs allowed at once (one per core).\n\
+             # TYPE portcullis_gateway_bcrypt_slots gauge\nportcullis_gateway_bcrypt_slots {}\n\
+             # HELP portcullis_gateway_bcrypt_in_flight_peak The most bcrypt runs ever in flight at once.\n\
+             # TYPE portcullis_gateway_bcrypt_in_flight_peak gauge\nportcullis_gateway_bcrypt_in_flight_peak {}\n\
+             # HELP portcullis_gateway_bcrypt_runs_total bcrypt verifications run.\n\
+             # TYPE portcullis_gateway_bcrypt_runs_total counter\nportcullis_gateway_bcrypt_runs_total {}\n\
+             # HELP portcullis_gateway_bcrypt_busy_total Password checks answered 503 because every bcrypt slot stayed busy.\n\
+             # TYPE portcullis_gateway_bcrypt_busy_total counter\nportcullis_gateway_bcrypt_busy_total {}\n",
+            self.size,
+            n(&self.peak),
+            n(&self.runs),
+            n(&self.refused),
+        );
+    }
+}
 
 #[derive(Debug)]
 pub struct BasicAuth {
@@ -36,15 +124,32 @@ pub struct BasicAuth {
     from_body: Option<(Regex, Regex)>,
 }
 
-#[derive(Debug, Default)]
+/// Verified (user, password) pairs kept at most; the least recently used go first.
+const VERIFIED_ENTRIES: usize = 100_000;
+
 struct Verifications {
-    verified: Mutex<HashMap<CacheKey, Instant>>,
-    in_flight: Mutex<HashMap<CacheKey, Arc<OnceCell<bool>>>>,
+    verified: Mutex<hashlink::LruCache<CacheKey, Instant>>,
+    in_flight: Mutex<HashMap<CacheKey, Arc<OnceCell<Verdict>>>>,
+}
+
+impl Default for Verifications {
+    fn default() -> Self {
+        Self {
+            verified: Mutex::new(hashlink::LruCache::new(VERIFIED_ENTRIES)),
+            in_flight: Mutex::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Verifications {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Verifications(..)")
+    }
 }
 
 impl Verifications {
     /// One bcrypt run per (stored hash, password) at a time; concurrent callers share it.
-    async fn bcrypt_once(&self, key: CacheKey, password: String, stored: String) -> bool {
+    async fn bcrypt_once(&self, key: CacheKey, password: String, stored: String) -> Verdict {
         let cell = self
             .in_flight
             .lock()
@@ -52,16 +157,7 @@ impl Verifications {
             .entry(key)
             .or_default()
             .clone();
-        let ok = *cell
-            .get_or_init(|| async move {
-                // Tens of milliseconds by design: never on the proxy's threads.
-                tokio::task::spawn_blocking(move || {
-                    bcrypt::verify(password, &stored).unwrap_or(false)
-                })
-                .await
-                .unwrap_or(false)
-            })
-            .await;
+        let ok = *cell.get_or_init(|| BCRYPT.verify(password, stored)).await;
         let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         if map.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
             map.remove(&key);
@@ -77,12 +173,11 @@ impl Verifications {
             .map(Instant::elapsed)
     }
 
-    fn remember(&self, key: CacheKey, ttl: Duration) {
-        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() > 100_000 {
-            cache.retain(|_, at| at.elapsed() < ttl);
-        }
-        cache.insert(key, Instant::now());
+    fn remember(&self, key: CacheKey) {
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, Instant::now());
     }
 
     fn forget(&self, key: &CacheKey) {
@@ -196,6 +291,14 @@ impl BasicAuth {
     }
 }
 
+fn verdict(v: Verdict) -> Result<(), ProxyError> {
+    match v {
+        Verdict::Match => Ok(()),
+        Verdict::NoMatch => Err(ProxyError::UserNotAuthorised),
+        Verdict::Busy => Err(ProxyError::AuthBusy),
+    }
+}
+
 #[async_trait::async_trait]
 impl AuthMethod for BasicAuth {
     fn needs_body(&self) -> bool {
@@ -222,6 +325,11 @@ impl AuthMethod for BasicAuth {
         session: &Session,
     ) -> Result<(), ProxyError> {
         let (_, password) = self.credentials(parts, body)?;
+        // bcrypt reads only the first 72 bytes: without this, any suffix after a right
+        // 72-byte prefix would pass. The control plane refuses to store longer passwords.
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(ProxyError::UserNotAuthorised);
+        }
         let Some(stored) = session
             .state
             .spec()
@@ -235,33 +343,29 @@ impl AuthMethod for BasicAuth {
         };
         let key = Self::cache_key(&stored, &password);
         let Some(ttl) = self.cache_ttl else {
-            return if self.state.bcrypt_once(key, password, stored).await {
-                Ok(())
-            } else {
-                Err(ProxyError::UserNotAuthorised)
-            };
+            return verdict(self.state.bcrypt_once(key, password, stored).await);
         };
         match self.state.age(&key) {
             Some(age) if age < ttl => {
                 if age > ttl / 2 && !self.state.refreshing(&key) {
                     let state = self.state.clone();
                     tokio::spawn(async move {
-                        if state.bcrypt_once(key, password, stored).await {
-                            state.remember(key, ttl);
-                        } else {
-                            state.forget(&key);
+                        match state.bcrypt_once(key, password, stored).await {
+                            Verdict::Match => state.remember(key),
+                            Verdict::NoMatch => state.forget(&key),
+                            // Saturated: keep the cached success until it expires.
+                            Verdict::Busy => {}
                         }
                     });
                 }
                 Ok(())
             }
             _ => {
-                if self.state.bcrypt_once(key, password, stored).await {
-                    self.state.remember(key, ttl);
-                    Ok(())
-                } else {
-                    Err(ProxyError::UserNotAuthorised)
+                let v = self.state.bcrypt_once(key, password, stored).await;
+                if v == Verdict::Match {
+                    self.state.remember(key);
                 }
+                verdict(v)
             }
         }
     }

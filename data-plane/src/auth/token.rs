@@ -10,7 +10,9 @@ use std::sync::Arc;
 use http::request::Parts;
 use http::{HeaderName, StatusCode};
 use md5::Md5;
-use portcullis_proto::model::{AuthTokenSpec, SignatureSpec};
+use portcullis_proto::envelope::EnvelopeKey;
+use portcullis_proto::model::{AuthTokenSpec, SignatureSpec, ValidationError};
+use portcullis_proto::sealed_field;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -20,6 +22,37 @@ use crate::sessions::Session;
 
 const MIN_TOKEN_LENGTH: usize = 3;
 
+/// Opens the signature secrets the control plane sealed (docs/keys.md). Process-wide because
+/// routes are built wherever a configuration is applied; one gateway runs per process.
+static STORED_SECRETS: std::sync::RwLock<Option<EnvelopeKey>> = std::sync::RwLock::new(None);
+
+/// Installs the key for `--encryption-secret`; called once at start.
+pub fn set_stored_secret_key(encryption_secret: &str) {
+    *STORED_SECRETS.write().unwrap_or_else(|p| p.into_inner()) =
+        Some(sealed_field::key(encryption_secret));
+}
+
+/// `spec` with a sealed signature secret opened for `api_id`. A value that does not open
+/// refuses the whole definition (the edge NACKs it) rather than serving it with a wrong secret.
+pub fn open_signature_secret<'a>(
+    api_id: &str,
+    spec: &'a AuthTokenSpec,
+) -> Result<Cow<'a, AuthTokenSpec>, ValidationError> {
+    let secret = &spec.signature.secret;
+    if !sealed_field::is_sealed(secret) {
+        return Ok(Cow::Borrowed(spec));
+    }
+    let key = STORED_SECRETS.read().unwrap_or_else(|p| p.into_inner());
+    let opened = key
+        .as_ref()
+        .ok_or(sealed_field::OpenError)
+        .and_then(|k| sealed_field::open(k, api_id, sealed_field::SIGNATURE_SECRET, secret))
+        .map_err(|e| ValidationError::new(sealed_field::SIGNATURE_SECRET, e.to_string()))?;
+    let mut spec = spec.clone();
+    spec.signature.secret = opened;
+    Ok(Cow::Owned(spec))
+}
+
 #[derive(Debug)]
 pub struct TokenAuth {
     header: HeaderName,
@@ -28,7 +61,6 @@ pub struct TokenAuth {
     signature: Option<Signature>,
 }
 
-#[derive(Debug)]
 struct Signature {
     sha256: bool,
     header: Option<HeaderName>,
@@ -36,6 +68,17 @@ struct Signature {
     secret: String,
     skew: i64,
     error: ProxyError,
+}
+
+impl std::fmt::Debug for Signature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret: routes are debug-printed.
+        f.debug_struct("Signature")
+            .field("sha256", &self.sha256)
+            .field("header", &self.header)
+            .field("skew", &self.skew)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Signature {
@@ -60,7 +103,10 @@ impl Signature {
                 }
             }),
             secret: spec.secret.clone(),
-            skew: spec.allowed_clock_skew.max(0),
+            // Bounded at validation too: each request computes 2 * skew + 1 digests.
+            skew: spec
+                .allowed_clock_skew
+                .clamp(0, portcullis_proto::model::bounds::MAX_CLOCK_SKEW_SECS),
             error: ProxyError::Signature {
                 status,
                 message: Arc::from(message),
@@ -301,6 +347,40 @@ impl AuthMethod for TokenAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sealed_signature_secret_opens_only_for_its_api_and_otherwise_refuses_the_route() {
+        use crate::router::Route;
+        use portcullis_proto::model::ApiDefinition;
+        const SECRET: &str = "edge-test-encryption-secret-0123456789";
+        set_stored_secret_key(SECRET);
+        let key = sealed_field::key(SECRET);
+        let def = |api_id: &str, secret: &str| {
+            let body = serde_json::json!({
+                "api_id": api_id, "name": api_id,
+                "proxy": {"listen_path": format!("/{api_id}/"), "target_url": "http://127.0.0.1:1"},
+                "auth": {"validate_signature": true, "signature": {
+                    "algorithm": "MasherySHA256", "header": "X-Signature", "secret": secret,
+                }},
+            });
+            ApiDefinition::parse(body.to_string().as_bytes()).unwrap()
+        };
+        let sealed = sealed_field::seal(&key, "a", sealed_field::SIGNATURE_SECRET, "plain");
+        let def_a = def("a", &sealed);
+        let opened = open_signature_secret("a", &def_a.spec().auth).unwrap();
+        assert_eq!(opened.signature.secret, "plain");
+        assert!(Route::from_definition(&def("a", &sealed)).is_ok());
+        let err = Route::from_definition(&def("b", &sealed)).unwrap_err();
+        assert_eq!(err.field, sealed_field::SIGNATURE_SECRET);
+        assert!(err.to_string().contains("--encryption-secret"), "{err}");
+        let other = sealed_field::seal(
+            &sealed_field::key("another-encryption-secret-of-32-bytes"),
+            "a",
+            sealed_field::SIGNATURE_SECRET,
+            "plain",
+        );
+        assert!(Route::from_definition(&def("a", &other)).is_err());
+    }
 
     fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
         let mut b = http::Request::builder().uri(uri);
