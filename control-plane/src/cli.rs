@@ -22,6 +22,8 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
+// Parsed once at start; boxing the serve flags would only complicate every use.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the management API and the sync server (the default).
@@ -50,6 +52,7 @@ pub enum TokenCommand {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 86_400)]
         expires_in: i64,
+        /// Nodes the token may join (default one).
         #[arg(long)]
         max_uses: Option<i32>,
         #[arg(long, default_value = "")]
@@ -102,6 +105,9 @@ pub struct ClientArgs {
     pub api_url: String,
     #[arg(long, env = "PORTCULLIS_ADMIN_SECRET", hide_env_values = true)]
     pub admin_secret: String,
+    /// PEM certificate to trust for an https:// --api-url (one made for --api-tls-cert).
+    #[arg(long, env = "PORTCULLIS_API_CA_CERT")]
+    pub api_ca_cert: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -127,8 +133,15 @@ fn database_url(flag: Option<&String>) -> Result<String, CliError> {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    #[arg(long, env = "PORTCULLIS_API_LISTEN", default_value = "0.0.0.0:7080")]
+    /// Management API listener; loopback unless told otherwise (it holds every key and secret).
+    #[arg(long, env = "PORTCULLIS_API_LISTEN", default_value = "127.0.0.1:7080")]
     pub api_listen: SocketAddr,
+    /// Serve the management API over HTTPS with this PEM certificate chain (with --api-tls-key).
+    #[arg(long, env = "PORTCULLIS_API_TLS_CERT", requires = "api_tls_key")]
+    pub api_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --api-tls-cert.
+    #[arg(long, env = "PORTCULLIS_API_TLS_KEY", requires = "api_tls_cert")]
+    pub api_tls_key: Option<std::path::PathBuf>,
     #[arg(long, env = "PORTCULLIS_SYNC_LISTEN", default_value = "0.0.0.0:7443")]
     pub sync_listen: SocketAddr,
     /// Names in the sync server certificate (comma separated); default: host name, localhost, 127.0.0.1, ::1.
@@ -141,6 +154,15 @@ pub struct ServeArgs {
     pub admin_secret: Option<String>,
     #[arg(long, env = "PORTCULLIS_ENCRYPTION_SECRET", hide_env_values = true)]
     pub encryption_secret: Option<String>,
+    /// CP-only secret sealing the node CA key (default: derived from the admin secret).
+    #[arg(long, env = "PORTCULLIS_CA_SECRET", hide_env_values = true)]
+    pub ca_secret: Option<String>,
+    /// The CA secret (or admin secret) before a rotation: the CA key is re-sealed at start.
+    #[arg(long, env = "PORTCULLIS_PREVIOUS_CA_SECRET", hide_env_values = true)]
+    pub previous_ca_secret: Option<String>,
+    /// Accept keys without access rights, which open every API (Tyk's allow_master_keys).
+    #[arg(long, env = "PORTCULLIS_ALLOW_MASTER_KEYS")]
+    pub allow_master_keys: bool,
     /// Name of this replica in the node registry (default: host name).
     #[arg(long, env = "PORTCULLIS_REPLICA_NAME")]
     pub replica_name: Option<String>,
@@ -160,6 +182,8 @@ pub struct ServeArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "PORTCULLIS_LOG_JSON")]
     pub log_json: bool,
+    #[command(flatten)]
+    pub sync_limits: crate::sync::SyncLimitArgs,
 }
 
 /// A flag the operator must give; the message names it.
@@ -169,8 +193,16 @@ pub enum CliError {
     Missing(&'static str),
     #[error("{0} must not be empty")]
     Empty(&'static str),
-    #[error("--node-cert-ttl must be at least 60 seconds")]
+    #[error("--node-cert-ttl must be between 60 and {max} seconds", max = portcullis_proto::model::bounds::MAX_NODE_CERT_TTL_SECS)]
     CertTtl,
+    #[error("--global-session-lifetime must be between 0 and {max} seconds", max = portcullis_proto::model::bounds::MAX_LIFETIME_SECS)]
+    GlobalLifetime,
+    #[error("--max-db-connections must be between 1 and 1000")]
+    DbConnections,
+    #[error(transparent)]
+    WeakSecret(#[from] crate::config::WeakSecret),
+    #[error(transparent)]
+    SyncLimit(#[from] crate::sync::LimitError),
     #[error("management API at {url}: {reason}")]
     Client { url: String, reason: String },
 }
@@ -206,8 +238,18 @@ impl ServeArgs {
         if encryption_secret.is_empty() {
             return Err(CliError::Empty("--encryption-secret"));
         }
-        if self.node_cert_ttl < 60 {
+        if !(60..=portcullis_proto::model::bounds::MAX_NODE_CERT_TTL_SECS)
+            .contains(&self.node_cert_ttl)
+        {
             return Err(CliError::CertTtl);
+        }
+        if !(0..=portcullis_proto::model::bounds::MAX_LIFETIME_SECS)
+            .contains(&self.global_session_lifetime)
+        {
+            return Err(CliError::GlobalLifetime);
+        }
+        if !(1..=1000).contains(&self.max_db_connections) {
+            return Err(CliError::DbConnections);
         }
         let sync_names = if self.sync_names.is_empty() {
             vec![
@@ -219,22 +261,36 @@ impl ServeArgs {
         } else {
             self.sync_names.clone()
         };
-        Ok(Config {
+        let api_tls = match (&self.api_tls_cert, &self.api_tls_key) {
+            (Some(cert), Some(key)) => Some(crate::config::ApiTls {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        let config = Config {
             api_listen: self.api_listen,
             sync_listen: self.sync_listen,
             sync_names,
             database_url: self.database_url()?,
             admin_secret,
             encryption_secret,
+            ca_secret: self.ca_secret.clone(),
+            previous_ca_secret: self.previous_ca_secret.clone(),
+            allow_master_keys: self.allow_master_keys,
+            api_tls,
             replica_name: self.replica_name.clone().unwrap_or_else(host_name),
             node_cert_ttl: Duration::from_secs(self.node_cert_ttl),
             max_db_connections: self.max_db_connections,
             lifetime_rules: crate::lifetime::LifetimeRules {
-                global_session_lifetime: self.global_session_lifetime.max(0),
+                global_session_lifetime: self.global_session_lifetime,
                 force_global_session_lifetime: self.force_global_session_lifetime,
                 respects_key_expiration: self.session_lifetime_respects_key_expiration,
             },
-        })
+            sync_limits: self.sync_limits.to_limits()?,
+        };
+        config.check_secrets()?;
+        Ok(config)
     }
 }
 
@@ -250,7 +306,15 @@ pub async fn call(
         url: url.clone(),
         reason,
     };
-    let mut req = reqwest::Client::new()
+    let mut http = reqwest::Client::builder();
+    if let Some(path) = &client.api_ca_cert {
+        let pem = std::fs::read(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| err(format!("{}: {e}", path.display())))?;
+        http = http.add_root_certificate(cert);
+    }
+    let http = http.build().map_err(|e| err(e.to_string()))?;
+    let mut req = http
         .request(method, &url)
         .header("X-Tyk-Authorization", &client.admin_secret);
     if let Some(body) = body {

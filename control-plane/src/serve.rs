@@ -12,14 +12,14 @@ use tokio::task::JoinHandle;
 
 use crate::Config;
 use crate::api::{self, ApiState};
-use crate::ca::{CaError, NodeCa};
+use crate::ca::{CaError, CaSecrets, NodeCa};
 use crate::metrics::Metrics;
 use crate::store::changelog::Retention;
 use crate::store::{Store, StoreError};
 use crate::sync::{self, SyncService, Tailer, TailerError};
 
 /// Largest message the sync server accepts from a node (ACKs and NACKs are small).
-const MAX_INBOUND_MESSAGE: usize = 4 * 1024 * 1024;
+const MAX_INBOUND_MESSAGE: usize = 1024 * 1024;
 
 /// Why the control plane could not start. Each message names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,10 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("node CA: {0}")]
     Ca(#[from] CaError),
+    #[error(transparent)]
+    WeakSecret(#[from] crate::config::WeakSecret),
+    #[error("management API TLS: {0}")]
+    ApiTls(#[from] api::https::HttpsError),
     #[error("sync TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
     #[error(transparent)]
@@ -78,11 +82,11 @@ impl ControlPlane {
 }
 
 /// Keeps the change log within the retention rules; every replica runs it, which is harmless.
-async fn compact_periodically(store: Store) {
+async fn compact_periodically(store: Store, retention: Retention) {
     let mut every = tokio::time::interval(Duration::from_secs(600));
     loop {
         every.tick().await;
-        match store.compact_change_log(Retention::default()).await {
+        match store.compact_change_log(retention).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, "change log compacted"),
             Err(e) => tracing::warn!(error = %e, "change log compaction failed"),
@@ -113,15 +117,30 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
 
 /// Starts every part of the control plane and returns once its listeners are bound.
 pub async fn start(config: Config) -> Result<ControlPlane, StartError> {
+    config.check_secrets()?;
+    let api_tls = match &config.api_tls {
+        Some(t) => Some(api::https::acceptor(&t.cert, &t.key)?),
+        None => None,
+    };
     let store = Store::connect(&config.database_url, config.max_db_connections).await?;
     store.migrate().await?;
     let metrics = Arc::new(Metrics::new());
-    let ca = Arc::new(NodeCa::load_or_create(&store, &config.encryption_secret).await?);
+    let ca_secrets = CaSecrets {
+        current: config.ca_secret.as_deref().unwrap_or(&config.admin_secret),
+        previous: config.previous_ca_secret.as_deref(),
+        legacy_shared: &config.encryption_secret,
+    };
+    let ca = Arc::new(NodeCa::load_or_create(&store, ca_secrets).await?);
     let (chain, key) = ca.issue_server_certificate(&config.sync_names)?;
     let tls = Arc::new(sync::server_config(ca.certificate_der(), chain, key)?);
     let tailer = Tailer::start(store.clone(), metrics.clone()).await?;
 
-    tokio::spawn(compact_periodically(store.clone()));
+    let retention = Retention {
+        node_hold_max_secs: i64::try_from(config.sync_limits.retention_node_hold.as_secs())
+            .unwrap_or(i64::MAX),
+        ..Retention::default()
+    };
+    tokio::spawn(compact_periodically(store.clone(), retention));
     tokio::spawn(sweep_keys_periodically(store.clone()));
 
     let api_listener = bind("management API", config.api_listen).await?;
@@ -140,9 +159,25 @@ pub async fn start(config: Config) -> Result<ControlPlane, StartError> {
         ca: ca_info.clone(),
         metrics: metrics.clone(),
         lifetime_rules: config.lifetime_rules,
+        allow_master_keys: config.allow_master_keys,
+        stored_secrets: portcullis_proto::sealed_field::key(&config.encryption_secret),
     });
-    let api_task = tokio::spawn(async move { axum::serve(api_listener, app).await });
+    let api_task = match api_tls {
+        Some(acceptor) => {
+            let listener =
+                api::https::TlsListener::new(api_listener, acceptor).map_err(|source| {
+                    StartError::Bind {
+                        what: "management API",
+                        addr: config.api_listen,
+                        source,
+                    }
+                })?;
+            tokio::spawn(async move { axum::serve(listener, app).await })
+        }
+        None => tokio::spawn(async move { axum::serve(api_listener, app).await }),
+    };
 
+    let metrics_for_sync = metrics.clone();
     let service = SyncService::new(
         store,
         ca,
@@ -150,13 +185,20 @@ pub async fn start(config: Config) -> Result<ControlPlane, StartError> {
         metrics,
         config.replica_name.clone(),
         config.node_cert_ttl,
+        config.sync_limits.clone(),
     );
-    let incoming = sync::accept_tls(sync_listener, tls);
+    let limits = &config.sync_limits;
+    let incoming = sync::accept_tls(sync_listener, tls, limits, metrics_for_sync);
     let sync_task = tokio::spawn(
         tonic::transport::Server::builder()
             // Dead peers are noticed in about half a minute instead of at the next write.
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .max_concurrent_streams(limits.max_streams_per_connection)
+            .http2_max_header_list_size(limits.max_header_list_bytes)
+            .http2_max_pending_accept_reset_streams(Some(64))
+            // Unary calls only: a Watch answers at once and streams its body outside the timeout.
+            .timeout(limits.request_timeout)
             .add_service(SyncServer::new(service).max_decoding_message_size(MAX_INBOUND_MESSAGE))
             .serve_with_incoming(incoming),
     );

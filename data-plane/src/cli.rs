@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand};
 
 use crate::Config;
 
+/// Shortest --encryption-secret accepted, in bytes (the control plane refuses the same).
+const MIN_SECRET_LEN: usize = 32;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "portcullis-gw",
@@ -71,19 +74,40 @@ pub struct RunArgs {
     /// Look every session up in Redis instead of caching it in-process for up to 10 s.
     #[arg(long, env = "PORTCULLIS_DISABLE_LOCAL_SESSION_CACHE")]
     pub disable_local_session_cache: bool,
+    /// PEM file of the CA that signs the certificate of a rediss:// Redis (default: system roots).
+    #[arg(long, env = "PORTCULLIS_REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<PathBuf>,
+    /// Sessions kept in the in-process cache (found and unknown keys).
+    #[arg(long, env = "PORTCULLIS_SESSION_CACHE_ENTRIES", default_value_t = crate::sessions::DEFAULT_CACHE_ENTRIES)]
+    pub session_cache_entries: usize,
+    /// Let keys with no access rights call every API, as Tyk does (off: refused everywhere).
+    #[arg(long, env = "PORTCULLIS_ALLOW_MASTER_KEYS")]
+    pub allow_master_keys: bool,
     /// Tokio worker threads (default: one per core).
     #[arg(long, env = "PORTCULLIS_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
     #[arg(long, env = "PORTCULLIS_LOG_JSON")]
     pub log_json: bool,
+    #[command(flatten)]
+    pub client: crate::proxy::ClientArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("missing {0} (flag or environment variable)")]
     Missing(&'static str),
-    #[error("--upstream-timeout must be a positive number of seconds")]
+    #[error("--upstream-timeout must be more than 0 and at most {max} seconds", max = portcullis_proto::model::bounds::MAX_TIMEOUT_SECS)]
     Timeout,
+    #[error(
+        "--encryption-secret must be at least 32 bytes (generate one with `openssl rand -hex 32`)"
+    )]
+    WeakSecret,
+    #[error("--session-cache-entries must be between 16 and 10000000")]
+    CacheEntries,
+    #[error("--redis-ca-cert {path}: {reason}")]
+    RedisCa { path: String, reason: String },
+    #[error(transparent)]
+    ClientLimits(#[from] crate::proxy::LimitError),
 }
 
 impl RunArgs {
@@ -93,8 +117,17 @@ impl RunArgs {
                 "--control-plane / PORTCULLIS_CONTROL_PLANE",
             ));
         }
-        if !(self.upstream_timeout.is_finite() && self.upstream_timeout > 0.0) {
+        if !(self.upstream_timeout > 0.0
+            && self.upstream_timeout <= portcullis_proto::model::bounds::MAX_TIMEOUT_SECS)
+        {
             return Err(CliError::Timeout);
+        }
+        if self
+            .encryption_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < MIN_SECRET_LEN)
+        {
+            return Err(CliError::WeakSecret);
         }
         Ok(Config {
             listen: self.listen,
@@ -122,6 +155,18 @@ impl RunArgs {
                 .or_else(|| std::env::var("REDIS_URL").ok()),
             redis_prefix: self.redis_prefix.clone(),
             local_session_cache: !self.disable_local_session_cache,
+            redis_ca_pem: match &self.redis_ca_cert {
+                Some(p) => Some(std::fs::read(p).map_err(|e| CliError::RedisCa {
+                    path: p.display().to_string(),
+                    reason: e.to_string(),
+                })?),
+                None => None,
+            },
+            session_cache_entries: Some(self.session_cache_entries)
+                .filter(|n| (16..=10_000_000).contains(n))
+                .ok_or(CliError::CacheEntries)?,
+            allow_master_keys: self.allow_master_keys,
+            client_limits: self.client.to_limits()?,
         })
     }
 }

@@ -34,6 +34,16 @@ pub struct Config {
     /// Skip the in-process session cache (`--disable-local-session-cache`), as Tyk's
     /// `disable_cached_session_state`.
     pub local_session_cache: bool,
+    /// PEM CA bundle that signs a `rediss://` Redis's certificate (`--redis-ca-cert`); `None`:
+    /// the system roots.
+    pub redis_ca_pem: Option<Vec<u8>>,
+    /// Sessions kept in the local cache (`--session-cache-entries`).
+    pub session_cache_entries: usize,
+    /// Tyk's master keys: a key whose rights are empty may call every API
+    /// (`--allow-master-keys`; off: such a key is refused everywhere).
+    pub allow_master_keys: bool,
+    /// Timeouts and size limits for proxy clients (`--client-header-timeout` and friends).
+    pub client_limits: crate::proxy::ClientLimits,
 }
 
 impl std::fmt::Debug for Config {

@@ -111,8 +111,13 @@ impl Drop for Gateway {
 
 /// Connects the session directory to the regional Redis. An unreachable Redis at start is not
 /// fatal: sessions come from the control plane until it answers.
-async fn connect_redis(shared: &Shared, url: &str, prefix: &str) -> Result<(), StartError> {
-    let link = crate::redis_link::RedisLink::open(url, prefix)
+async fn connect_redis(
+    shared: &Shared,
+    url: &str,
+    prefix: &str,
+    ca_pem: Option<Vec<u8>>,
+) -> Result<(), StartError> {
+    let link = crate::redis_link::RedisLink::open(url, prefix, ca_pem)
         .await
         .map_err(|e| StartError::Redis(e.to_string()))?;
     shared.sessions.set_redis(link);
@@ -144,12 +149,17 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         return Err(StartError::CaHash(config.ca_hash.clone()));
     }
     let shared = Shared::new();
+    // Before any route is built, the state dir's included.
+    crate::auth::token::set_stored_secret_key(&config.encryption_secret);
     let state_err = |path: &std::path::Path, reason: String| StartError::StateDir {
         path: path.display().to_string(),
         reason,
     };
     let state_dir = match &config.state_dir {
-        Some(p) => Some(StateDir::open(p).map_err(|e| state_err(p, e.to_string()))?),
+        Some(p) => Some(
+            StateDir::open(p, &config.encryption_secret)
+                .map_err(|e| state_err(p, e.to_string()))?,
+        ),
         None => None,
     };
     let mut identity = None;
@@ -185,12 +195,27 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     if !config.local_session_cache {
         shared.sessions.disable_local_cache();
     }
+    shared
+        .sessions
+        .set_cache_entries(config.session_cache_entries);
+    shared.sessions.allow_master_keys(config.allow_master_keys);
+    shared.sessions.set_secret(&config.encryption_secret);
     if let Some(url) = &config.redis_url {
-        connect_redis(&shared, url, &config.redis_prefix).await?;
+        connect_redis(
+            &shared,
+            url,
+            &config.redis_prefix,
+            config.redis_ca_pem.clone(),
+        )
+        .await?;
     }
     let (proxy_listener, proxy_addr) = bind("proxy", config.listen).await?;
     let (admin_listener, admin_addr) = bind("admin port", config.admin_listen).await?;
-    let proxy = Arc::new(Proxy::new(shared.clone(), config.upstream_timeout)?);
+    let proxy = Arc::new(Proxy::new(
+        shared.clone(),
+        config.upstream_timeout,
+        config.client_limits.clone(),
+    )?);
     let proxy_task = tokio::spawn(proxy::serve(proxy_listener, proxy));
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, shared.clone()));
     let sync = SyncClient::new(config, shared.clone(), state_dir, identity, applied);

@@ -32,6 +32,8 @@ pub struct Route {
     /// The credential check of a protected API (`None` for keyless APIs).
     pub auth: Option<Box<dyn AuthMethod>>,
     pub strip_auth_data: bool,
+    /// Set when the definition enables a method this build lacks: every request is refused.
+    pub unserved: Option<crate::auth::Unserved>,
     /// This API's traffic counters, attached on first use (see `request_metrics`).
     pub counters: std::sync::OnceLock<Arc<crate::request_metrics::ApiCounters>>,
 }
@@ -62,15 +64,22 @@ impl Route {
         let authority: Authority = authority.parse().map_err(|_| {
             ValidationError::new("proxy.target_url", "host is not a valid authority")
         })?;
-        let timeout =
-            (spec.proxy.timeout > 0.0).then(|| Duration::from_secs_f64(spec.proxy.timeout));
+        // Validation bounds the timeout; clamped anyway so no value can panic here.
+        let timeout = (spec.proxy.timeout > 0.0).then(|| {
+            Duration::try_from_secs_f64(spec.proxy.timeout)
+                .unwrap_or(Duration::MAX)
+                .min(Duration::from_secs_f64(
+                    portcullis_proto::model::bounds::MAX_TIMEOUT_SECS,
+                ))
+        });
+        let unserved = crate::auth::Unserved::of(def);
         Ok(Self {
             api_id: spec.api_id.clone(),
             domain: spec.domain.to_ascii_lowercase(),
             listen_path: spec.proxy.listen_path.clone(),
             strip_listen_path: spec.proxy.strip_listen_path,
             preserve_host_header: spec.proxy.preserve_host_header,
-            keyless: spec.use_keyless,
+            keyless: spec.use_keyless && unserved.is_none(),
             active: spec.active,
             scheme,
             authority,
@@ -87,7 +96,8 @@ impl Route {
                 };
                 Some(Box::new(BasicAuth::new(name, b)))
             } else {
-                let token = TokenAuth::new(&spec.auth).ok_or_else(|| {
+                let auth = crate::auth::token::open_signature_secret(&spec.api_id, &spec.auth)?;
+                let token = TokenAuth::new(&auth).ok_or_else(|| {
                     ValidationError::new(
                         "auth.auth_header_name",
                         "must be a valid HTTP header name",
@@ -96,6 +106,7 @@ impl Route {
                 Some(Box::new(token))
             },
             strip_auth_data: spec.strip_auth_data,
+            unserved,
             counters: std::sync::OnceLock::new(),
         })
     }

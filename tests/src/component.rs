@@ -91,6 +91,15 @@ pub struct CpOptions {
     pub sync_listen: Option<SocketAddr>,
     pub replica: Option<String>,
     pub node_cert_ttl: Option<Duration>,
+    /// Sync limits (join rate, snapshot burst, ...); `None`: the control plane's defaults.
+    pub sync_limits: Option<portcullis_control_plane::sync::SyncLimits>,
+    /// `--allow-master-keys`.
+    pub allow_master_keys: bool,
+    /// `--ca-secret` and `--previous-ca-secret`.
+    pub ca_secret: Option<String>,
+    pub previous_ca_secret: Option<String>,
+    /// `--api-tls-cert/--api-tls-key`.
+    pub api_tls: Option<portcullis_control_plane::config::ApiTls>,
 }
 
 /// A control plane with a management API client.
@@ -160,6 +169,11 @@ impl Cp {
             node_cert_ttl: opts.node_cert_ttl.unwrap_or(Duration::from_secs(3600)),
             max_db_connections: 8,
             lifetime_rules: Default::default(),
+            sync_limits: opts.sync_limits.unwrap_or_default(),
+            allow_master_keys: opts.allow_master_keys,
+            ca_secret: opts.ca_secret,
+            previous_ca_secret: opts.previous_ca_secret,
+            api_tls: opts.api_tls,
         };
         let (runner, (api_addr, sync_addr, ca_hash)) = Runner::spawn(move || async move {
             let cp = portcullis_control_plane::start(config)
@@ -236,12 +250,18 @@ impl Cp {
         body
     }
 
+    /// A one-use bootstrap token for `group` (the default).
     pub async fn token(&self, group: &str) -> String {
+        self.token_for(group, 1).await
+    }
+
+    /// A bootstrap token that can join `uses` nodes.
+    pub async fn token_for(&self, group: &str, uses: i32) -> String {
         let (status, body) = self
             .call(
                 Method::POST,
                 "/portcullis/bootstrap-tokens",
-                Some(&json!({"group": group})),
+                Some(&json!({"group": group, "max_uses": uses})),
             )
             .await;
         assert_eq!(status, StatusCode::OK, "create token: {body}");
@@ -261,8 +281,16 @@ pub struct DpOptions {
     pub redis_url: Option<String>,
     pub redis_prefix: Option<String>,
     pub no_local_session_cache: bool,
+    /// PEM CA for a `rediss://` Redis (`--redis-ca-cert`).
+    pub redis_ca_pem: Option<Vec<u8>>,
+    /// `--session-cache-entries`; `None`: the default.
+    pub session_cache_entries: Option<usize>,
+    /// `--allow-master-keys`.
+    pub allow_master_keys: bool,
     /// Control planes to use instead of the one passed to `start`.
     pub control_planes: Vec<url::Url>,
+    /// Proxy client timeouts and limits (default: the gateway's defaults).
+    pub client_limits: Option<portcullis_data_plane::proxy::ClientLimits>,
 }
 
 /// A gateway.
@@ -306,6 +334,12 @@ impl Dp {
             redis_url: opts.redis_url,
             redis_prefix: opts.redis_prefix.unwrap_or_else(|| "portcullis:".into()),
             local_session_cache: !opts.no_local_session_cache,
+            redis_ca_pem: opts.redis_ca_pem,
+            session_cache_entries: opts
+                .session_cache_entries
+                .unwrap_or(portcullis_data_plane::sessions::DEFAULT_CACHE_ENTRIES),
+            allow_master_keys: opts.allow_master_keys,
+            client_limits: opts.client_limits.unwrap_or_default(),
         };
         let (runner, (proxy_addr, admin_addr, shared)) = Runner::spawn(move || async move {
             let gw = portcullis_data_plane::start(config)

@@ -193,7 +193,7 @@ async fn keys_created_and_revoked_on_the_control_plane_reach_every_region() {
         .call(
             Method::POST,
             &format!("/tyk/keys/{name}"),
-            Some(&json!({"access_rights": {}})),
+            Some(&json!({"access_rights": {"svc": {"api_id": "svc"}}})),
         )
         .await;
     assert_eq!(status, StatusCode::OK);

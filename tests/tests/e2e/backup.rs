@@ -70,7 +70,7 @@ async fn a_new_gateway_cold_starts_from_the_backup_while_the_control_plane_is_do
     let region = Region::new().await;
     let cp = Cp::start(&db.url).await;
     let (api_addr, sync_addr, ca) = (cp.api_addr, cp.sync_addr, cp.ca_hash.clone());
-    let token = cp.token("default").await;
+    let token = cp.token_for("default", 2).await;
     let first = Dp::start(&cp, region.options(Some(token.clone()), "default"))
         .await
         .unwrap();

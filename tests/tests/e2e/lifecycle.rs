@@ -242,7 +242,7 @@ async fn a_fleet_of_simulated_nodes_each_with_its_own_identity_acks_every_change
     use portcullis_tests::sim_node::{SimNode, SimNodeOptions};
     let db = TestDb::new().await;
     let cp = Cp::start(&db.url).await;
-    let token = cp.token("default").await;
+    let token = cp.token_for("default", 100).await;
     let mut fleet = Vec::new();
     for i in 0..20 {
         let opts = SimNodeOptions::new(cp.sync_url(), &cp.ca_hash, &token, &format!("sim-{i}"));

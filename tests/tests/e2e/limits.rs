@@ -172,11 +172,21 @@ async fn policy_edits_change_existing_keys_without_touching_them() {
     )
     .await;
     assert_eq!(body["error"], "Key is inactive, please renew");
-    let orphan = key(&cp, json!({"apply_policies": ["missing"]})).await;
-    assert_eq!(
-        get(&dp, "/svc/", &orphan).await.status(),
-        StatusCode::FORBIDDEN
-    );
+    // The control plane refuses a key whose policies grant nothing, so the policy goes after.
+    let doomed = json!({"id": "doomed", "access_rights": {"svc": {"api_id": "svc"}}});
+    let (status, _) = cp.call(Method::POST, "/tyk/policies", Some(&doomed)).await;
+    assert_eq!(status, StatusCode::OK);
+    let orphan = key(&cp, json!({"apply_policies": ["doomed"]})).await;
+    let (status, _) = cp.call(Method::DELETE, "/tyk/policies/doomed", None).await;
+    assert_eq!(status, StatusCode::OK);
+    eventually(
+        Duration::from_secs(10),
+        "policy deletion applied",
+        || async {
+            (get(&dp, "/svc/", &orphan).await.status() == StatusCode::FORBIDDEN).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

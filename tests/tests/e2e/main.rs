@@ -6,6 +6,11 @@
 mod auth_token;
 mod backup;
 mod fleet;
+mod hardening_cp;
+mod hardening_edge;
+mod hardening_proxy;
+mod hardening_secrets;
+mod hardening_sync;
 mod lifecycle;
 mod limits;
 mod management;
@@ -13,4 +18,5 @@ mod observability;
 mod outages;
 mod proxy;
 mod resilience;
+mod secrets_at_rest;
 mod statuses;

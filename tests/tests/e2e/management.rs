@@ -513,7 +513,7 @@ async fn basic_auth_users_get_bcrypt_passwords_and_custom_keys_keep_their_name()
         .call(
             Method::POST,
             "/tyk/keys/bob",
-            Some(&json!({"basic_auth_data": {"password": "x", "hash_type": "murmur32"}})),
+            Some(&json!({"access_rights": {"a": {"api_id": "a"}}, "basic_auth_data": {"password": "x", "hash_type": "murmur32"}})),
         )
         .await;
     assert_eq!(

@@ -114,6 +114,7 @@ async fn a_gateway_below_retention_gets_a_snapshot_and_an_idle_group_stays_insid
             min_revisions: 0,
             min_age_secs: 0,
             node_seen_within_secs: 0,
+            node_hold_max_secs: 0,
         })
         .await
         .unwrap();
@@ -144,7 +145,7 @@ async fn version_skew_is_refused_at_join_and_watch_with_both_versions_named() {
         let mut p = ours.split('.').map(|n| n.parse::<u64>().unwrap());
         (p.next().unwrap(), p.next().unwrap())
     };
-    let token = cp.token("default").await;
+    let token = cp.token_for("default", 10).await;
     let newer_minor = format!("{major}.{}.0", minor + 1);
     let other_major = format!("{}.0.0", major + 1);
     for version in [&newer_minor, &other_major] {

@@ -55,6 +55,16 @@ async fn fixture() -> Fixture {
     }
 }
 
+/// Rights to every API of the fixture (a key without rights is refused).
+fn every_api() -> Value {
+    json!({
+        "tok": {"api_id": "tok"},
+        "other": {"api_id": "other"},
+        "basic": {"api_id": "basic"},
+        "signed": {"api_id": "signed"},
+    })
+}
+
 impl Fixture {
     async fn key(&self, name: &str, session: Value) {
         let (status, body) = self
@@ -139,14 +149,14 @@ async fn token_expired_is_401_key_has_expired() {
     let f = fixture().await;
     f.key(
         "old-key",
-        json!({"access_rights": {}, "expires": now() + 3600}),
+        json!({"access_rights": every_api(), "expires": now() + 3600}),
     )
     .await;
     let (status, _) =
         f.cp.call(
             Method::PUT,
             "/tyk/keys/old-key",
-            Some(&json!({"access_rights": {}, "expires": now() - 10})),
+            Some(&json!({"access_rights": every_api(), "expires": now() - 10})),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -162,7 +172,7 @@ async fn token_inactive_is_403_key_is_inactive() {
     let f = fixture().await;
     f.key(
         "paused-key",
-        json!({"access_rights": {}, "is_inactive": true}),
+        json!({"access_rights": every_api(), "is_inactive": true}),
     )
     .await;
     let (status, error, _) = f.get("/tok/", &[("Authorization", "paused-key")]).await;
@@ -233,7 +243,7 @@ async fn rate_limit_is_429_rate_limit_exceeded() {
     let f = fixture().await;
     f.key(
         "one-per-hour",
-        json!({"rate": 1, "per": 3600, "access_rights": {}}),
+        json!({"rate": 1, "per": 3600, "access_rights": every_api()}),
     )
     .await;
     assert_eq!(
@@ -252,7 +262,7 @@ async fn quota_is_403_quota_exceeded() {
     let f = fixture().await;
     f.key(
         "one-a-day",
-        json!({"quota_max": 1, "quota_renewal_rate": 86400, "access_rights": {}}),
+        json!({"quota_max": 1, "quota_renewal_rate": 86400, "access_rights": every_api()}),
     )
     .await;
     assert_eq!(
@@ -283,7 +293,7 @@ async fn inactive_policy_is_403_key_is_inactive() {
 #[tokio::test]
 async fn signature_missing_or_wrong_is_401_request_signature_verification_failed() {
     let f = fixture().await;
-    f.key("signer", json!({"access_rights": {}})).await;
+    f.key("signer", json!({"access_rights": every_api()})).await;
     let (status, error, _) = f
         .get(
             "/signed/",
@@ -369,7 +379,7 @@ async fn basic_wrong_password_is_401_user_not_authorised() {
     let f = fixture().await;
     f.key(
         "carol",
-        json!({"access_rights": {}, "basic_auth_data": {"password": "right"}}),
+        json!({"access_rights": every_api(), "basic_auth_data": {"password": "right"}}),
     )
     .await;
     assert_eq!(
