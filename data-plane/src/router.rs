@@ -76,7 +76,11 @@ impl Route {
         Ok(Self {
             api_id: spec.api_id.clone(),
             domain: spec.domain.to_ascii_lowercase(),
-            listen_path: spec.proxy.listen_path.clone(),
+            // Requests are matched in normal form (crate::path), so the listen path is too: a
+            // `/api//v1/` or `/%7Euser/` would otherwise match nothing and let its traffic
+            // fall through to a shorter, perhaps keyless, listen path.
+            listen_path: crate::path::normalize(&spec.proxy.listen_path)
+                .map_or_else(|_| spec.proxy.listen_path.clone(), |p| p.into_owned()),
             strip_listen_path: spec.proxy.strip_listen_path,
             preserve_host_header: spec.proxy.preserve_host_header,
             keyless: spec.use_keyless && unserved.is_none(),
@@ -262,5 +266,13 @@ mod tests {
         assert_eq!(t.lookup(None, "/p/1").unwrap().api_id, "any");
         assert!(t.lookup(None, "/q").is_none());
         assert_eq!(route("r", "", "/").target_base, "/base");
+    }
+
+    #[test]
+    fn listen_paths_are_matched_in_normal_form() {
+        let routes = [route("open", "", "/"), route("tilde", "", "/%7euser//v1/")];
+        let t = RoutingTable::new(routes.iter());
+        let path = crate::path::normalize("/%7Euser//v1/x").unwrap();
+        assert_eq!(t.lookup(None, &path).unwrap().api_id, "tilde");
     }
 }

@@ -282,8 +282,16 @@ impl Sessions {
             .entry(hash.to_owned())
             .or_default()
             .clone();
+        // Removes the entry also when this caller is dropped mid-lookup (the client went
+        // away): otherwise a flood of random keys from clients that hang up grows the map.
+        let guard = InFlight {
+            map: &self.in_flight,
+            hash,
+            cell,
+        };
         let mut led = false;
-        let answer = cell
+        let answer = guard
+            .cell
             .get_or_init(|| {
                 led = true;
                 self.lookup_uncached(hash)
@@ -292,10 +300,6 @@ impl Sessions {
             .clone();
         if !led {
             self.stats.shared_lookups.fetch_add(1, Ordering::Relaxed);
-        }
-        let mut map = lock(&self.in_flight);
-        if map.get(hash).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            map.remove(hash);
         }
         answer
     }
@@ -552,6 +556,30 @@ fn new_shards(entries: usize) -> Vec<Mutex<Shard>> {
         .collect()
 }
 
+type InFlightMap = Mutex<HashMap<String, Arc<OnceCell<Answer>>>>;
+
+/// One caller's share of a single-flight lookup.
+struct InFlight<'a> {
+    map: &'a InFlightMap,
+    hash: &'a str,
+    cell: Arc<OnceCell<Answer>>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut map = lock(self.map);
+        // Answered: later callers start afresh. Cancelled: remove only when nobody else waits
+        // (the map's and this caller's references); a waiter takes the lookup over otherwise.
+        if map
+            .get(self.hash)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.cell))
+            && (self.cell.initialized() || Arc::strong_count(&self.cell) <= 2)
+        {
+            map.remove(self.hash);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -603,6 +631,27 @@ mod tests {
             "one call per distinct key"
         );
         assert_eq!(sessions.stats.shared_lookups.load(Ordering::Relaxed), 10);
+        accept.abort();
+    }
+
+    #[tokio::test]
+    async fn cancelled_lookups_leave_no_single_flight_entry() {
+        let (listener, client) = silent_cp().await;
+        let accept = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let sessions = Sessions::default();
+        sessions.set_control_plane(Some(client));
+        for i in 0..50 {
+            let hash = format!("gone-{i}");
+            let lookup = sessions.lookup(&hash);
+            // The client hangs up while the CP has not answered.
+            let _ = tokio::time::timeout(Duration::from_millis(5), lookup).await;
+        }
+        assert_eq!(lock(&sessions.in_flight).len(), 0);
         accept.abort();
     }
 

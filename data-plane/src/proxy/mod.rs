@@ -97,6 +97,18 @@ impl Proxy {
         if let Err(e) = normalize_uri(req.uri_mut(), self.limits.path_rules) {
             return unrouted(e.into());
         }
+        // RFC 9112 §3.2.2: the authority of an absolute-form target (or HTTP/2 `:authority`)
+        // replaces Host, so the host routed on and the Host an upstream reads
+        // (`preserve_host_header`) cannot name different sites.
+        if let Some(host) = req.uri().authority().and_then(|a| {
+            let host = match a.port() {
+                Some(p) => format!("{}:{}", a.host(), p.as_str()),
+                None => a.host().to_owned(),
+            };
+            http::HeaderValue::from_str(&host).ok()
+        }) {
+            req.headers_mut().insert(http::header::HOST, host);
+        }
         let table = self.shared.table.load();
         if !self.shared.is_ready() {
             return unrouted(ProxyError::NotReady);

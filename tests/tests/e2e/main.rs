@@ -9,6 +9,7 @@ mod fleet;
 mod hardening_cp;
 mod hardening_edge;
 mod hardening_proxy;
+mod hardening_review;
 mod hardening_secrets;
 mod hardening_sync;
 mod lifecycle;
