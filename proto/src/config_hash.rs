@@ -1,4 +1,4 @@
-//! Canonical JSON and the configuration hash both planes compute (DESIGN.md §5): sha256 over the
+//! Canonical JSON and the configuration hash both planes compute: sha256 over the
 //! group's resources sorted by kind then id, each contributing the digest of its canonical body.
 //! Both sides hash the canonical bytes carried on the wire, so they agree without re-serializing.
 

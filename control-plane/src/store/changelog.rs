@@ -253,7 +253,7 @@ impl Store {
     }
 }
 
-/// Retention of the change log (DESIGN.md §5).
+/// Retention of the change log (docs/sync.md).
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
     /// Always keep at least this many newest revisions.

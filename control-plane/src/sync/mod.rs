@@ -1,4 +1,4 @@
-//! gRPC sync server (DESIGN.md §5): join with a bootstrap token, the per-node watch stream fed by
+//! gRPC sync server (docs/sync.md): join with a bootstrap token, the per-node watch stream fed by
 //! this replica's change-log tailer, and certificate renewal. TLS always; every RPC but `Join`
 //! requires a node certificate, checked per call.
 

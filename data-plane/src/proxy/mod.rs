@@ -100,7 +100,15 @@ impl Proxy {
         // RFC 9112 §3.2.2: the authority of an absolute-form target (or HTTP/2 `:authority`)
         // replaces Host, so the host routed on and the Host an upstream reads
         // (`preserve_host_header`) cannot name different sites.
+        // Skipped when Host already says the same, so HTTP/2 clients that send both pay nothing.
         if let Some(host) = req.uri().authority().and_then(|a| {
+            let same = req
+                .headers()
+                .get(http::header::HOST)
+                .is_some_and(|h| h.as_bytes() == a.as_str().as_bytes());
+            if same {
+                return None;
+            }
             let host = match a.port() {
                 Some(p) => format!("{}:{}", a.host(), p.as_str()),
                 None => a.host().to_owned(),

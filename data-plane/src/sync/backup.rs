@@ -1,4 +1,4 @@
-//! The configuration backup in the regional Redis (DESIGN.md §5): after each applied revision the
+//! The configuration backup in the regional Redis (docs/operations.md): after each applied revision the
 //! gateway seals its configuration under a key derived from the shared secret and stores it per
 //! group, so a gateway that starts while the control plane is unreachable, even a brand-new one,
 //! serves the group's last configuration.
