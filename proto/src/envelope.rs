@@ -23,6 +23,8 @@ pub mod label {
     pub const NODE_KEY: &str = "portcullis/node-key/v1";
     /// Secrets stored by the control plane that must be recovered (client secrets, hmac strings).
     pub const STORED_SECRET: &str = "portcullis/secret/v1";
+    /// Private keys of the certificate store (control-plane tables, stream, edge memory).
+    pub const CERT_PRIVATE_KEY: &str = "portcullis/cert-key/v1";
 }
 
 /// Why a value could not be opened. Deliberately vague: no detail helps an attacker.

@@ -21,6 +21,12 @@ pub fn key(encryption_secret: &str) -> EnvelopeKey {
     EnvelopeKey::derive(encryption_secret.as_bytes(), label::STORED_SECRET)
 }
 
+/// The key sealing certificate private keys, a purpose of its own so a sealed API secret can
+/// never be opened as a private key or the other way round.
+pub fn certificate_key(encryption_secret: &str) -> EnvelopeKey {
+    EnvelopeKey::derive(encryption_secret.as_bytes(), label::CERT_PRIVATE_KEY)
+}
+
 fn aad(doc_id: &str, field: &str) -> Vec<u8> {
     // NUL occurs in neither an id nor a field path, so the encoding is unambiguous.
     format!("{doc_id}\0{field}").into_bytes()

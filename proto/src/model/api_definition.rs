@@ -1,5 +1,7 @@
 //! Tyk Classic API definition.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -41,6 +43,32 @@ pub struct ApiSpec {
     pub session_lifetime: i64,
     #[serde(default, deserialize_with = "null_as_default")]
     pub basic_auth: BasicAuthSpec,
+    /// Runs auth token after the other enabled methods (Tyk's chain).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub use_standard_auth: bool,
+    /// Static client mTLS: the client's certificate must be in `client_certificates`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub use_mutual_tls_auth: bool,
+    /// Store ids of allowed client leaf certificates or of CAs that issue them.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub client_certificates: Vec<String>,
+    /// Store ids of the server certificates served for this API's domain (chosen by SNI).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub certificates: Vec<String>,
+    /// Host pattern (`*`, `*.domain`, `host`, `host:port`) to the store id of the client
+    /// certificate presented to that upstream.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub upstream_certificates: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub upstream_certificates_disabled: bool,
+    /// Host pattern to comma-separated store ids of public keys the upstream must present.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub pinned_public_keys: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub certificate_pinning_disabled: bool,
+    /// Whose session the request runs under when several methods are enabled.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub base_identity_provided_by: String,
 }
 
 /// Tyk Classic `basic_auth` section.
@@ -78,6 +106,9 @@ pub struct AuthTokenSpec {
     /// Mashery-style request signature on top of the key.
     #[serde(default, deserialize_with = "null_as_default")]
     pub validate_signature: bool,
+    /// Dynamic mTLS: the key is found from the client certificate (docs/certificates.md).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub use_certificate: bool,
     #[serde(default, deserialize_with = "null_as_default")]
     pub signature: SignatureSpec,
 }
@@ -115,6 +146,7 @@ impl Default for AuthTokenSpec {
             use_cookie: false,
             cookie_name: String::new(),
             validate_signature: false,
+            use_certificate: false,
             signature: SignatureSpec::default(),
         }
     }
@@ -147,6 +179,25 @@ pub struct ProxySpec {
     /// Upstream timeout in seconds (Portcullis extension; 0 or absent = the gateway's default).
     #[serde(default, deserialize_with = "null_as_default")]
     pub timeout: f64,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub transport: TransportSpec,
+}
+
+/// `proxy.transport`: how the edge speaks TLS to the upstream.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct TransportSpec {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub ssl_insecure_skip_verify: bool,
+    /// Tyk's numbers: 769 TLS 1.0, 770 TLS 1.1, 771 TLS 1.2, 772 TLS 1.3; 0 = the default
+    /// (TLS 1.2). Versions below 1.2 are refused: this build speaks only 1.2 and 1.3.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub ssl_min_version: u16,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub ssl_max_version: u16,
+    /// Portcullis extension: store ids of CAs trusted for this API's upstream instead of the
+    /// public web roots.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub ssl_ca_certificates: Vec<String>,
 }
 
 /// A Tyk Classic API definition: the whole JSON object plus its validated typed view.
@@ -199,6 +250,26 @@ impl ApiDefinition {
     /// The whole definition as JSON, unknown fields included.
     pub fn to_value(&self) -> Value {
         Value::Object(self.raw.clone())
+    }
+
+    /// Every certificate-store id this definition references (server, client, upstream, pinned
+    /// and CA certificates). A certificate reaches the groups whose APIs reference it
+    /// (docs/certificates.md); both planes use this one list so they agree on what a group holds.
+    pub fn certificate_refs(&self) -> impl Iterator<Item = &str> {
+        let s = &self.spec;
+        s.certificates
+            .iter()
+            .chain(&s.client_certificates)
+            .chain(&s.proxy.transport.ssl_ca_certificates)
+            .map(String::as_str)
+            .chain(s.upstream_certificates.values().map(String::as_str))
+            .chain(
+                s.pinned_public_keys
+                    .values()
+                    .flat_map(|v| v.split(','))
+                    .map(str::trim),
+            )
+            .filter(|id| !id.is_empty())
     }
 
     /// True when an edge of `group` should receive this API (Tyk node segmentation).
@@ -321,6 +392,7 @@ impl ApiDefinition {
                 "must be a valid HTTP header name",
             ));
         }
+        validate_certificate_fields(s)?;
         if let Some(i) = s.tags.iter().position(|t| t.is_empty()) {
             return Err(ValidationError::new(
                 format!("tags[{i}]"),
@@ -329,6 +401,152 @@ impl ApiDefinition {
         }
         Ok(())
     }
+}
+
+/// Values of `base_identity_provided_by` (Tyk's names); empty lets the first method decide.
+pub const IDENTITY_PROVIDERS: &[&str] = &[
+    "",
+    "auth_token",
+    "basic_auth_user",
+    "hmac_key",
+    "jwt_claim",
+    "oidc_user",
+    "oauth_key",
+    "custom_auth",
+];
+
+fn certificate_id(field: &str, id: &str) -> Result<(), ValidationError> {
+    if id.is_empty()
+        || id.len() > bounds::MAX_CERTIFICATE_ID_BYTES
+        || id
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == '/')
+    {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "must be a certificate id (at most {} characters, no white space, commas or slashes)",
+                bounds::MAX_CERTIFICATE_ID_BYTES
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `*`, `*.domain`, `host` or any of them with `:port`.
+fn host_pattern(field: &str, pattern: &str) -> Result<(), ValidationError> {
+    let host = match pattern.rsplit_once(':') {
+        Some((h, port)) if !h.contains(']') || h.ends_with(']') => {
+            if port.parse::<u16>().is_err() && !h.is_empty() {
+                return Err(ValidationError::new(field, "the port must be a number"));
+            }
+            h
+        }
+        _ => pattern,
+    };
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let ok = pattern == "*"
+        || (!name.is_empty()
+            && name.len() <= 253
+            && !name.contains('*')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.[]:_".contains(&b)));
+    if !ok {
+        return Err(ValidationError::new(
+            field,
+            "must be *, a host, *.domain, optionally with :port",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_certificate_fields(s: &ApiSpec) -> Result<(), ValidationError> {
+    for (field, list) in [
+        ("certificates", &s.certificates),
+        ("client_certificates", &s.client_certificates),
+        (
+            "proxy.transport.ssl_ca_certificates",
+            &s.proxy.transport.ssl_ca_certificates,
+        ),
+    ] {
+        if list.len() > bounds::MAX_CERTIFICATES_PER_LIST {
+            return Err(ValidationError::new(
+                field,
+                format!("at most {} certificates", bounds::MAX_CERTIFICATES_PER_LIST),
+            ));
+        }
+        for (i, id) in list.iter().enumerate() {
+            certificate_id(&format!("{field}[{i}]"), id)?;
+        }
+    }
+    for (field, map) in [
+        ("upstream_certificates", &s.upstream_certificates),
+        ("pinned_public_keys", &s.pinned_public_keys),
+    ] {
+        if map.len() > bounds::MAX_CERTIFICATES_PER_LIST {
+            return Err(ValidationError::new(
+                field,
+                format!("at most {} hosts", bounds::MAX_CERTIFICATES_PER_LIST),
+            ));
+        }
+        for (host, ids) in map {
+            let field = format!("{field}.{host}");
+            host_pattern(&field, host)?;
+            let mut n = 0;
+            for id in ids.split(',').map(str::trim) {
+                certificate_id(&field, id)?;
+                n += 1;
+            }
+            if n > bounds::MAX_CERTIFICATES_PER_LIST {
+                return Err(ValidationError::new(field, "too many certificates"));
+            }
+        }
+    }
+    if s.upstream_certificates.values().any(|v| v.contains(',')) {
+        return Err(ValidationError::new(
+            "upstream_certificates",
+            "each host takes one certificate id",
+        ));
+    }
+    if !IDENTITY_PROVIDERS.contains(&s.base_identity_provided_by.as_str()) {
+        return Err(ValidationError::new(
+            "base_identity_provided_by",
+            format!("must be one of {}", IDENTITY_PROVIDERS[1..].join(", ")),
+        ));
+    }
+    // Methods this model knows how to tell are on; the others are refused elsewhere until
+    // they are implemented (`auth_methods`).
+    let enabled = match s.base_identity_provided_by.as_str() {
+        "basic_auth_user" => Some(s.use_basic_auth),
+        "auth_token" => Some(s.use_standard_auth || !s.use_basic_auth),
+        _ => None,
+    };
+    if s.use_keyless && !s.base_identity_provided_by.is_empty() || enabled == Some(false) {
+        return Err(ValidationError::new(
+            "base_identity_provided_by",
+            "names a method this API does not enable",
+        ));
+    }
+    let t = &s.proxy.transport;
+    for (field, v) in [
+        ("proxy.transport.ssl_min_version", t.ssl_min_version),
+        ("proxy.transport.ssl_max_version", t.ssl_max_version),
+    ] {
+        if !matches!(v, 0 | 771 | 772) {
+            return Err(ValidationError::new(
+                field,
+                "must be 0 (default), 771 (TLS 1.2) or 772 (TLS 1.3); older versions are not spoken",
+            ));
+        }
+    }
+    if t.ssl_max_version != 0 && t.ssl_min_version > t.ssl_max_version {
+        return Err(ValidationError::new(
+            "proxy.transport.ssl_min_version",
+            "must not be above ssl_max_version",
+        ));
+    }
+    Ok(())
 }
 
 /// An RFC 9110 token (header names), or None.

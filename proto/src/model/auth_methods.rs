@@ -16,6 +16,9 @@ pub const IMPLEMENTED: &[&str] = &[
     "auth_token",
     "auth_token.mashery_signature",
     "basic_auth",
+    "auth_chain",
+    "mutual_tls",
+    "dynamic_mutual_tls",
 ];
 
 /// A field that enables a method this build does not implement.
@@ -38,12 +41,6 @@ const FLAGS: &[(&str, &str)] = &[
     ("custom_plugin_auth_enabled", "custom_plugin_auth"),
     ("enable_coprocess_auth", "coprocess_auth"),
     ("use_go_plugin_auth", "go_plugin_auth"),
-    ("use_mutual_tls_auth", "mutual_tls"),
-    ("auth.use_certificate", "dynamic_mutual_tls"),
-    (
-        "auth_configs.authToken.use_certificate",
-        "dynamic_mutual_tls",
-    ),
 ];
 
 /// Fields of an `auth_configs.authToken` entry that move where the key is read from; the edge
@@ -58,6 +55,7 @@ const TOKEN_SOURCE_FIELDS: &[&str] = &[
     "cookie_name",
     "validate_signature",
     "signature",
+    "use_certificate",
 ];
 
 fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
@@ -109,16 +107,10 @@ pub fn unsupported(def: &ApiDefinition) -> Vec<Unsupported> {
         })
         .collect();
     let spec = def.spec();
-    if spec.use_basic_auth && is_true(raw.get("use_standard_auth")) {
-        // Tyk runs both, one after the other; this build runs one method per API.
-        out.push(Unsupported {
-            field: "use_standard_auth".into(),
-            method: "basic_auth+auth_token_chain",
-        });
-    }
     let configs = raw.get("auth_configs");
+    let token_runs = spec.use_standard_auth || !spec.use_basic_auth;
     if !spec.use_keyless
-        && !spec.use_basic_auth
+        && token_runs
         && let Some(entry) = configs.and_then(|c| c.get("authToken"))
         && !unset(Some(entry))
     {
@@ -174,11 +166,6 @@ mod tests {
         for (field, method, extra) in [
             ("enable_jwt", "jwt", json!({"enable_jwt": true})),
             (
-                "use_mutual_tls_auth",
-                "mutual_tls",
-                json!({"use_mutual_tls_auth": true}),
-            ),
-            (
                 "enable_signature_checking",
                 "hmac_signature",
                 json!({"enable_signature_checking": true}),
@@ -199,11 +186,6 @@ mod tests {
                 "use_go_plugin_auth",
                 "go_plugin_auth",
                 json!({"use_go_plugin_auth": true}),
-            ),
-            (
-                "auth.use_certificate",
-                "dynamic_mutual_tls",
-                json!({"auth": {"use_certificate": true}}),
             ),
         ] {
             let found = unsupported(&def(extra));
@@ -249,9 +231,19 @@ mod tests {
                 "auth_configs": {"basic": {"use_param": true}}})),
             ["basic_auth_from_auth_configs"]
         );
+        assert!(methods(json!({"use_basic_auth": true, "use_standard_auth": true})).is_empty());
         assert_eq!(
-            methods(json!({"use_basic_auth": true, "use_standard_auth": true})),
-            ["basic_auth+auth_token_chain"]
+            methods(json!({"use_basic_auth": true, "use_standard_auth": true,
+                "auth_configs": {"authToken": {"auth_header_name": "X-Key"}}})),
+            ["auth_token_from_auth_configs"]
+        );
+        assert!(
+            methods(json!({"use_mutual_tls_auth": true, "auth": {"use_certificate": true}}))
+                .is_empty()
+        );
+        assert_eq!(
+            methods(json!({"auth_configs": {"authToken": {"use_certificate": true}}})),
+            ["auth_token_from_auth_configs"]
         );
     }
 

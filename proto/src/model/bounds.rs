@@ -30,6 +30,14 @@ pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
 pub const MAX_POLICIES_PER_KEY: usize = 256;
 /// `basic_auth.cache_ttl`, seconds: one day.
 pub const MAX_BASIC_CACHE_TTL_SECS: i64 = 86_400;
+/// A store id is an org id plus 64 hex digits; org ids are short.
+pub const MAX_CERTIFICATE_ID_BYTES: usize = 320;
+/// Entries in one certificate list or host map of an API definition.
+pub const MAX_CERTIFICATES_PER_LIST: usize = 64;
+/// Largest PEM bundle accepted by the certificate store.
+pub const MAX_CERTIFICATE_BUNDLE_BYTES: usize = 256 * 1024;
+/// Certificates in one uploaded chain.
+pub const MAX_CERTIFICATES_PER_CHAIN: usize = 16;
 
 /// A rate limit as it appears on a session, a policy or a per-API `limit`.
 pub(super) struct RateFields<'a> {

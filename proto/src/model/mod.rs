@@ -5,12 +5,14 @@
 mod api_definition;
 pub mod auth_methods;
 pub mod bounds;
+pub mod certificate;
 mod json;
 mod policy;
 mod session;
 
 pub use api_definition::{
-    ApiDefinition, ApiSpec, AuthTokenSpec, BasicAuthSpec, ProxySpec, SignatureSpec,
+    ApiDefinition, ApiSpec, AuthTokenSpec, BasicAuthSpec, IDENTITY_PROVIDERS, ProxySpec,
+    SignatureSpec, TransportSpec,
 };
 pub use policy::{AccessDefinition, Partitions, Policy, PolicySpec};
 pub use session::{AllowedUrl, ApiLimit, BasicAuthData, SessionAccess, SessionSpec, SessionState};

@@ -99,6 +99,13 @@ pub struct SessionSpec {
     /// Seconds; 0 = no per-key lifetime.
     #[serde(default, deserialize_with = "null_as_default")]
     pub session_lifetime: i64,
+    /// Dynamic mTLS: the store id of the client certificate this key was created for.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub certificate: String,
+    /// Static mTLS token binding: store ids (or sha256 fingerprints) of the client
+    /// certificates this key may be used with on APIs with `use_mutual_tls_auth`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub mtls_static_certificate_bindings: Vec<String>,
 }
 
 /// A session: the whole JSON object plus its validated typed view.
