@@ -161,6 +161,9 @@ pub async fn start(config: Config) -> Result<ControlPlane, StartError> {
         lifetime_rules: config.lifetime_rules,
         allow_master_keys: config.allow_master_keys,
         stored_secrets: portcullis_proto::sealed_field::key(&config.encryption_secret),
+        certificate_keys: portcullis_proto::sealed_field::certificate_key(
+            &config.encryption_secret,
+        ),
     });
     let api_task = match api_tls {
         Some(acceptor) => {

@@ -5,9 +5,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use portcullis_proto::model::auth_methods;
 use portcullis_proto::model::{ApiDefinition, ValidationError};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{ApiError, ApiState, stored_secrets};
+use super::{ApiError, ApiState, stored_secrets, written};
 
 const NOT_FOUND: &str = "API not found";
 
@@ -57,9 +57,7 @@ pub async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Json<V
         .create_api(&def)
         .await
         .map_err(ApiError::from_store(NOT_FOUND))?;
-    Ok(Json(
-        json!({"key": def.api_id(), "status": "ok", "action": "added"}),
-    ))
+    Ok(written(def.api_id(), "added"))
 }
 
 pub async fn update(
@@ -77,9 +75,7 @@ pub async fn update(
         .update_api(&def)
         .await
         .map_err(ApiError::from_store(NOT_FOUND))?;
-    Ok(Json(
-        json!({"key": api_id, "status": "ok", "action": "modified"}),
-    ))
+    Ok(written(&api_id, "modified"))
 }
 
 pub async fn remove(
@@ -91,7 +87,5 @@ pub async fn remove(
         .delete_api(&api_id)
         .await
         .map_err(ApiError::from_store(NOT_FOUND))?;
-    Ok(Json(
-        json!({"key": api_id, "status": "ok", "action": "deleted"}),
-    ))
+    Ok(written(&api_id, "deleted"))
 }

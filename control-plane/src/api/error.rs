@@ -20,6 +20,9 @@ pub enum ApiError {
     Invalid(#[from] ValidationError),
     #[error("{field}: {reason}")]
     Conflict { field: &'static str, reason: String },
+    /// An upload the certificate store refuses: Tyk answers 403 with its message.
+    #[error("{0}")]
+    CertificateRefused(String),
     #[error("Method not supported")]
     MethodNotAllowed,
     #[error("Internal error")]
@@ -38,7 +41,7 @@ impl ApiError {
 
     fn status(&self) -> StatusCode {
         match self {
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::CertificateRefused(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Invalid(_) | Self::Conflict { .. } => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

@@ -11,7 +11,7 @@ use portcullis_proto::model::{PolicySpec, SessionSpec, SessionState, ValidationE
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, certs};
 use crate::lifetime::lifetime;
 use crate::store::StoreError;
 
@@ -189,11 +189,27 @@ async fn checked(
 
 /// `POST /tyk/keys` and `POST /tyk/keys/create`: a generated key (org id + uuid hex, Tyk's
 /// legacy format).
+///
+/// A key with a `certificate` (dynamic mTLS) is named after it, as Tyk: `{org_id}{sha256 hex of
+/// the certificate}`, and its session's `certificate` is the store id (docs/keys.md).
 pub async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let (session, spec) = checked(&state, &body, None, true).await?;
+    let (mut session, spec) = checked(&state, &body, None, true).await?;
     let delete_at = delete_at(&state, &spec).await?;
-    let org = session["org_id"].as_str().unwrap_or_default();
-    let key = format!("{org}{}", portcullis_proto::model::generate_id());
+    let org = session["org_id"].as_str().unwrap_or_default().to_owned();
+    let key = if spec.certificate.is_empty() {
+        format!("{org}{}", portcullis_proto::model::generate_id())
+    } else {
+        let cert = certs::for_key(&state, &org, &spec.certificate).await?;
+        session["certificate"] = json!(cert.id);
+        let key = format!("{org}{}", cert.meta.fingerprint);
+        if state.store.get_key(&key_hash(&key)).await.is_ok() {
+            return Err(ApiError::Conflict {
+                field: "certificate",
+                reason: "a key for this certificate already exists".into(),
+            });
+        }
+        key
+    };
     let hash = key_hash(&key);
     state
         .store
@@ -219,7 +235,27 @@ pub async fn create_named(
     }
     let hash = address(&key, &query)?;
     let existing = state.store.get_key(&hash).await.ok();
+    // Overwriting a key made for a certificate would drop its binding, and its name is computable
+    // from the public certificate: it would become a bearer token anyone could derive.
+    if existing
+        .as_ref()
+        .and_then(|e| e["certificate"].as_str())
+        .is_some_and(|c| !c.is_empty())
+    {
+        return Err(ValidationError::new(
+            "certificate",
+            "this key was created for a certificate: change it with PUT /tyk/keys/{key}",
+        )
+        .into());
+    }
     let (session, spec) = checked(&state, &body, existing.as_ref(), existing.is_none()).await?;
+    if !spec.certificate.is_empty() {
+        return Err(ValidationError::new(
+            "certificate",
+            "a key for a certificate is named after the certificate: create it with POST /tyk/keys",
+        )
+        .into());
+    }
     let delete_at = delete_at(&state, &spec).await?;
     state
         .store
@@ -245,6 +281,14 @@ pub async fn update(
         .await
         .map_err(ApiError::from_store(NOT_FOUND_PUT))?;
     let (session, spec) = checked(&state, &body, Some(&existing), false).await?;
+    // The key was named after its certificate: another one would break that link.
+    if spec.certificate != existing["certificate"].as_str().unwrap_or_default() {
+        return Err(ValidationError::new(
+            "certificate",
+            "cannot be changed: a key for a certificate is named after it",
+        )
+        .into());
+    }
     let delete_at = delete_at(&state, &spec).await?;
     state
         .store

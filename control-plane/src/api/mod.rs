@@ -3,6 +3,7 @@
 
 mod admin_auth;
 mod apis;
+mod certs;
 mod error;
 mod fleet;
 mod health;
@@ -38,6 +39,13 @@ pub struct ApiState {
     pub allow_master_keys: bool,
     /// Seals secrets inside API definitions (from `--encryption-secret`, which edges share).
     pub stored_secrets: portcullis_proto::envelope::EnvelopeKey,
+    /// Seals private keys of the certificate store (from `--encryption-secret`, its own label).
+    pub certificate_keys: portcullis_proto::envelope::EnvelopeKey,
+}
+
+/// Tyk's answer to a write of an API or a policy: `action` is `added`, `modified` or `deleted`.
+fn written(key: &str, action: &'static str) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"key": key, "status": "ok", "action": action}))
 }
 
 /// The whole management API. Every route but `GET /hello` needs the admin secret.
@@ -66,6 +74,9 @@ pub fn router(state: ApiState) -> Router {
                 .put(policies::update)
                 .delete(policies::remove),
         )
+        .route("/tyk/certs", get(certs::list).post(certs::create))
+        .route("/tyk/certs/", get(certs::list).post(certs::create))
+        .route("/tyk/certs/{id}", get(certs::get).delete(certs::remove))
         .route("/tyk/keys", get(keys::list).post(keys::create))
         .route("/tyk/keys/", get(keys::list).post(keys::create))
         .route("/tyk/keys/create", post(keys::create))

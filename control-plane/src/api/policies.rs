@@ -4,9 +4,9 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use portcullis_proto::model::Policy;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, written};
 
 const NOT_FOUND: &str = "Policy not found";
 
@@ -42,9 +42,7 @@ pub async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Json<V
         .write_policy(&policy, true)
         .await
         .map_err(ApiError::from_store(NOT_FOUND))?;
-    Ok(Json(
-        json!({"key": policy.id(), "status": "ok", "action": "added"}),
-    ))
+    Ok(written(policy.id(), "added"))
 }
 
 pub async fn update(
@@ -60,9 +58,7 @@ pub async fn update(
         .write_policy(&policy, false)
         .await
         .map_err(ApiError::from_store(NOT_FOUND))?;
-    Ok(Json(
-        json!({"key": id, "status": "ok", "action": "modified"}),
-    ))
+    Ok(written(&id, "modified"))
 }
 
 pub async fn remove(
@@ -75,7 +71,5 @@ pub async fn remove(
         .delete_policy(&id)
         .await
         .map_err(ApiError::from_store(NOT_FOUND))?;
-    Ok(Json(
-        json!({"key": id, "status": "ok", "action": "deleted"}),
-    ))
+    Ok(written(&id, "deleted"))
 }

@@ -15,6 +15,8 @@ const ROUTES: &[&str] = &[
     "/tyk/apis/{api_id}",
     "/tyk/policies",
     "/tyk/policies/{id}",
+    "/tyk/certs",
+    "/tyk/certs/{id}",
     "/tyk/keys",
     "/tyk/keys/create",
     "/tyk/keys/{key}",

@@ -20,6 +20,9 @@ pub enum ChangeKind {
     /// A node was revoked (`resource_id` is its id). Every replica's tailer reads it in revision
     /// order and fences the node's streams before anything committed later could reach it.
     Node,
+    /// A certificate of the store (`resource_id` is its id, the body its record with the
+    /// private key sealed). Groups receive it by reference, not by its tags alone (docs/sync.md).
+    Certificate,
 }
 
 impl ChangeKind {
@@ -29,6 +32,7 @@ impl ChangeKind {
             Self::Policy => "policy",
             Self::Session => "session",
             Self::Node => "node",
+            Self::Certificate => "certificate",
         }
     }
 
@@ -38,6 +42,7 @@ impl ChangeKind {
             "policy" => Ok(Self::Policy),
             "session" => Ok(Self::Session),
             "node" => Ok(Self::Node),
+            "certificate" => Ok(Self::Certificate),
             other => Err(StoreError::Corrupt(format!("unknown change kind {other}"))),
         }
     }
@@ -201,6 +206,10 @@ impl Store {
         let policies: Vec<(String, Value)> = sqlx::query_as("SELECT id, definition FROM policies")
             .fetch_all(&mut *tx)
             .await?;
+        let certificates: Vec<(String, Value)> =
+            sqlx::query_as("SELECT id, body FROM certificates")
+                .fetch_all(&mut *tx)
+                .await?;
         let revoked_nodes: Vec<(uuid::Uuid,)> =
             sqlx::query_as("SELECT id FROM nodes WHERE revoked_at IS NOT NULL")
                 .fetch_all(&mut *tx)
@@ -227,6 +236,19 @@ impl Store {
             id,
             body,
             tags: Vec::new(),
+        }));
+        resources.extend(certificates.into_iter().map(|(id, body)| {
+            // The tags column of a certificate change is the record's tags: the same here.
+            let tags = body
+                .get("tags")
+                .and_then(|t| serde_json::from_value(t.clone()).ok())
+                .unwrap_or_default();
+            StoredResource {
+                kind: ChangeKind::Certificate,
+                id,
+                body,
+                tags,
+            }
         }));
         let log = rows
             .into_iter()

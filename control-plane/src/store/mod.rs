@@ -6,6 +6,7 @@
 pub mod apis;
 pub mod bootstrap_tokens;
 pub mod ca;
+pub mod certificates;
 pub mod changelog;
 mod error;
 pub mod join;
@@ -13,6 +14,7 @@ pub mod keys;
 pub mod node_status;
 pub mod nodes;
 pub mod policies;
+mod resources;
 
 pub use error::StoreError;
 use sqlx::PgPool;

@@ -43,7 +43,7 @@ pub struct Inner {
     pub metrics: Arc<Metrics>,
     pub replica: String,
     pub cert_ttl: Duration,
-    /// Bounds the snapshots being sent at once (see `watch::Session::push`).
+    /// Bounds the snapshots being sent at once (see `watch::WatchStream::push`).
     pub snapshot_sends: tokio::sync::Semaphore,
     pub guard: Arc<NodeGuard>,
     pub acks: AckLog,

@@ -2,12 +2,13 @@
 //! change log, from which it answers "what does group G need to go from revision R to head?"
 //! with a delta, a bookmark or a (cached, chunked) snapshot.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use portcullis_proto::config_hash::{canonical_json, config_hash, resource_digest};
+use portcullis_proto::model::ApiDefinition;
 use portcullis_proto::sync::{
     Bookmark, Changes, Resource, ResourceKind, ResourceRef, SessionEvent, Snapshot,
 };
@@ -27,8 +28,11 @@ pub(crate) type ResourceKey = (i32, String);
 struct Entry {
     body: Bytes,
     digest: [u8; 32],
-    /// Node-segmentation tags; empty = every group.
+    /// Node-segmentation tags; empty = every group. For a certificate: the groups it is
+    /// tagged for (`*` = all); empty = only the groups whose APIs reference it.
     tags: Vec<String>,
+    /// For an API: the certificate ids it references (empty for every other kind).
+    cert_refs: Arc<[String]>,
 }
 
 #[derive(Clone, Debug)]
@@ -38,6 +42,7 @@ struct LogEntry {
     body: Option<Bytes>,
     tags: Option<Vec<String>>,
     prev_tags: Option<Vec<String>>,
+    cert_refs: Arc<[String]>,
     committed_at: DateTime<Utc>,
 }
 
@@ -83,12 +88,39 @@ const SESSION_CODE: i32 = -1;
 /// Log entries about node revocations: read by every replica in order, sent to no node.
 const NODE_CODE: i32 = -2;
 
+const API_CODE: i32 = ResourceKind::Api as i32;
+const CERT_CODE: i32 = ResourceKind::Certificate as i32;
+
+/// The certificate ids an API body references, read the way an edge reads the definition
+/// (`ApiDefinition::certificate_refs`), so both planes agree on what a group holds. A body that
+/// does not parse references nothing (an edge cannot read its references either).
+fn cert_refs(code: i32, body: Option<&serde_json::Value>) -> Arc<[String]> {
+    match body {
+        Some(b) if code == API_CODE => ApiDefinition::from_value(b.clone())
+            .map(|d| {
+                let mut refs: Vec<String> = d.certificate_refs().map(str::to_owned).collect();
+                refs.sort();
+                refs.dedup();
+                refs
+            })
+            .unwrap_or_default()
+            .into(),
+        _ => Arc::from(Vec::new()),
+    }
+}
+
+/// Whether a certificate's own tags give it to `group` (see `CertificateRecord::tagged_for`).
+fn tagged_for(tags: Option<&[String]>, group: &str) -> bool {
+    tags.is_some_and(|t| t.iter().any(|g| g == "*" || g == group))
+}
+
 fn kind_code(kind: ChangeKind) -> i32 {
     match kind {
         ChangeKind::Api => ResourceKind::Api as i32,
         ChangeKind::Policy => ResourceKind::Policy as i32,
         ChangeKind::Session => SESSION_CODE,
         ChangeKind::Node => NODE_CODE,
+        ChangeKind::Certificate => ResourceKind::Certificate as i32,
     }
 }
 
@@ -108,12 +140,14 @@ impl ConfigState {
             let body = Bytes::from(canonical_json(&r.body));
             let code = kind_code(r.kind);
             let digest = resource_digest(code, &r.id, &body);
+            let cert_refs = cert_refs(code, Some(&r.body));
             state.resources.insert(
                 (code, r.id),
                 Entry {
                     body,
                     digest,
                     tags: r.tags,
+                    cert_refs,
                 },
             );
         }
@@ -183,6 +217,7 @@ impl ConfigState {
                             body: body.clone(),
                             digest,
                             tags,
+                            cert_refs: entry.cert_refs.clone(),
                         },
                     );
                 }
@@ -220,6 +255,25 @@ impl ConfigState {
             .take_while(move |e| e.revision <= upto)
     }
 
+    /// Certificate ids referenced by the APIs `group` sees at head.
+    fn referenced_certs(&self, group: &str) -> HashSet<&str> {
+        self.resources
+            .range((API_CODE, String::new())..(API_CODE + 1, String::new()))
+            .filter(|(_, e)| visible(Some(&e.tags), group))
+            .flat_map(|(_, e)| e.cert_refs.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// Whether `group` holds a resource at head. A certificate goes where an API referencing it
+    /// goes, or where its own tags send it (docs/sync.md, "Certificates"); anything else by tags.
+    fn holds(key: &ResourceKey, entry: &Entry, group: &str, refs: &HashSet<&str>) -> bool {
+        if key.0 == CERT_CODE {
+            tagged_for(Some(&entry.tags), group) || refs.contains(key.1.as_str())
+        } else {
+            visible(Some(&entry.tags), group)
+        }
+    }
+
     /// The group's view at head (computed once per group and head).
     pub fn view(&mut self, group: &str) -> Arc<GroupView> {
         if let Some(v) = self.views.get(group) {
@@ -227,11 +281,12 @@ impl ConfigState {
         }
         // Every commit invalidates every group's view, so this only hashes: the resources
         // themselves are listed when a snapshot is built, under the same lock and head.
+        let refs = self.referenced_certs(group);
         let digests = self
             .resources
-            .values()
-            .filter(|e| visible(Some(&e.tags), group))
-            .map(|e| &e.digest);
+            .iter()
+            .filter(|(k, e)| Self::holds(k, e, group, &refs))
+            .map(|(_, e)| &e.digest);
         let view = Arc::new(GroupView {
             revision: self.head,
             hash: config_hash(digests),
@@ -254,10 +309,11 @@ impl ConfigState {
                 let mut size = 0;
                 // Views are dropped at every commit and chunks are built under the lock that
                 // produced the view, so the resources are still those of the view's revision.
+                let refs = self.referenced_certs(&view.group);
                 let visible = self
                     .resources
                     .iter()
-                    .filter(|(_, e)| visible(Some(&e.tags), &view.group));
+                    .filter(|(k, e)| Self::holds(k, e, &view.group, &refs));
                 for (key, entry) in visible {
                     let cost = entry.body.len() + key.1.len() + 16;
                     if size + cost > CHUNK_BYTES && chunks.last().is_some_and(|c| !c.is_empty()) {
@@ -330,8 +386,17 @@ impl ConfigState {
         // First and last change of each resource touched since `revision`.
         let mut touched: BTreeMap<&ResourceKey, (bool, &LogEntry)> = BTreeMap::new();
         let mut session_events = Vec::new();
+        // Certificates touched in the range, with whether their tags gave them to the group
+        // before the range (the record the node holds, if it holds one).
+        let mut certs: BTreeMap<&str, bool> = BTreeMap::new();
         for e in self.log_range(revision, self.head) {
             if e.key.0 == NODE_CODE {
+                continue;
+            }
+            if e.key.0 == CERT_CODE {
+                certs
+                    .entry(e.key.1.as_str())
+                    .or_insert_with(|| tagged_for(e.prev_tags.as_deref(), group));
                 continue;
             }
             if e.key.0 == SESSION_CODE {
@@ -348,8 +413,43 @@ impl ConfigState {
                 .and_modify(|t| t.1 = e)
                 .or_insert((visible(e.prev_tags.as_deref(), group), e));
         }
+        let refs = self.referenced_certs(group);
+        // A certificate the node lacks can become visible only by a change to it or to an API
+        // referencing it: those APIs' references are candidates besides the touched certificates.
+        let mut cert_candidates: BTreeSet<&str> = certs.keys().copied().collect();
+        for key in touched.keys().filter(|k| k.0 == API_CODE) {
+            if let Some(e) = self.resources.get(*key)
+                && visible(Some(&e.tags), group)
+            {
+                cert_candidates.extend(e.cert_refs.iter().map(String::as_str));
+            }
+        }
         let mut upserts = Vec::new();
         let mut deletes = Vec::new();
+        for id in cert_candidates {
+            let key = (CERT_CODE, id.to_owned());
+            match self.resources.get(&key) {
+                Some(e) if Self::holds(&key, e, group, &refs) => upserts.push(Resource {
+                    kind: CERT_CODE,
+                    id: key.1,
+                    body: e.body.clone(),
+                }),
+                // A node may hold a certificate no longer visible to it only through its old
+                // tags or an API that still references it; any other it drops by itself, since
+                // none of its APIs references it (docs/sync.md). So other groups never learn
+                // the ids of certificates they never held.
+                _ if certs
+                    .get(id)
+                    .is_some_and(|was_tagged| *was_tagged || refs.contains(id)) =>
+                {
+                    deletes.push(ResourceRef {
+                        kind: CERT_CODE,
+                        id: key.1,
+                    });
+                }
+                _ => {}
+            }
+        }
         for (key, (was_visible, last)) in touched {
             match &last.body {
                 Some(body) if visible(last.tags.as_deref(), group) => upserts.push(Resource {
@@ -387,6 +487,7 @@ fn log_entry(c: Change) -> LogEntry {
         revision: c.revision,
         key: (code, c.resource_id),
         body: c.body.as_ref().map(|b| Bytes::from(canonical_json(b))),
+        cert_refs: cert_refs(code, c.body.as_ref()),
         tags: c.tags,
         prev_tags: c.prev_tags,
         committed_at: c.committed_at,

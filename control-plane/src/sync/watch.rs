@@ -33,7 +33,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 type Out = mpsc::Sender<Result<WatchResponse, Status>>;
 
-struct Session {
+struct WatchStream {
     inner: Arc<Inner>,
     /// The node id as the change log names it (revocation fence).
     node_key: String,
@@ -111,7 +111,7 @@ pub async fn run(
     tracing::info!(node_id = %node.id, group = %node.group, revision = hello.last_revision, "watch stream opened");
 
     let node_id = node.id;
-    let mut session = Session {
+    let mut stream = WatchStream {
         node_key: node.id.to_string(),
         inner: inner.clone(),
         node,
@@ -123,9 +123,9 @@ pub async fn run(
         live_from: *inner.tailer.head.borrow(),
         unserved: None,
     };
-    let end = session.serve(&mut inbound).await;
+    let end = stream.serve(&mut inbound).await;
     if let Some(status) = end {
-        let _ = session.out.send(Err(status)).await;
+        let _ = stream.out.send(Err(status)).await;
     }
     inner
         .metrics
@@ -142,7 +142,7 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-impl Session {
+impl WatchStream {
     /// Runs until the node goes away (`None`) or must be cut off (`Some(status)`).
     async fn serve(&mut self, inbound: &mut Streaming<WatchRequest>) -> Option<Status> {
         let mut head = self.inner.tailer.head.clone();

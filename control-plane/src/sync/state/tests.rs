@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::*;
+use portcullis_proto::model::certificate::CertificateRecord;
 
 fn change(
     revision: i64,
@@ -28,6 +29,9 @@ fn change(
 struct Edge {
     revision: i64,
     resources: BTreeMap<ResourceKey, Bytes>,
+    /// The group of the last `step`: after each delta the edge drops the certificates none of
+    /// its APIs references and that are not tagged for it (docs/sync.md, "Certificates").
+    group: Option<String>,
 }
 
 impl Edge {
@@ -41,8 +45,47 @@ impl Edge {
     }
 
     fn step(&mut self, state: &mut ConfigState, group: &str, revision: i64, hash: &str) -> String {
+        self.group = Some(group.to_owned());
         let plan = state.plan(group, revision, hash);
         self.apply(state, plan)
+    }
+
+    fn collect_certificates(&mut self) {
+        let Some(group) = self.group.clone() else {
+            return;
+        };
+        let referenced: HashSet<String> = self
+            .resources
+            .iter()
+            .filter(|(k, _)| k.0 == API_CODE)
+            .filter_map(|(_, b)| ApiDefinition::from_value(serde_json::from_slice(b).unwrap()).ok())
+            .flat_map(|d| d.certificate_refs().map(str::to_owned).collect::<Vec<_>>())
+            .collect();
+        self.resources.retain(|k, b| {
+            k.0 != CERT_CODE
+                || referenced.contains(&k.1)
+                || serde_json::from_slice::<CertificateRecord>(b)
+                    .unwrap()
+                    .tagged_for(&group)
+        });
+    }
+
+    fn certs(&self) -> Vec<&str> {
+        self.resources
+            .keys()
+            .filter(|k| k.0 == CERT_CODE)
+            .map(|k| k.1.as_str())
+            .collect()
+    }
+
+    /// Steps from where the edge is, and checks it then holds what a fresh snapshot holds.
+    fn sync(&mut self, state: &mut ConfigState, group: &str) -> String {
+        let h = self.hash();
+        let what = self.step(state, group, self.revision, &h);
+        let mut fresh = Edge::default();
+        fresh.step(state, group, 0, "");
+        assert_eq!(self.resources, fresh.resources, "{group} after {what}");
+        what
     }
 
     fn apply(&mut self, state: &ConfigState, plan: Plan) -> String {
@@ -67,6 +110,7 @@ impl Edge {
                 for d in c.deletes {
                     self.resources.remove(&(d.kind, d.id));
                 }
+                self.collect_certificates();
                 self.revision = c.to_revision as i64;
                 assert_eq!(self.hash(), c.config_hash, "hash after delta");
                 "changes".into()
@@ -303,4 +347,325 @@ fn a_revocation_fences_its_node_from_the_batch_it_arrives_in_and_is_sent_to_nobo
     // A replica starting later reads the revocation back from the retained log.
     let restarted = ConfigState::new(2, vec![], vec![revocation]);
     assert!(restarted.is_revoked(&revoked));
+}
+
+fn api_with_certs(path: &str, certs: &[&str]) -> serde_json::Value {
+    let mut body = api(path);
+    body["certificates"] = json!(certs);
+    body
+}
+
+fn cert(revision: i64, id: &str, tags: Option<&[&str]>, prev: Option<&[&str]>) -> Change {
+    let record = tags.map(|t| {
+        serde_json::to_value(CertificateRecord {
+            id: id.into(),
+            certificate_pem: format!("-----BEGIN CERTIFICATE-----\n{id}\n"),
+            tags: t.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+        .unwrap()
+    });
+    Change {
+        kind: ChangeKind::Certificate,
+        ..change(revision, id, record, tags, prev)
+    }
+}
+
+fn plan_ids(plan: Plan) -> (Vec<String>, Vec<String>) {
+    match plan {
+        Plan::Changes(c) => (
+            c.upserts.into_iter().map(|r| r.id).collect(),
+            c.deletes.into_iter().map(|r| r.id).collect(),
+        ),
+        Plan::Bookmark(_) => (vec![], vec![]),
+        Plan::Snapshot { .. } => panic!("expected a delta"),
+    }
+}
+
+#[test]
+fn a_certificate_follows_the_api_that_references_it_between_groups() {
+    let mut s = ConfigState::new(0, vec![], vec![]);
+    let (mut eu, mut us) = (Edge::default(), Edge::default());
+    eu.sync(&mut s, "eu");
+    us.sync(&mut s, "us");
+    let us_empty = us.hash();
+
+    // Uploaded before any API references it: nobody receives it, not even its id.
+    s.apply(&[cert(1, "c1", Some(&[]), None)]).unwrap();
+    assert_eq!(plan_ids(s.plan("eu", 0, &eu.hash())), (vec![], vec![]));
+    assert_eq!(eu.sync(&mut s, "eu"), "bookmark");
+
+    s.apply(&[change(
+        2,
+        "a",
+        Some(api_with_certs("a", &["c1"])),
+        Some(&["eu"]),
+        None,
+    )])
+    .unwrap();
+    assert_eq!(eu.sync(&mut s, "eu"), "changes");
+    assert_eq!(eu.certs(), vec!["c1"]);
+    assert_eq!(us.sync(&mut s, "us"), "bookmark");
+    assert!(us.certs().is_empty());
+    assert_eq!(
+        us.hash(),
+        us_empty,
+        "a group without certificates keeps its hash"
+    );
+
+    // The API moves to us: us gains the certificate it never had, eu drops it.
+    s.apply(&[change(
+        3,
+        "a",
+        Some(api_with_certs("a", &["c1"])),
+        Some(&["us"]),
+        Some(&["eu"]),
+    )])
+    .unwrap();
+    let (up, _) = plan_ids(s.plan("us", us.revision, &us.hash()));
+    assert!(up.contains(&"c1".to_string()), "{up:?}");
+    us.sync(&mut s, "us");
+    eu.sync(&mut s, "eu");
+    assert_eq!(us.certs(), vec!["c1"]);
+    assert!(eu.certs().is_empty());
+}
+
+#[test]
+fn a_certificate_uploaded_after_its_api_reaches_only_that_group() {
+    let mut s = ConfigState::new(0, vec![], vec![]);
+    let (mut eu, mut us) = (Edge::default(), Edge::default());
+    eu.sync(&mut s, "eu");
+    us.sync(&mut s, "us");
+    s.apply(&[change(
+        1,
+        "a",
+        Some(api_with_certs("a", &["c1", "c2"])),
+        Some(&["eu"]),
+        None,
+    )])
+    .unwrap();
+    eu.sync(&mut s, "eu");
+    us.sync(&mut s, "us");
+    assert!(
+        eu.certs().is_empty(),
+        "the references dangle until the upload"
+    );
+    s.apply(&[cert(2, "c1", Some(&[]), None)]).unwrap();
+    assert_eq!(
+        plan_ids(s.plan("eu", 1, &eu.hash())),
+        (vec!["c1".into()], vec![])
+    );
+    assert_eq!(plan_ids(s.plan("us", 1, &us.hash())), (vec![], vec![]));
+    eu.sync(&mut s, "eu");
+    assert_eq!(us.sync(&mut s, "us"), "bookmark");
+    assert_eq!(eu.certs(), vec!["c1"]);
+}
+
+#[test]
+fn an_api_dropping_its_reference_or_being_deleted_takes_the_certificate_away() {
+    let mut s = ConfigState::new(0, vec![], vec![]);
+    let mut eu = Edge::default();
+    eu.sync(&mut s, "eu");
+    s.apply(&[
+        cert(1, "c1", Some(&[]), None),
+        cert(2, "c2", Some(&[]), None),
+        change(
+            3,
+            "a",
+            Some(api_with_certs("a", &["c1", "c2"])),
+            Some(&[]),
+            None,
+        ),
+        change(4, "b", Some(api_with_certs("b", &["c2"])), Some(&[]), None),
+    ])
+    .unwrap();
+    eu.sync(&mut s, "eu");
+    assert_eq!(eu.certs(), vec!["c1", "c2"]);
+    s.apply(&[change(5, "a", Some(api("a")), Some(&[]), Some(&[]))])
+        .unwrap();
+    eu.sync(&mut s, "eu");
+    assert_eq!(eu.certs(), vec!["c2"], "c2 is still referenced by b");
+    s.apply(&[change(6, "b", None, None, Some(&[]))]).unwrap();
+    eu.sync(&mut s, "eu");
+    assert!(eu.certs().is_empty());
+    assert_eq!(eu.hash(), s.view("eu").hash);
+}
+
+#[test]
+fn deleting_a_referenced_certificate_reaches_its_holders_only() {
+    let mut s = ConfigState::new(0, vec![], vec![]);
+    let (mut eu, mut us) = (Edge::default(), Edge::default());
+    eu.sync(&mut s, "eu");
+    us.sync(&mut s, "us");
+    s.apply(&[
+        cert(1, "c1", Some(&[]), None),
+        change(
+            2,
+            "a",
+            Some(api_with_certs("a", &["c1"])),
+            Some(&["eu"]),
+            None,
+        ),
+    ])
+    .unwrap();
+    eu.sync(&mut s, "eu");
+    us.sync(&mut s, "us");
+    s.apply(&[cert(3, "c1", None, Some(&[]))]).unwrap();
+    // The API still references it, so only an explicit delete removes it from eu.
+    assert_eq!(
+        plan_ids(s.plan("eu", 2, &eu.hash())),
+        (vec![], vec!["c1".into()])
+    );
+    assert_eq!(plan_ids(s.plan("us", 2, &us.hash())), (vec![], vec![]));
+    eu.sync(&mut s, "eu");
+    us.sync(&mut s, "us");
+    assert!(eu.certs().is_empty());
+    // Uploaded again, it comes back.
+    s.apply(&[cert(4, "c1", Some(&[]), None)]).unwrap();
+    eu.sync(&mut s, "eu");
+    assert_eq!(eu.certs(), vec!["c1"]);
+}
+
+#[test]
+fn a_tagged_certificate_reaches_its_groups_without_any_api() {
+    let mut s = ConfigState::new(0, vec![], vec![]);
+    let (mut eu, mut us) = (Edge::default(), Edge::default());
+    eu.sync(&mut s, "eu");
+    us.sync(&mut s, "us");
+    s.apply(&[
+        cert(1, "gw", Some(&["us"]), None),
+        cert(2, "all", Some(&["*"]), None),
+    ])
+    .unwrap();
+    eu.sync(&mut s, "eu");
+    us.sync(&mut s, "us");
+    assert_eq!(eu.certs(), vec!["all"]);
+    assert_eq!(us.certs(), vec!["all", "gw"]);
+    // Deleted while tagged: the delete reaches us, eu learns nothing of "gw".
+    s.apply(&[cert(3, "gw", None, Some(&["us"]))]).unwrap();
+    assert_eq!(plan_ids(s.plan("eu", 2, &eu.hash())), (vec![], vec![]));
+    assert_eq!(
+        plan_ids(s.plan("us", 2, &us.hash())),
+        (vec![], vec!["gw".into()])
+    );
+    eu.sync(&mut s, "eu");
+    us.sync(&mut s, "us");
+    assert_eq!(us.certs(), vec!["all"]);
+    s.apply(&[cert(4, "all", None, Some(&["*"]))]).unwrap();
+    eu.sync(&mut s, "eu");
+    us.sync(&mut s, "us");
+    assert!(eu.certs().is_empty() && us.certs().is_empty());
+}
+
+#[test]
+fn certificates_loaded_at_start_are_in_views_by_reference() {
+    let record = serde_json::to_value(CertificateRecord {
+        id: "c1".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    let loaded = vec![
+        LoadedResource {
+            kind: ChangeKind::Api,
+            id: "a".into(),
+            body: api_with_certs("a", &["c1"]),
+            tags: vec!["eu".into()],
+        },
+        LoadedResource {
+            kind: ChangeKind::Certificate,
+            id: "c1".into(),
+            body: record,
+            tags: vec![],
+        },
+    ];
+    let mut s = ConfigState::new(7, loaded, vec![]);
+    let (mut eu, mut us) = (Edge::default(), Edge::default());
+    eu.step(&mut s, "eu", 0, "");
+    us.step(&mut s, "us", 0, "");
+    assert_eq!(eu.certs(), vec!["c1"]);
+    assert!(us.certs().is_empty());
+    assert_eq!(us.hash(), config_hash(std::iter::empty()));
+}
+
+#[test]
+fn deltas_with_certificates_match_snapshots_over_a_long_random_history() {
+    // A fixed-seed walk over APIs moving between groups, changing references, and certificates
+    // being uploaded, retagged and deleted; `sync` compares each delta with a fresh snapshot.
+    let mut s = ConfigState::new(0, vec![], vec![]);
+    let groups = ["eu", "us"];
+    let mut edges: Vec<Edge> = groups.iter().map(|_| Edge::default()).collect();
+    for (e, g) in edges.iter_mut().zip(groups) {
+        e.sync(&mut s, g);
+    }
+    let tag_sets: [&[&str]; 4] = [&[], &["eu"], &["us"], &["*"]];
+    let mut seed: u64 = 0x5eed;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let mut cert_tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut api_tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let own = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut held_by_reference = 0;
+    for revision in 1..=400 {
+        let c = if next(2) == 0 {
+            let id = format!("c{}", next(4));
+            let prev = cert_tags.get(&id).cloned();
+            let prev_ref: Option<Vec<&str>> = prev
+                .as_ref()
+                .map(|p| p.iter().map(String::as_str).collect());
+            if prev.is_some() && next(3) == 0 {
+                cert_tags.remove(&id);
+                cert(revision, &id, None, prev_ref.as_deref())
+            } else {
+                let tags = tag_sets[next(4) as usize];
+                cert_tags.insert(id.clone(), own(tags));
+                cert(revision, &id, Some(tags), prev_ref.as_deref())
+            }
+        } else {
+            let id = format!("a{}", next(3));
+            let prev = api_tags.get(&id).cloned();
+            let prev_ref: Option<Vec<&str>> = prev
+                .as_ref()
+                .map(|p| p.iter().map(String::as_str).collect());
+            if prev.is_some() && next(4) == 0 {
+                api_tags.remove(&id);
+                change(revision, &id, None, None, prev_ref.as_deref())
+            } else {
+                let tags = tag_sets[next(3) as usize];
+                let refs: Vec<String> = (0..next(3)).map(|_| format!("c{}", next(4))).collect();
+                let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+                api_tags.insert(id.clone(), own(tags));
+                change(
+                    revision,
+                    &id,
+                    Some(api_with_certs(&id, &refs)),
+                    Some(tags),
+                    prev_ref.as_deref(),
+                )
+            }
+        };
+        s.apply(&[c]).unwrap();
+        // Edges sync at different paces, so deltas span several revisions.
+        for (i, (e, g)) in edges.iter_mut().zip(groups).enumerate() {
+            if next(2 + i as u64) == 0 {
+                e.sync(&mut s, g);
+                held_by_reference += e
+                    .certs()
+                    .iter()
+                    .filter(|c| cert_tags.get(**c).is_some_and(|t| t.is_empty()))
+                    .count();
+            }
+        }
+    }
+    assert!(
+        held_by_reference > 20,
+        "the walk exercises references ({held_by_reference})"
+    );
+    for (e, g) in edges.iter_mut().zip(groups) {
+        e.sync(&mut s, g);
+        assert_eq!(e.hash(), s.view(g).hash);
+    }
 }
