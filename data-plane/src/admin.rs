@@ -126,6 +126,7 @@ fn metrics(shared: &Shared) -> String {
         n(s.connects.load(Ordering::Relaxed)),
     );
     shared.requests.render(&mut out);
+    crate::tls::expiry::render(&shared.table.load().certs, &mut out);
     crate::request_metrics::render_unserved(&shared.table.load(), &mut out);
     shared.sessions.render(&mut out);
     crate::auth::basic::BCRYPT.render(&mut out);

@@ -1,8 +1,12 @@
 //! The configuration this edge holds: resources by (kind, id) with their digests and parsed
 //! routes. Snapshots and changes are applied all or nothing; the caller builds the routing
 //! table from the result and swaps it in.
+//!
+//! Certificates are held only while an API held here references one, or while it is tagged
+//! for this edge's group; the control plane computes the same visibility for the group's
+//! config hash (docs/certificates.md).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,7 +14,9 @@ use portcullis_proto::config_hash::{config_hash, resource_digest};
 use portcullis_proto::model::{ApiDefinition, Policy, PolicySpec};
 use portcullis_proto::sync::{Changes, Resource, ResourceKind, Snapshot};
 
+use crate::certs::{CertStore, StoreCert};
 use crate::router::{Route, RoutingTable};
+use crate::tls::{ApiTls, TlsHosts};
 
 /// Why a message could not be applied; the text goes back to the CP in the NACK. The prefixes
 /// "config hash mismatch" and "base revision mismatch" ask the CP for a snapshot.
@@ -35,44 +41,83 @@ impl ApplyError {
     }
 }
 
+/// One resource as this edge holds it: the bytes the CP sent (for the hash, the state dir and
+/// backups) and what they mean, parsed and validated once when applied. Apply, undo, hashing
+/// and snapshots treat every kind alike; only [`Parsed::of`] knows the kinds.
 #[derive(Debug, Clone)]
-struct Held {
+struct HeldResource {
     body: Bytes,
     digest: [u8; 32],
-    route: Option<Arc<Route>>,
-    policy: Option<Arc<PolicySpec>>,
+    parsed: Parsed,
+}
+
+#[derive(Debug, Clone)]
+enum Parsed {
+    Api {
+        route: Arc<Route>,
+        /// Its TLS needs (server certificates, client certificates at the handshake).
+        tls: Arc<ApiTls>,
+        /// Every store id it references: what keeps a certificate held.
+        cert_refs: Vec<String>,
+    },
+    Policy(Arc<PolicySpec>),
+    /// A certificate with its private key opened, and the groups it is tagged for.
+    Certificate {
+        cert: Arc<StoreCert>,
+        tags: Vec<String>,
+    },
+    /// A kind this build does not know yet: held (so the hash matches) but unused.
+    Other,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct AppliedConfig {
     pub revision: i64,
     pub hash: String,
-    resources: BTreeMap<(i32, String), Held>,
+    /// This edge's group: which tagged certificates it keeps.
+    group: String,
+    resources: BTreeMap<(i32, String), HeldResource>,
 }
 
-fn held(r: &Resource) -> Result<Held, ApplyError> {
-    let invalid = |reason: String| ApplyError::Invalid {
-        id: r.id.clone(),
-        reason,
-    };
-    let json = || -> Result<serde_json::Value, ApplyError> {
-        serde_json::from_slice(&r.body).map_err(|e| invalid(format!("malformed JSON: {e}")))
-    };
-    let (mut route, mut policy) = (None, None);
-    if r.kind == ResourceKind::Api as i32 {
-        let def = ApiDefinition::from_value(json()?).map_err(|e| invalid(e.to_string()))?;
-        route = Some(Arc::new(
-            Route::from_definition(&def).map_err(|e| invalid(e.to_string()))?,
-        ));
-    } else if r.kind == ResourceKind::Policy as i32 {
-        let p = Policy::from_value(json()?).map_err(|e| invalid(e.to_string()))?;
-        policy = Some(Arc::new(p.spec().clone()));
+const CERTIFICATE: i32 = ResourceKind::Certificate as i32;
+
+impl Parsed {
+    fn of(r: &Resource) -> Result<Self, ApplyError> {
+        let invalid = |reason: String| ApplyError::Invalid {
+            id: r.id.clone(),
+            reason,
+        };
+        let json = || -> Result<serde_json::Value, ApplyError> {
+            serde_json::from_slice(&r.body).map_err(|e| invalid(format!("malformed JSON: {e}")))
+        };
+        Ok(if r.kind == ResourceKind::Api as i32 {
+            let def = ApiDefinition::from_value(json()?).map_err(|e| invalid(e.to_string()))?;
+            Self::Api {
+                route: Arc::new(Route::from_definition(&def).map_err(|e| invalid(e.to_string()))?),
+                tls: Arc::new(ApiTls::of(&def)),
+                cert_refs: def.certificate_refs().map(str::to_owned).collect(),
+            }
+        } else if r.kind == ResourceKind::Policy as i32 {
+            let p = Policy::from_value(json()?).map_err(|e| invalid(e.to_string()))?;
+            Self::Policy(Arc::new(p.spec().clone()))
+        } else if r.kind == CERTIFICATE {
+            let (record, cert) =
+                crate::certs::parse_resource(&r.id, &r.body).map_err(|e| invalid(e.to_string()))?;
+            Self::Certificate {
+                cert: Arc::new(cert),
+                tags: record.tags,
+            }
+        } else {
+            Self::Other
+        })
     }
-    Ok(Held {
+}
+
+fn held(r: &Resource) -> Result<HeldResource, ApplyError> {
+    Ok(HeldResource {
         body: r.body.clone(),
         digest: resource_digest(r.kind, &r.id, &r.body),
-        route,
-        policy,
+        parsed: Parsed::of(r)?,
     })
 }
 
@@ -81,8 +126,8 @@ fn to_i64(v: u64) -> i64 {
 }
 
 impl AppliedConfig {
-    /// Builds a configuration from every chunk of one snapshot.
-    pub fn from_snapshot(chunks: &[Snapshot]) -> Result<Self, ApplyError> {
+    /// Builds a configuration from every chunk of one snapshot, for an edge of `group`.
+    pub fn from_snapshot(chunks: &[Snapshot], group: &str) -> Result<Self, ApplyError> {
         let Some(first) = chunks.first() else {
             return Err(ApplyError::Chunks {
                 expected: 0,
@@ -104,11 +149,13 @@ impl AppliedConfig {
                 resources.insert((r.kind, r.id.clone()), held(r)?);
             }
         }
-        let config = Self {
+        let mut config = Self {
             revision: to_i64(first.revision),
             hash: first.config_hash.clone(),
+            group: group.to_owned(),
             resources,
         };
+        config.collect_certificates(&mut Vec::new());
         config.check_hash(&first.config_hash)?;
         Ok(config)
     }
@@ -123,7 +170,7 @@ impl AppliedConfig {
         }
         // Applied in place with an undo log: a delta touches a few resources, and copying a
         // configuration of thousands of APIs for each one would cost more than the delta.
-        let mut undo: Vec<((i32, String), Option<Held>)> = Vec::new();
+        let mut undo: Vec<((i32, String), Option<HeldResource>)> = Vec::new();
         let result = self.apply_in_place(c, &mut undo);
         if let Err(e) = result {
             for (key, old) in undo.into_iter().rev() {
@@ -142,7 +189,7 @@ impl AppliedConfig {
     fn apply_in_place(
         &mut self,
         c: &Changes,
-        undo: &mut Vec<((i32, String), Option<Held>)>,
+        undo: &mut Vec<((i32, String), Option<HeldResource>)>,
     ) -> Result<(), ApplyError> {
         for r in &c.upserts {
             let key = (r.kind, r.id.clone());
@@ -155,7 +202,43 @@ impl AppliedConfig {
                 undo.push((key, Some(old)));
             }
         }
+        self.collect_certificates(undo);
         self.check_hash(&c.config_hash)
+    }
+
+    /// Drops the certificates no held API references and that are not tagged for this
+    /// edge's group (recorded in `undo`).
+    fn collect_certificates(&mut self, undo: &mut Vec<((i32, String), Option<HeldResource>)>) {
+        let has_certs = self.resources.keys().any(|(k, _)| *k == CERTIFICATE);
+        if !has_certs {
+            return;
+        }
+        let referenced: HashSet<&str> = self
+            .resources
+            .values()
+            .flat_map(|h| match &h.parsed {
+                Parsed::Api { cert_refs, .. } => cert_refs.as_slice(),
+                _ => &[],
+            })
+            .map(String::as_str)
+            .collect();
+        let unused: Vec<(i32, String)> = self
+            .resources
+            .iter()
+            .filter(|((_, id), h)| match &h.parsed {
+                Parsed::Certificate { tags, .. } => {
+                    !referenced.contains(id.as_str())
+                        && !tags.iter().any(|t| t == "*" || *t == self.group)
+                }
+                _ => false,
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in unused {
+            if let Some(old) = self.resources.remove(&key) {
+                undo.push((key, Some(old)));
+            }
+        }
     }
 
     /// A bookmark moves the revision when the content is what the CP says it is.
@@ -181,14 +264,36 @@ impl AppliedConfig {
     }
 
     pub fn routing_table(&self) -> RoutingTable {
-        let policies = self
-            .resources
-            .values()
-            .filter_map(|h| h.policy.as_ref())
-            .map(|p| (p.id.clone(), p.clone()))
+        let parsed = || self.resources.values().map(|h| &h.parsed);
+        let policies = parsed()
+            .filter_map(|p| match p {
+                Parsed::Policy(p) => Some((p.id.clone(), p.clone())),
+                _ => None,
+            })
             .collect();
-        RoutingTable::new(self.resources.values().filter_map(|h| h.route.as_ref()))
-            .with_policies(policies)
+        let certs = CertStore::new(parsed().filter_map(|p| match p {
+            Parsed::Certificate { cert, .. } => Some(cert.clone()),
+            _ => None,
+        }));
+        let tls = TlsHosts::build(
+            parsed().filter_map(|p| match p {
+                Parsed::Api { tls, .. } => Some(tls.as_ref()),
+                _ => None,
+            }),
+            &certs,
+        );
+        RoutingTable::new(parsed().filter_map(|p| match p {
+            Parsed::Api { route, .. } => Some(route),
+            _ => None,
+        }))
+        .with_policies(policies)
+        .with_certs(certs)
+        .with_tls(tls)
+    }
+
+    /// The group this configuration is held for.
+    pub fn group(&self) -> &str {
+        &self.group
     }
 
     pub fn len(&self) -> usize {
@@ -251,6 +356,178 @@ mod tests {
         config_hash(digests.iter().map(|(_, d)| d))
     }
 
+    const SECRET: &str = "unit-test-encryption-secret-0123456789";
+
+    /// A CERTIFICATE resource: a self-signed leaf for `names`, its key sealed with `secret`.
+    fn cert_resource(id: &str, names: &[&str], tags: &[&str], secret: &str) -> Resource {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(
+            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let sealed = portcullis_proto::sealed_field::seal(
+            &portcullis_proto::sealed_field::certificate_key(secret),
+            id,
+            portcullis_proto::model::certificate::PRIVATE_KEY_FIELD,
+            &key.serialize_pem(),
+        );
+        let record = portcullis_proto::model::certificate::CertificateRecord {
+            id: id.into(),
+            certificate_pem: cert.pem(),
+            private_key: sealed,
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            ..Default::default()
+        };
+        Resource {
+            kind: ResourceKind::Certificate as i32,
+            id: id.into(),
+            body: Bytes::from(serde_json::to_vec(&record).unwrap()),
+        }
+    }
+
+    fn tls_api(id: &str, domain: &str, certs: &[&str]) -> Resource {
+        let body = serde_json::json!({
+            "api_id": id, "domain": domain, "use_keyless": true, "active": true,
+            "certificates": certs,
+            "proxy": {"listen_path": format!("/{id}/"), "target_url": "http://127.0.0.1:9/"}
+        });
+        Resource {
+            kind: ResourceKind::Api as i32,
+            id: id.into(),
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    fn snapshot(resources: Vec<Resource>, hashed: &[&Resource]) -> Snapshot {
+        let hashed: Vec<Resource> = hashed.iter().map(|r| (*r).clone()).collect();
+        Snapshot {
+            revision: 1,
+            config_hash: hash_of(&hashed),
+            chunk: 0,
+            chunks: 1,
+            resources,
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn certificates_are_held_while_referenced_or_tagged_for_the_group() {
+        crate::certs::set_encryption_secret(SECRET);
+        let api = tls_api("a", "a.example.com", &["served"]);
+        let served = cert_resource("served", &["a.example.com"], &[], SECRET);
+        let tagged = cert_resource("tagged", &["t.example.com"], &["eu"], SECRET);
+        let everywhere = cert_resource("everywhere", &["s.example.com"], &["*"], SECRET);
+        let other_group = cert_resource("other-group", &["o.example.com"], &["us"], SECRET);
+        let unused = cert_resource("unused", &["u.example.com"], &[], SECRET);
+        let all = vec![
+            api.clone(),
+            served.clone(),
+            tagged.clone(),
+            everywhere.clone(),
+            other_group.clone(),
+            unused.clone(),
+        ];
+        // The control plane hashes only what the group sees; the edge drops the rest first.
+        let snap = snapshot(all, &[&api, &served, &tagged, &everywhere]);
+        let mut c = AppliedConfig::from_snapshot(&[snap], "eu").unwrap();
+        let table = c.routing_table();
+        let mut ids: Vec<&str> = table.certs.iter().map(|c| c.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["everywhere", "served", "tagged"]);
+        assert!(table.certs.get("served").unwrap().certified_key.is_some());
+        assert!(table.tls.config_for(Some("a.example.com")).is_some());
+        assert!(
+            table.tls.config_for(Some("b.example.com")).is_none(),
+            "no domain-less API has a certificate"
+        );
+        // The saved configuration holds exactly what was kept, and loads again.
+        let saved = c.to_snapshot();
+        assert_eq!(saved.resources.len(), 4);
+        AppliedConfig::from_snapshot(&[saved], "eu").unwrap();
+
+        // The API stops referencing its certificate: the edge drops it with the same delta.
+        let bare = tls_api("a", "a.example.com", &[]);
+        let changes = Changes {
+            from_revision: 1,
+            to_revision: 2,
+            config_hash: hash_of(&[bare.clone(), tagged.clone(), everywhere.clone()]),
+            upserts: vec![bare],
+            deletes: vec![],
+            session_events: vec![],
+        };
+        c.apply_changes(&changes).unwrap();
+        assert!(c.routing_table().certs.get("served").is_none());
+        assert!(c.routing_table().tls.is_empty());
+
+        // Referencing it again without the CP resending it: the hash tells the edge it lacks
+        // it (NACK, snapshot), and what it had is kept meanwhile.
+        let again = tls_api("a", "a.example.com", &["served"]);
+        let missing = Changes {
+            from_revision: 2,
+            to_revision: 3,
+            config_hash: hash_of(&[again.clone(), served.clone(), tagged, everywhere]),
+            upserts: vec![again],
+            deletes: vec![],
+            session_events: vec![],
+        };
+        let before = c.computed_hash();
+        assert!(
+            c.apply_changes(&missing)
+                .unwrap_err()
+                .to_string()
+                .starts_with("config hash mismatch")
+        );
+        assert_eq!((c.revision, c.computed_hash()), (2, before));
+    }
+
+    #[test]
+    fn a_certificate_that_does_not_parse_or_whose_key_does_not_open_is_refused() {
+        crate::certs::set_encryption_secret(SECRET);
+        let api = tls_api("a", "", &["c"]);
+        let wrong_secret = cert_resource(
+            "c",
+            &["a.example.com"],
+            &[],
+            "another-secret-0123456789abcdef012",
+        );
+        let snap = snapshot(
+            vec![api.clone(), wrong_secret.clone()],
+            &[&api, &wrong_secret],
+        );
+        let err = AppliedConfig::from_snapshot(&[snap], "default").unwrap_err();
+        assert_eq!(err.resource_ids(), ["c"]);
+        assert!(err.to_string().contains("does not open"), "{err}");
+
+        let mut garbage = cert_resource("c", &["a.example.com"], &[], SECRET);
+        garbage.body = Bytes::from_static(br#"{"id":"c","certificate_pem":"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n","meta":{"id":"c","fingerprint":"","has_private":false,"issuer":"","subject":"","not_before":"","not_after":"","is_ca":false}}"#);
+        let snap = snapshot(vec![api.clone(), garbage.clone()], &[&api, &garbage]);
+        let err = AppliedConfig::from_snapshot(&[snap], "default").unwrap_err();
+        assert_eq!(err.resource_ids(), ["c"], "{err}");
+
+        let mut renamed = cert_resource("c", &["a.example.com"], &[], SECRET);
+        renamed.id = "d".into();
+        let api_d = tls_api("a", "", &["d"]);
+        let snap = snapshot(vec![api_d.clone(), renamed.clone()], &[&api_d, &renamed]);
+        let err = AppliedConfig::from_snapshot(&[snap], "default").unwrap_err();
+        assert!(err.to_string().contains("does not match"), "{err}");
+
+        // A bad certificate in a delta leaves the configuration as it was.
+        let snap = snapshot(vec![api.clone()], &[&api]);
+        let mut c = AppliedConfig::from_snapshot(&[snap], "default").unwrap();
+        let bad = Changes {
+            from_revision: 1,
+            to_revision: 2,
+            config_hash: hash_of(&[api.clone(), wrong_secret.clone()]),
+            upserts: vec![wrong_secret],
+            deletes: vec![],
+            session_events: vec![],
+        };
+        assert!(c.apply_changes(&bad).is_err());
+        assert_eq!(c.revision, 1);
+        assert!(c.routing_table().certs.is_empty());
+    }
+
     #[test]
     fn snapshot_then_changes_then_a_bad_change_leaves_the_config_untouched() {
         let a = api("a", "/a/");
@@ -262,7 +539,7 @@ mod tests {
             resources: vec![a.clone()],
             reason: String::new(),
         };
-        let mut c = AppliedConfig::from_snapshot(&[snap]).unwrap();
+        let mut c = AppliedConfig::from_snapshot(&[snap], "default").unwrap();
         assert_eq!(c.routing_table().len(), 1);
 
         let b = api("b", "/b/");

@@ -41,6 +41,15 @@ pub struct RunArgs {
         default_value = "127.0.0.1:9080"
     )]
     pub admin_listen: SocketAddr,
+    /// HTTPS proxy listener; certificates come from the store, chosen by SNI.
+    #[arg(long, env = "PORTCULLIS_TLS_LISTEN", default_value = "0.0.0.0:8443")]
+    pub tls_listen: SocketAddr,
+    /// Seconds a client has to complete its TLS handshake.
+    #[arg(long, env = "PORTCULLIS_TLS_HANDSHAKE_TIMEOUT", default_value_t = 10.0)]
+    pub tls_handshake_timeout: f64,
+    /// Warn about store certificates expiring within this (30d, 12h, 90m, 3600s; a bare number is days).
+    #[arg(long, env = "PORTCULLIS_CERTIFICATE_EXPIRY_WARNING", default_value = "30d", value_parser = parse_days)]
+    pub certificate_expiry_warning: Duration,
     /// Control-plane sync URL, https://HOST:7443 (repeat or comma-separate for several replicas).
     #[arg(
         long = "control-plane",
@@ -88,6 +97,23 @@ pub struct RunArgs {
     pub worker_threads: Option<usize>,
     #[arg(long, env = "PORTCULLIS_LOG_JSON")]
     pub log_json: bool,
+    /// Client certificate for matching TLS upstreams, PATTERN=CERT_ID (PATTERN: *, HOST,
+    /// *.DOMAIN, optionally :PORT); repeatable, or space-separated in the variable. An API's
+    /// own `upstream_certificates` win.
+    #[arg(
+        long = "upstream-certificate",
+        env = "PORTCULLIS_UPSTREAM_CERTIFICATES",
+        value_delimiter = ' '
+    )]
+    pub upstream_certificates: Vec<String>,
+    /// Public keys matching TLS upstreams must present, PATTERN=ID[,ID...]; repeatable, or
+    /// space-separated in the variable. An API's own `pinned_public_keys` win.
+    #[arg(
+        long = "pinned-public-key",
+        env = "PORTCULLIS_PINNED_PUBLIC_KEYS",
+        value_delimiter = ' '
+    )]
+    pub pinned_public_keys: Vec<String>,
     #[command(flatten)]
     pub client: crate::proxy::ClientArgs,
 }
@@ -106,8 +132,36 @@ pub enum CliError {
     CacheEntries,
     #[error("--redis-ca-cert {path}: {reason}")]
     RedisCa { path: String, reason: String },
+    #[error("--tls-handshake-timeout must be more than 0 and at most 300 seconds")]
+    HandshakeTimeout,
     #[error(transparent)]
     ClientLimits(#[from] crate::proxy::LimitError),
+    #[error(transparent)]
+    UpstreamTls(#[from] crate::proxy::upstream_tls::GatewayTlsError),
+}
+
+/// `30d`, `12h`, `90m`, `3600s`, or a bare number of days.
+fn parse_days(v: &str) -> Result<Duration, String> {
+    let v = v.trim();
+    let (n, unit) = match v.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&v[..i], c),
+        _ => (v, 'd'),
+    };
+    let secs = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err("unit must be s, m, h or d".into()),
+    };
+    let n: u64 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("{v:?} is not a whole number with an optional s/m/h/d unit"))?;
+    n.checked_mul(secs)
+        .filter(|s| *s <= 3650 * 86_400)
+        .map(Duration::from_secs)
+        .ok_or_else(|| "at most 3650 days".into())
 }
 
 impl RunArgs {
@@ -129,9 +183,15 @@ impl RunArgs {
         {
             return Err(CliError::WeakSecret);
         }
+        if !(self.tls_handshake_timeout > 0.0 && self.tls_handshake_timeout <= 300.0) {
+            return Err(CliError::HandshakeTimeout);
+        }
         Ok(Config {
             listen: self.listen,
             admin_listen: self.admin_listen,
+            tls_listen: Some(self.tls_listen),
+            tls_handshake_timeout: Duration::from_secs_f64(self.tls_handshake_timeout),
+            certificate_expiry_warning: self.certificate_expiry_warning,
             control_planes: self.control_planes.clone(),
             bootstrap_token: self.bootstrap_token.clone(),
             ca_hash: self
@@ -167,6 +227,10 @@ impl RunArgs {
                 .ok_or(CliError::CacheEntries)?,
             allow_master_keys: self.allow_master_keys,
             client_limits: self.client.to_limits()?,
+            upstream_tls: crate::proxy::upstream_tls::GatewayTls::parse(
+                &self.upstream_certificates,
+                &self.pinned_public_keys,
+            )?,
         })
     }
 }

@@ -11,6 +11,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin listener for `/hello`, `/ready`, `/metrics` (`--admin-listen`).
     pub admin_listen: SocketAddr,
+    /// HTTPS proxy listener (`--tls-listen`), certificates chosen by SNI from the store;
+    /// `None`: no TLS listener.
+    pub tls_listen: Option<SocketAddr>,
+    /// Longest a client may take over its TLS handshake (`--tls-handshake-timeout`).
+    pub tls_handshake_timeout: Duration,
+    /// Store certificates expiring within this are warned about (`--certificate-expiry-warning`).
+    pub certificate_expiry_warning: Duration,
     /// Control-plane sync endpoints, `https://host:port` (`--control-plane`, repeatable).
     pub control_planes: Vec<url::Url>,
     /// `<id>.<secret>`; needed only when the node has no identity yet.
@@ -44,6 +51,9 @@ pub struct Config {
     pub allow_master_keys: bool,
     /// Timeouts and size limits for proxy clients (`--client-header-timeout` and friends).
     pub client_limits: crate::proxy::ClientLimits,
+    /// Gateway-wide upstream client certificates and pinned public keys
+    /// (`--upstream-certificate`, `--pinned-public-key`; docs/certificates.md).
+    pub upstream_tls: crate::proxy::upstream_tls::GatewayTls,
 }
 
 impl std::fmt::Debug for Config {
@@ -51,6 +61,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("admin_listen", &self.admin_listen)
+            .field("tls_listen", &self.tls_listen)
             .field("control_planes", &self.control_planes)
             .field("group", &self.group)
             .field("node_name", &self.node_name)

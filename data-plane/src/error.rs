@@ -51,6 +51,9 @@ pub enum ProxyError {
     Upstream,
     #[error("Upstream service reached hard timeout.")]
     Timeout,
+    /// TLS to the upstream failed: its certificate, its pin, its TLS versions, or its refusal.
+    #[error("{0}")]
+    UpstreamTls(crate::proxy::upstream_tls::TlsFailure),
     #[error("Gateway has no configuration yet")]
     NotReady,
     /// The API asks for an authentication method this build lacks: refused, never served with
@@ -62,6 +65,25 @@ pub enum ProxyError {
     /// Too many session lookups or password checks in flight on this edge.
     #[error("Too many authentication requests in flight, retry later")]
     AuthBusy,
+    /// Static mTLS on a connection that is not TLS.
+    #[error("TLS not enabled")]
+    TlsNotEnabled,
+    /// Static mTLS without a client certificate.
+    #[error("Client TLS certificate is required")]
+    ClientCertMissing,
+    /// Static mTLS: the presented certificate is neither allow-listed nor issued by an
+    /// allow-listed CA.
+    #[error("Certificate with SHA256 {0} not allowed")]
+    ClientCertNotAllowed(String),
+    /// The presented (or allow-listed) client certificate has expired.
+    #[error("Certificate has expired")]
+    CertExpired,
+    /// Dynamic mTLS without a client certificate.
+    #[error("Client certificate required")]
+    CertRequired,
+    /// A key bound to certificates used with another one (Tyk's `auth.cert_mismatch`).
+    #[error("Access to this API has been disallowed")]
+    CertMismatch,
     /// A request path the gateway refuses to normalise (see `crate::path`).
     #[error("{0}")]
     BadPath(#[from] crate::path::PathError),
@@ -72,9 +94,12 @@ impl ProxyError {
         match self {
             Self::Signature { status, .. } => *status,
             Self::NoRoute => StatusCode::NOT_FOUND,
-            Self::AuthMissing | Self::KeyExpired | Self::BasicMissing | Self::UserNotAuthorised => {
-                StatusCode::UNAUTHORIZED
-            }
+            Self::AuthMissing
+            | Self::KeyExpired
+            | Self::BasicMissing
+            | Self::UserNotAuthorised
+            | Self::CertRequired
+            | Self::CertMismatch => StatusCode::UNAUTHORIZED,
             Self::BasicNotBasic
             | Self::BasicNotEncoded
             | Self::BasicNotPair
@@ -83,9 +108,15 @@ impl ProxyError {
             | Self::BodyUserGroup
             | Self::BodyPasswordGroup
             | Self::BadPath(_) => StatusCode::BAD_REQUEST,
-            Self::Disallowed | Self::KeyInactive | Self::QuotaExceeded => StatusCode::FORBIDDEN,
+            Self::Disallowed
+            | Self::KeyInactive
+            | Self::QuotaExceeded
+            | Self::TlsNotEnabled
+            | Self::ClientCertMissing
+            | Self::ClientCertNotAllowed(_)
+            | Self::CertExpired => StatusCode::FORBIDDEN,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::Upstream => StatusCode::BAD_GATEWAY,
+            Self::Upstream | Self::UpstreamTls(_) => StatusCode::BAD_GATEWAY,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::NotReady | Self::UnsupportedAuth { .. } | Self::AuthBusy => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -53,8 +53,12 @@ pub enum RunError {
 pub struct Gateway {
     proxy_addr: SocketAddr,
     admin_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     proxy_task: JoinHandle<std::io::Result<()>>,
+    /// The HTTPS listener and the certificate-expiry watch (docs/certificates.md).
+    tls_task: Option<JoinHandle<std::io::Result<()>>>,
+    expiry_task: JoinHandle<()>,
     admin_task: JoinHandle<std::io::Result<()>>,
     sync_task: JoinHandle<Result<(), SyncFatal>>,
 }
@@ -66,6 +70,11 @@ impl Gateway {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Where the HTTPS listener is bound, when there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     pub fn node_id(&self) -> Option<String> {
@@ -93,8 +102,15 @@ impl Gateway {
     /// Runs until a server fails or the sync task gives up for good. A sync failure is
     /// reported while the proxy keeps serving until the caller drops the gateway.
     pub async fn wait(mut self) -> Result<(), RunError> {
+        let tls = async {
+            match self.tls_task.as_mut() {
+                Some(t) => t.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = &mut self.proxy_task => r?.map_err(|source| RunError::Server { what: "proxy", source }),
+            r = tls => r?.map_err(|source| RunError::Server { what: "TLS proxy", source }),
             r = &mut self.admin_task => r?.map_err(|source| RunError::Server { what: "admin", source }),
             r = &mut self.sync_task => Ok(r??),
         }
@@ -104,6 +120,10 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.proxy_task.abort();
+        if let Some(t) = &self.tls_task {
+            t.abort();
+        }
+        self.expiry_task.abort();
         self.admin_task.abort();
         self.sync_task.abort();
     }
@@ -151,6 +171,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     let shared = Shared::new();
     // Before any route is built, the state dir's included.
     crate::auth::token::set_stored_secret_key(&config.encryption_secret);
+    crate::certs::set_encryption_secret(&config.encryption_secret);
     let state_err = |path: &std::path::Path, reason: String| StartError::StateDir {
         path: path.display().to_string(),
         reason,
@@ -169,7 +190,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         if let Some(id) = &identity {
             *shared.node_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.node_id.clone());
             match dir.load_config(&config.encryption_secret, &id.group) {
-                Ok(Some(snapshot)) => match AppliedConfig::from_snapshot(&[snapshot]) {
+                Ok(Some(snapshot)) => match AppliedConfig::from_snapshot(&[snapshot], &id.group) {
                     Ok(c) => {
                         tracing::info!(
                             revision = c.revision,
@@ -211,21 +232,44 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     }
     let (proxy_listener, proxy_addr) = bind("proxy", config.listen).await?;
     let (admin_listener, admin_addr) = bind("admin port", config.admin_listen).await?;
-    let proxy = Arc::new(Proxy::new(
+    let tls_listener = match config.tls_listen {
+        Some(addr) => Some(bind("TLS proxy", addr).await?),
+        None => None,
+    };
+    let proxy = Arc::new(
+        Proxy::new(
+            shared.clone(),
+            config.upstream_timeout,
+            config.client_limits.clone(),
+        )?
+        .with_upstream_tls(config.upstream_tls.clone()),
+    );
+    let tls_addr = tls_listener.as_ref().map(|(_, a)| *a);
+    let tls_task = tls_listener.map(|(listener, _)| {
+        tokio::spawn(crate::tls::serve(
+            listener,
+            proxy.clone(),
+            shared.clone(),
+            config.tls_handshake_timeout,
+        ))
+    });
+    let expiry_task = tokio::spawn(crate::tls::expiry::watch(
         shared.clone(),
-        config.upstream_timeout,
-        config.client_limits.clone(),
-    )?);
+        config.certificate_expiry_warning,
+    ));
     let proxy_task = tokio::spawn(proxy::serve(proxy_listener, proxy));
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, shared.clone()));
     let sync = SyncClient::new(config, shared.clone(), state_dir, identity, applied);
     let sync_task = tokio::spawn(sync.run());
-    tracing::info!(%proxy_addr, %admin_addr, "gateway started");
+    tracing::info!(%proxy_addr, ?tls_addr, %admin_addr, "gateway started");
     Ok(Gateway {
         proxy_addr,
         admin_addr,
+        tls_addr,
         shared,
         proxy_task,
+        tls_task,
+        expiry_task,
         admin_task,
         sync_task,
     })

@@ -4,8 +4,10 @@
 pub mod admin;
 pub mod applied;
 pub mod auth;
+pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod limits;
 pub mod path;
@@ -18,6 +20,7 @@ pub mod session_record;
 pub mod sessions;
 pub mod shared;
 pub mod sync;
+pub mod tls;
 
 mod gateway;
 

@@ -8,9 +8,7 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use portcullis_proto::model::{ApiDefinition, ValidationError};
 
-use crate::auth::AuthMethod;
-use crate::auth::basic::BasicAuth;
-use crate::auth::token::TokenAuth;
+use crate::auth::AuthChain;
 use crate::policies::PolicyIndex;
 
 /// Everything the proxy needs to forward to one API, parsed once per configuration change.
@@ -29,13 +27,15 @@ pub struct Route {
     pub target_base: String,
     /// `proxy.timeout` when set; otherwise the gateway default applies.
     pub timeout: Option<Duration>,
-    /// The credential check of a protected API (`None` for keyless APIs).
-    pub auth: Option<Box<dyn AuthMethod>>,
+    /// The authentication chain (no methods for keyless APIs; static mTLS may still apply).
+    pub auth: AuthChain,
     pub strip_auth_data: bool,
     /// Set when the definition enables a method this build lacks: every request is refused.
     pub unserved: Option<crate::auth::Unserved>,
     /// This API's traffic counters, attached on first use (see `request_metrics`).
     pub counters: std::sync::OnceLock<Arc<crate::request_metrics::ApiCounters>>,
+    /// TLS settings for an `https` upstream; `None` for plain HTTP.
+    pub upstream_tls: Option<Arc<crate::proxy::upstream_tls::ApiTls>>,
 }
 
 impl Route {
@@ -73,6 +73,7 @@ impl Route {
                 ))
         });
         let unserved = crate::auth::Unserved::of(def);
+        let upstream_tls = crate::proxy::upstream_tls::ApiTls::of(spec, &scheme, &authority);
         Ok(Self {
             api_id: spec.api_id.clone(),
             domain: spec.domain.to_ascii_lowercase(),
@@ -89,29 +90,11 @@ impl Route {
             authority,
             target_base: target.path().trim_end_matches('/').to_owned(),
             timeout,
-            auth: if spec.use_keyless {
-                None
-            } else if spec.use_basic_auth {
-                let b = &spec.basic_auth;
-                let name = if spec.name.is_empty() {
-                    &spec.api_id
-                } else {
-                    &spec.name
-                };
-                Some(Box::new(BasicAuth::new(name, b)))
-            } else {
-                let auth = crate::auth::token::open_signature_secret(&spec.api_id, &spec.auth)?;
-                let token = TokenAuth::new(&auth).ok_or_else(|| {
-                    ValidationError::new(
-                        "auth.auth_header_name",
-                        "must be a valid HTTP header name",
-                    )
-                })?;
-                Some(Box::new(token))
-            },
+            auth: AuthChain::build(spec)?,
             strip_auth_data: spec.strip_auth_data,
             unserved,
             counters: std::sync::OnceLock::new(),
+            upstream_tls,
         })
     }
 
@@ -136,6 +119,12 @@ pub struct RoutingTable {
     len: usize,
     /// Policies of the same configuration, applied to sessions on every request.
     pub policies: Arc<PolicyIndex>,
+    /// Certificates of the same configuration (server, client allow-lists, upstream).
+    pub certs: Arc<crate::certs::CertStore>,
+    /// The TLS listener's ServerConfigs by server name, built from the same configuration.
+    pub tls: Arc<crate::tls::TlsHosts>,
+    /// Upstream TLS clients of this table's routes, resolved on first use.
+    pub upstream_tls: crate::proxy::upstream_tls::TableTls,
 }
 
 impl RoutingTable {
@@ -167,6 +156,16 @@ impl RoutingTable {
         longest_first(&mut table.any_domain);
         table.by_domain.values_mut().for_each(longest_first);
         table
+    }
+
+    pub fn with_certs(mut self, certs: crate::certs::CertStore) -> Self {
+        self.certs = Arc::new(certs);
+        self
+    }
+
+    pub fn with_tls(mut self, tls: crate::tls::TlsHosts) -> Self {
+        self.tls = Arc::new(tls);
+        self
     }
 
     pub fn with_policies(mut self, policies: PolicyIndex) -> Self {

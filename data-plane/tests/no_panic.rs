@@ -8,7 +8,7 @@ use portcullis_data_plane::applied::AppliedConfig;
 use portcullis_data_plane::auth::basic::BasicAuth;
 use portcullis_data_plane::auth::token::TokenAuth;
 use portcullis_data_plane::limits::Limits;
-use portcullis_data_plane::policies::{PolicyIndex, effective};
+use portcullis_data_plane::policies::{PolicyIndex, entitlements};
 use portcullis_data_plane::router::Route;
 use portcullis_proto::model::bounds::{MAX_CLOCK_SKEW_SECS, MAX_TIMEOUT_SECS};
 use portcullis_proto::model::{
@@ -190,7 +190,7 @@ proptest! {
             resources: vec![Resource { kind: ResourceKind::Api as i32, id: "fuzz".into(), body: body.into() }],
             reason: String::new(),
         };
-        let _ = AppliedConfig::from_snapshot(&[snapshot]);
+        let _ = AppliedConfig::from_snapshot(&[snapshot], "default");
     }
 
     #[test]
@@ -214,12 +214,12 @@ proptest! {
                 resources: vec![Resource { kind: ResourceKind::Policy as i32, id: "p".into(), body: body.clone().into() }],
                 reason: String::new(),
             };
-            let _ = AppliedConfig::from_snapshot(&[snapshot]);
+            let _ = AppliedConfig::from_snapshot(&[snapshot], "default");
         }
         if let Ok(session) = session {
             let ids: Vec<&str> = session.policy_ids().collect();
             for ids in [&ids[..], &[][..]] {
-                if let Ok(eff) = effective(session.spec(), "hash", ids, &index) {
+                if let Ok(eff) = entitlements(session.spec(), "hash", ids, &index) {
                     check_limits(&eff.limits);
                     check_limits(eff.limits_for("fuzz"));
                 }
@@ -239,7 +239,7 @@ proptest! {
         index.insert("p1".into(), Arc::new(raw_policy("p1", prate, pper, quota, parts)));
         index.insert("p2".into(), Arc::new(raw_policy("p2", per, rate, -1, [false; 5])));
         for ids in [&["p1", "p2"][..], &["p1"][..], &[][..]] {
-            if let Ok(eff) = effective(&spec, "hash", ids, &index) {
+            if let Ok(eff) = entitlements(&spec, "hash", ids, &index) {
                 check_limits(&eff.limits);
                 check_limits(eff.limits_for("fuzz"));
             }

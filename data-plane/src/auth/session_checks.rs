@@ -3,13 +3,13 @@
 //! keys are allowed.
 
 use crate::error::ProxyError;
-use crate::policies::Effective;
+use crate::policies::Entitlements;
 use crate::router::Route;
 use crate::sessions::Session;
 
 pub fn check(
     session: &Session,
-    effective: &Effective,
+    effective: &Entitlements,
     route: &Route,
     parts: &http::request::Parts,
     master_keys: bool,

@@ -27,7 +27,7 @@ pub enum PolicyError {
 
 /// What a request is checked against once policies are applied.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Effective {
+pub struct Entitlements {
     pub inactive: bool,
     /// Empty: no API (every API only with `--allow-master-keys`).
     pub access_rights: BTreeMap<String, SessionAccess>,
@@ -36,7 +36,7 @@ pub struct Effective {
     pub per_api: HashMap<String, Limits>,
 }
 
-impl Effective {
+impl Entitlements {
     /// The limits for one API.
     pub fn limits_for(&self, api_id: &str) -> &Limits {
         self.per_api.get(api_id).unwrap_or(&self.limits)
@@ -114,12 +114,12 @@ fn session_limits(spec: &SessionSpec, scope: &str) -> Limits {
 }
 
 /// Applies `session`'s policies. `key_hash` names the counters.
-pub fn effective(
+pub fn entitlements(
     spec: &SessionSpec,
     key_hash: &str,
     policy_ids: &[&str],
     index: &PolicyIndex,
-) -> Result<Effective, PolicyError> {
+) -> Result<Entitlements, PolicyError> {
     if policy_ids.is_empty() {
         let mut per_api = HashMap::new();
         for (api, access) in &spec.access_rights {
@@ -136,7 +136,7 @@ pub fn effective(
                 per_api.insert(api.clone(), limits);
             }
         }
-        return Ok(Effective {
+        return Ok(Entitlements {
             inactive: spec.is_inactive,
             access_rights: spec.access_rights.clone(),
             limits: session_limits(spec, key_hash),
@@ -266,7 +266,7 @@ pub fn effective(
     } else {
         spec.access_rights.clone()
     };
-    Ok(Effective {
+    Ok(Entitlements {
         inactive,
         access_rights,
         limits,

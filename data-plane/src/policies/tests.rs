@@ -23,7 +23,7 @@ fn without_policies_the_key_speaks_for_itself() {
     let s = session(
         json!({"rate": 5, "per": 1, "quota_max": 10, "access_rights": {"a": {"api_id": "a", "limit": {"rate": 1, "per": 60}}}}),
     );
-    let e = effective(&s, "h", &[], &PolicyIndex::new()).unwrap();
+    let e = entitlements(&s, "h", &[], &PolicyIndex::new()).unwrap();
     assert_eq!(
         (e.limits.rate, e.limits.quota_max, e.limits.scope.as_str()),
         (5.0, 10, "h")
@@ -48,7 +48,7 @@ fn the_most_permissive_values_win_and_policies_replace_the_keys_own() {
     let s = session(
         json!({"rate": 1000, "per": 1, "quota_max": 5, "apply_policies": ["slow", "fast"], "access_rights": {"z": {"api_id": "z"}}}),
     );
-    let e = effective(&s, "h", &["slow", "fast"], &idx).unwrap();
+    let e = entitlements(&s, "h", &["slow", "fast"], &idx).unwrap();
     assert_eq!(
         (e.limits.rate, e.limits.per),
         (5.0, 1.0),
@@ -66,7 +66,7 @@ fn the_most_permissive_values_win_and_policies_replace_the_keys_own() {
         ["GET", "POST"]
     );
 
-    let e = effective(&s, "h", &["slow", "unlimited-quota"], &idx).unwrap();
+    let e = entitlements(&s, "h", &["slow", "unlimited-quota"], &idx).unwrap();
     assert_eq!(e.limits.quota_max, -1, "-1 beats any quota");
     assert_eq!(
         e.access_rights.keys().collect::<Vec<_>>(),
@@ -82,7 +82,7 @@ fn partitions_limit_what_a_policy_sets() {
         json!({"id": "quota", "partitions": {"quota": true}, "quota_max": 7, "quota_renewal_rate": 60, "rate": 999, "per": 1}),
     ]);
     let s = session(json!({"rate": 3, "per": 1, "quota_max": 1}));
-    let e = effective(&s, "h", &["acl", "quota"], &idx).unwrap();
+    let e = entitlements(&s, "h", &["acl", "quota"], &idx).unwrap();
     assert_eq!(e.access_rights.keys().collect::<Vec<_>>(), ["a"]);
     assert_eq!(e.limits.quota_max, 7);
     assert_eq!(
@@ -101,7 +101,7 @@ fn per_api_policies_give_separate_counters_and_cannot_mix_with_partitions() {
         json!({"id": "part", "partitions": {"acl": true}, "access_rights": {"c": {"api_id": "c"}}}),
     ]);
     let s = session(json!({}));
-    let e = effective(&s, "h", &["pa"], &idx).unwrap();
+    let e = entitlements(&s, "h", &["pa"], &idx).unwrap();
     assert_eq!(
         (e.limits_for("a").rate, e.limits_for("a").scope.as_str()),
         (100.0, "h:a"),
@@ -113,11 +113,11 @@ fn per_api_policies_give_separate_counters_and_cannot_mix_with_partitions() {
         "inherits the policy's limits"
     );
     assert_eq!(
-        effective(&s, "h", &["bad"], &idx),
+        entitlements(&s, "h", &["bad"], &idx),
         Err(PolicyError::PerApiWithPartitions("bad".into()))
     );
     assert_eq!(
-        effective(&s, "h", &["pa", "part"], &idx),
+        entitlements(&s, "h", &["pa", "part"], &idx),
         Err(PolicyError::Mixed)
     );
 }
@@ -130,22 +130,24 @@ fn missing_and_inactive_policies() {
     ]);
     let s = session(json!({}));
     assert_eq!(
-        effective(&s, "h", &["gone"], &idx),
+        entitlements(&s, "h", &["gone"], &idx),
         Err(PolicyError::Missing("gone".into())),
         "a lone missing policy fails"
     );
-    let e = effective(&s, "h", &["gone", "ok"], &idx).unwrap();
+    let e = entitlements(&s, "h", &["gone", "ok"], &idx).unwrap();
     assert!(
         e.access_rights.contains_key("a"),
         "with several, a missing one is skipped"
     );
     assert!(
-        effective(&s, "h", &["ok", "off"], &idx).unwrap().inactive,
+        entitlements(&s, "h", &["ok", "off"], &idx)
+            .unwrap()
+            .inactive,
         "one inactive policy makes the key inactive"
     );
     let active_key_inactive_flag = session(json!({"is_inactive": true}));
     assert!(
-        !effective(&active_key_inactive_flag, "h", &["ok"], &idx)
+        !entitlements(&active_key_inactive_flag, "h", &["ok"], &idx)
             .unwrap()
             .inactive,
         "policies decide, not the key's own flag"
@@ -160,7 +162,7 @@ fn several_acl_policies_give_each_api_the_granting_policys_counter() {
         json!({"id": "p3", "partitions": {"acl": true}, "access_rights": {"c": {"api_id": "c"}}}),
     ]);
     let s = session(json!({}));
-    let e = effective(&s, "h", &["p1", "p2", "p3"], &idx).unwrap();
+    let e = entitlements(&s, "h", &["p1", "p2", "p3"], &idx).unwrap();
     let a = e.limits_for("a");
     assert_eq!(
         (a.rate, a.per, a.quota_max, a.scope.as_str()),
@@ -175,6 +177,6 @@ fn several_acl_policies_give_each_api_the_granting_policys_counter() {
         "an ACL-only policy inherits the merged limits"
     );
     // With a single granting policy the key's own counter is used.
-    let one = effective(&s, "h", &["p1"], &idx).unwrap();
+    let one = entitlements(&s, "h", &["p1"], &idx).unwrap();
     assert_eq!(one.limits_for("a").scope, "h");
 }

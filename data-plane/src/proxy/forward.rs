@@ -1,6 +1,6 @@
 //! Building the upstream request from the client's and relaying the answer.
 
-use std::net::SocketAddr;
+use crate::conn::ConnInfo;
 use std::time::Duration;
 
 use http::header::{HOST, HeaderValue};
@@ -9,7 +9,8 @@ use http::{Request, Response, Uri, Version};
 use http_body_util::Either;
 
 use super::headers::{add_forwarded, remove_hop_by_hop};
-use super::upstream::{self, Reserved};
+use super::upstream::{self, Reserved, SendError};
+use super::upstream_tls::{TlsFailure, UpstreamTls};
 use super::{ProxyBody, RequestBody, UpstreamClient};
 use crate::error::ProxyError;
 use crate::request_metrics::LatencyHistogram;
@@ -57,16 +58,41 @@ fn log_now() -> bool {
     LAST.swap(now, Ordering::Relaxed) != now
 }
 
+/// As `log_now`, for TLS failures: a broken upstream certificate then still gets its line when
+/// other upstreams fail too.
+fn log_tls_now() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LAST.swap(now, Ordering::Relaxed) != now
+}
+
+fn tls_refused(
+    route: &Route,
+    request_id: Option<&HeaderValue>,
+    failure: TlsFailure,
+    detail: &str,
+) -> ProxyError {
+    if log_tls_now() {
+        tracing::warn!(api_id = %route.api_id, request_id = text(request_id), reason = %failure, error = detail, "upstream TLS failed");
+    }
+    ProxyError::UpstreamTls(failure)
+}
+
 fn text(v: Option<&HeaderValue>) -> &str {
     v.and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn forward(
     client: &UpstreamClient,
+    tls: &UpstreamTls,
     reserved: &Arc<Reserved>,
-    route: &Route,
+    route: &Arc<Route>,
     req: Request<RequestBody>,
-    remote: SocketAddr,
+    conn: &ConnInfo,
     default_timeout: Duration,
     latency: &LatencyHistogram,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -86,13 +112,37 @@ pub async fn forward(
         {
             parts.headers.insert(HOST, a);
         }
+    } else if route.scheme != http::uri::Scheme::HTTP {
+        // The pooled client writes the target's authority itself: as Host on HTTP/1.1, as
+        // :authority on HTTP/2, where a Host besides it is refused (RFC 9113 §8.3.1).
+        parts.headers.remove(HOST);
     } else if let Ok(h) = HeaderValue::from_str(route.authority.as_str()) {
         parts.headers.insert(HOST, h);
     }
-    add_forwarded(&mut parts.headers, remote.ip(), "http");
+    add_forwarded(&mut parts.headers, conn.remote.ip(), conn.scheme());
     // A reference-counted copy; turned into text only when a log line needs it.
     let request_id = parts.headers.get(REQUEST_ID).cloned();
 
+    // Plain HTTP pays one comparison here; TLS routes look up their table's resolved client.
+    let tls_client;
+    let client = if route.scheme == http::uri::Scheme::HTTP {
+        client
+    } else {
+        match tls.client_for(route) {
+            Ok(c) => {
+                tls_client = c;
+                &tls_client.client
+            }
+            Err(failure) => {
+                return Err(tls_refused(
+                    route,
+                    request_id.as_ref(),
+                    failure,
+                    "the API's upstream TLS settings cannot be used (see the earlier warning)",
+                ));
+            }
+        }
+    };
     let timeout = route.timeout.unwrap_or(default_timeout);
     let started = Instant::now();
     let sent = upstream::send(
@@ -106,6 +156,9 @@ pub async fn forward(
     latency.observe(started.elapsed());
     let mut resp = match upstream {
         Ok(Ok(resp)) => resp,
+        Ok(Err(SendError::Tls { failure, detail })) => {
+            return Err(tls_refused(route, request_id.as_ref(), failure, &detail));
+        }
         Ok(Err(e)) => {
             if log_now() {
                 tracing::warn!(api_id = %route.api_id, request_id = text(request_id.as_ref()), error = %e, "upstream request failed");

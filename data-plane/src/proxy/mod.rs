@@ -3,14 +3,14 @@
 
 mod client_limits;
 mod forward;
-mod head_timer;
+pub mod head_timer;
 pub mod headers;
 mod upstream;
+pub mod upstream_tls;
 
 pub use client_limits::{ClientArgs, ClientLimits, LimitError};
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +26,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::auth::RequestContext;
+use crate::conn::ConnInfo;
 use crate::error::ProxyError;
 use crate::limits::{Decision, Limiter, RateInfo};
 use crate::shared::Shared;
@@ -46,6 +48,7 @@ pub struct Proxy {
     shared: Arc<Shared>,
     client: UpstreamClient,
     idle: Arc<upstream::IdleUpstreams>,
+    upstream_tls: upstream_tls::UpstreamTls,
     limiter: Limiter,
     default_timeout: Duration,
     /// Always within the flags' ranges (`ClientLimits::bounded`).
@@ -73,6 +76,7 @@ impl Proxy {
             .pool_max_idle_per_host(1024)
             .build(https);
         Ok(Self {
+            upstream_tls: upstream_tls::UpstreamTls::new(shared.clone(), Default::default())?,
             shared,
             client,
             idle: Arc::default(),
@@ -85,7 +89,7 @@ impl Proxy {
     async fn handle(
         &self,
         mut req: Request<Incoming>,
-        remote: SocketAddr,
+        conn: &Arc<ConnInfo>,
         reserved: &Arc<upstream::Reserved>,
     ) -> Response<ProxyBody> {
         let unrouted = |e: ProxyError| {
@@ -130,9 +134,11 @@ impl Proxy {
             return unrouted(ProxyError::NoRoute);
         };
         let policies = (!route.keyless).then(|| table.policies.clone());
+        // Only routes that read certificates pay for the store's reference count.
+        let certs = route.auth.needs_certs().then(|| table.certs.clone());
         drop(table);
         let resp = self
-            .handle_route(req, &route, policies, remote, reserved)
+            .handle_route(req, &route, policies, certs, conn, reserved)
             .await;
         self.shared
             .requests
@@ -146,15 +152,35 @@ impl Proxy {
         req: Request<Incoming>,
         route: &Arc<crate::router::Route>,
         policies: Option<Arc<crate::policies::PolicyIndex>>,
-        remote: SocketAddr,
+        certs: Option<Arc<crate::certs::CertStore>>,
+        conn: &Arc<ConnInfo>,
         reserved: &Arc<upstream::Reserved>,
     ) -> Response<ProxyBody> {
         let mut rate_info = None;
         let req = match policies {
-            None => req.map(Either::Left),
+            None => {
+                // Keyless: only the static mTLS check, when the API has one.
+                if certs.is_some() {
+                    let (parts, body) = req.into_parts();
+                    let ctx = RequestContext::new(
+                        &parts,
+                        None,
+                        route,
+                        conn,
+                        certs.as_deref(),
+                        &self.shared.sessions,
+                    );
+                    if let Err(e) = route.auth.check_certificate(&ctx) {
+                        return reply(e);
+                    }
+                    Request::from_parts(parts, Either::Left(body))
+                } else {
+                    req.map(Either::Left)
+                }
+            }
             Some(policies) => {
                 let (mut parts, body) = req.into_parts();
-                let needs_body = route.auth.as_ref().is_some_and(|m| m.needs_body());
+                let needs_body = route.auth.needs_body();
                 let (body, read) = if needs_body {
                     // Unreadable, oversized or too slowly sent bodies hold no credentials.
                     let limited = http_body_util::Limited::new(body, MAX_AUTH_BODY);
@@ -169,17 +195,17 @@ impl Proxy {
                 } else {
                     (Either::Left(body), None)
                 };
-                let effective = match crate::auth::authenticate(
-                    route,
+                let ctx = RequestContext::new(
                     &parts,
                     read.as_deref(),
+                    route,
+                    conn,
+                    certs.as_deref(),
                     &self.shared.sessions,
-                    &policies,
-                )
-                .await
-                {
+                );
+                let effective = match crate::auth::authenticate(&ctx, &policies).await {
                     Ok(e) => e,
-                    Err(e) => return challenge(reply(e), route),
+                    Err(failure) => return challenge(failure),
                 };
                 match self
                     .limiter
@@ -192,20 +218,19 @@ impl Proxy {
                     }
                     Decision::QuotaExceeded => return reply(ProxyError::QuotaExceeded),
                 }
-                if route.strip_auth_data
-                    && let Some(method) = &route.auth
-                {
-                    method.strip(&mut parts);
+                if route.strip_auth_data {
+                    route.auth.strip(&mut parts);
                 }
                 Request::from_parts(parts, body)
             }
         };
         match forward::forward(
             &self.client,
+            &self.upstream_tls,
             reserved,
             route,
             req,
-            remote,
+            conn,
             self.default_timeout,
             &self.shared.requests.upstream_latency,
         )
@@ -230,13 +255,12 @@ fn with_rate_headers(mut resp: Response<ProxyBody>, info: RateInfo) -> Response<
     resp
 }
 
-/// Adds the method's `WWW-Authenticate` to its 401 answers.
-fn challenge(mut resp: Response<ProxyBody>, route: &crate::router::Route) -> Response<ProxyBody> {
-    if resp.status() == http::StatusCode::UNAUTHORIZED
-        && let Some(value) = route.auth.as_ref().and_then(|m| m.challenge())
-    {
+/// The failing method's answer, with its `WWW-Authenticate` on 401s.
+fn challenge(failure: crate::auth::Failure) -> Response<ProxyBody> {
+    let mut resp = reply(failure.error);
+    if let Some(value) = failure.challenge {
         resp.headers_mut()
-            .insert(http::header::WWW_AUTHENTICATE, value.clone());
+            .insert(http::header::WWW_AUTHENTICATE, value);
     }
     resp
 }
@@ -299,40 +323,79 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) -> std::io::Result<
     proxy.limits.warn_if_above_file_limit();
     let builder = Arc::new(server_builder(&proxy.limits));
     let slots = Arc::new(Semaphore::new(proxy.limits.max_connections));
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            // Never closed; if it were, no connection could be served anyway.
-            return Ok(());
-        };
-        let (stream, remote) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Out of file descriptors and similar: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, remote, slot)) = accept_capped(&listener, &slots).await {
         let proxy = proxy.clone();
         let builder = builder.clone();
         let activity = Arc::new(head_timer::Activity::default());
         let task = head_timer::CONNECTION.scope(activity.clone(), async move {
             let _slot = slot;
-            connection(&proxy, &builder, stream, remote, activity).await;
+            let conn = Arc::new(ConnInfo::plain(remote));
+            connection(&proxy, &builder, stream, conn, activity).await;
         });
         tokio::spawn(task);
     }
+    Ok(())
 }
 
-/// Serves one client connection.
-async fn connection(
+/// The next client connection, once a slot of `slots` is free (at the cap, new connections
+/// wait in the kernel's listen backlog). `None` only if the semaphore was closed, which
+/// nothing does. Shared by the plain and TLS listeners.
+pub async fn accept_capped(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> Option<(
+    tokio::net::TcpStream,
+    std::net::SocketAddr,
+    tokio::sync::OwnedSemaphorePermit,
+)> {
+    let slot = slots.clone().acquire_owned().await.ok()?;
+    loop {
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                let _ = stream.set_nodelay(true);
+                return Some((stream, remote, slot));
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// hyper's server for the proxy's client limits, shared by the plain and TLS listeners.
+pub type ServerBuilder = hyper_util::server::conn::auto::Builder<TokioExecutor>;
+
+impl Proxy {
+    /// Server settings for this proxy's client limits.
+    pub fn server_builder(&self) -> ServerBuilder {
+        server_builder(&self.limits)
+    }
+
+    pub fn limits(&self) -> &ClientLimits {
+        &self.limits
+    }
+
+    /// Gateway-wide upstream certificates and pins (docs/certificates.md, "Upstream TLS").
+    pub fn with_upstream_tls(mut self, gateway: upstream_tls::GatewayTls) -> Self {
+        self.upstream_tls.set_gateway(gateway);
+        self
+    }
+}
+
+/// Serves one client connection over `io` (a TCP stream, or a TLS stream whose handshake is
+/// done). Must run inside `head_timer::CONNECTION.scope(activity, …)`.
+pub async fn connection<I>(
     proxy: &Arc<Proxy>,
-    builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
-    stream: tokio::net::TcpStream,
-    remote: SocketAddr,
+    builder: &ServerBuilder,
+    io: I,
+    conn: Arc<ConnInfo>,
     activity: Arc<head_timer::Activity>,
-) {
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let remote = conn.remote;
     let reserved = Arc::new(upstream::Reserved::new(proxy.idle.clone()));
     let counted = activity.clone();
     let for_service = proxy.clone();
@@ -340,9 +403,10 @@ async fn connection(
         counted.request_started();
         let proxy = for_service.clone();
         let reserved = reserved.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, remote, &reserved).await) }
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req, &conn, &reserved).await) }
     });
-    let io = TokioIo::new(head_timer::CountingIo::new(stream, activity.clone()));
+    let io = TokioIo::new(head_timer::CountingIo::new(io, activity.clone()));
     let conn = builder.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
     // hyper's own timers start only once the protocol is known: the first request must also

@@ -3,7 +3,8 @@
 //! shared pool (its lock, hashing and checkout futures) entirely. When the client connection
 //! ends, its upstream connection goes to a process-wide idle list that the next client connection
 //! draws from, so clients without keep-alive still reuse upstream connections. Concurrent HTTP/2
-//! streams and TLS upstreams go through the shared pooled client.
+//! streams go through the shared pooled client, TLS upstreams through the pooled client of
+//! their TLS settings (`upstream_tls`), which speaks HTTP/2 when the upstream picks it by ALPN.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -19,9 +20,37 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::upstream_tls::{self, TlsFailure};
 use super::{RequestBody, UpstreamClient};
 
 type Sender = SendRequest<RequestBody>;
+
+/// Why a request got no upstream response.
+#[derive(Debug)]
+pub enum SendError {
+    /// TLS with the upstream failed (handshake, verification, or an alert from the upstream);
+    /// `detail` is rustls's description, for the log.
+    Tls {
+        failure: TlsFailure,
+        detail: String,
+    },
+    Other(String),
+}
+
+impl From<String> for SendError {
+    fn from(e: String) -> Self {
+        Self::Other(e)
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tls { detail, .. } => f.write_str(detail),
+            Self::Other(e) => f.write_str(e),
+        }
+    }
+}
 
 enum Slot {
     Empty,
@@ -215,7 +244,7 @@ pub async fn send(
     scheme: &Scheme,
     authority: &Authority,
     req: Request<RequestBody>,
-) -> Result<Response<UpstreamBody>, String> {
+) -> Result<Response<UpstreamBody>, SendError> {
     if *scheme != Scheme::HTTP {
         return pooled(client, scheme, authority, req).await;
     }
@@ -241,12 +270,15 @@ pub async fn send(
             // on a new connection, as the pooled client would.
             Err(mut e) => match e.take_message() {
                 Some(unsent) => req = unsent,
-                None => return Err(e.into_error().to_string()),
+                None => return Err(e.into_error().to_string().into()),
             },
         }
     }
     let mut s = connect(authority).await?;
-    let resp = s.send_request(req).await.map_err(|e| e.to_string())?;
+    let resp = s
+        .send_request(req)
+        .await
+        .map_err(|e| SendError::Other(e.to_string()))?;
     guard.0 = None;
     Ok(give_back(resp, reserved, authority, s))
 }
@@ -273,7 +305,7 @@ async fn pooled(
     scheme: &Scheme,
     authority: &Authority,
     req: Request<RequestBody>,
-) -> Result<Response<UpstreamBody>, String> {
+) -> Result<Response<UpstreamBody>, SendError> {
     let (mut parts, body) = req.into_parts();
     let mut uri = std::mem::take(&mut parts.uri).into_parts();
     uri.scheme = Some(scheme.clone());
@@ -284,5 +316,8 @@ async fn pooled(
         .request(req)
         .await
         .map(|r| r.map(UpstreamBody::pooled))
-        .map_err(|e| e.to_string())
+        .map_err(|e| match upstream_tls::classify(&e) {
+            Some((failure, detail)) => SendError::Tls { failure, detail },
+            None => SendError::Other(e.to_string()),
+        })
 }

@@ -260,7 +260,7 @@ impl SyncClient {
             Ok((_, s)) => s,
             Err(e) => return refuse(e.to_string()),
         };
-        match AppliedConfig::from_snapshot(&[snapshot]) {
+        match AppliedConfig::from_snapshot(&[snapshot], &group) {
             Ok(c) => {
                 tracing::info!(%group, revision = c.revision, resources = c.len(), "serving the configuration backup from Redis");
                 self.shared.install(c.routing_table(), c.revision);
@@ -397,10 +397,11 @@ impl SyncClient {
                         continue;
                     }
                     let result =
-                        AppliedConfig::from_snapshot(&std::mem::take(&mut chunks)).map(|c| {
-                            stats.snapshots.fetch_add(1, Ordering::Relaxed);
-                            self.applied = Some(c);
-                        });
+                        AppliedConfig::from_snapshot(&std::mem::take(&mut chunks), &identity.group)
+                            .map(|c| {
+                                stats.snapshots.fetch_add(1, Ordering::Relaxed);
+                                self.applied = Some(c);
+                            });
                     // Key events between our last revision and the snapshot are unknown.
                     self.shared.sessions.after_snapshot(revision);
                     (result, revision)

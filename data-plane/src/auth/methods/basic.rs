@@ -12,7 +12,6 @@
 //! most one run per core is in flight in the process; a check that waits more than
 //! [`BCRYPT_WAIT`] for a slot is answered 503 (docs/security.md).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -27,6 +26,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{OnceCell, Semaphore};
 
 use super::AuthMethod;
+use crate::auth::context::RequestContext;
+use crate::auth::identity::{Identity, Provider};
 use crate::error::ProxyError;
 use crate::sessions::Session;
 
@@ -228,6 +229,16 @@ impl BasicAuth {
         }
     }
 
+    /// The user name presented (the key looked up), or Tyk's error for a malformed credential.
+    pub fn credential(
+        &self,
+        parts: &Parts,
+        body: Option<&[u8]>,
+    ) -> Result<std::borrow::Cow<'static, str>, ProxyError> {
+        self.credentials(parts, body)
+            .map(|(user, _)| std::borrow::Cow::Owned(user))
+    }
+
     /// (user, password) from the body or the header, or Tyk's error for each way it can fail.
     fn credentials(
         &self,
@@ -299,32 +310,9 @@ fn verdict(v: Verdict) -> Result<(), ProxyError> {
     }
 }
 
-#[async_trait::async_trait]
-impl AuthMethod for BasicAuth {
-    fn needs_body(&self) -> bool {
-        self.from_body.is_some()
-    }
-
-    fn credential<'a>(
-        &self,
-        parts: &'a Parts,
-        body: Option<&'a [u8]>,
-    ) -> Result<Cow<'a, str>, ProxyError> {
-        self.credentials(parts, body)
-            .map(|(user, _)| Cow::Owned(user))
-    }
-
-    fn unknown_key(&self) -> ProxyError {
-        ProxyError::UserNotAuthorised
-    }
-
-    async fn verify(
-        &self,
-        parts: &Parts,
-        body: Option<&[u8]>,
-        session: &Session,
-    ) -> Result<(), ProxyError> {
-        let (_, password) = self.credentials(parts, body)?;
+impl BasicAuth {
+    /// Checks `password` against the key's bcrypt hash, with the per-API success cache.
+    async fn verify_password(&self, password: String, session: &Session) -> Result<(), ProxyError> {
         // bcrypt reads only the first 72 bytes: without this, any suffix after a right
         // 72-byte prefix would pass. The control plane refuses to store longer passwords.
         if password.len() > MAX_PASSWORD_BYTES {
@@ -368,6 +356,30 @@ impl AuthMethod for BasicAuth {
                 verdict(v)
             }
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl AuthMethod for BasicAuth {
+    fn provider(&self) -> Provider {
+        Provider::BasicAuthUser
+    }
+
+    fn needs_body(&self) -> bool {
+        self.from_body.is_some()
+    }
+
+    async fn authenticate(&self, ctx: &RequestContext<'_>) -> Result<Identity, ProxyError> {
+        let (user, password) = self.credentials(ctx.parts, ctx.body)?;
+        let identity = ctx
+            .stored_key(
+                &user,
+                Provider::BasicAuthUser,
+                ProxyError::UserNotAuthorised,
+            )
+            .await?;
+        self.verify_password(password, &identity.session).await?;
+        Ok(identity)
     }
 
     fn strip(&self, parts: &mut Parts) {

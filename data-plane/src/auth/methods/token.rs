@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::AuthMethod;
+use crate::auth::context::RequestContext;
+use crate::auth::identity::{Identity, Provider};
 use crate::error::ProxyError;
 use crate::sessions::Session;
 
@@ -201,6 +203,31 @@ impl TokenAuth {
         })
     }
 
+    /// The key presented, or the answer for a missing or too short one. (`body` is unused:
+    /// the same shape as basic auth's, for the fuzz targets.)
+    pub fn credential<'a>(
+        &self,
+        parts: &'a Parts,
+        _body: Option<&'a [u8]>,
+    ) -> Result<Cow<'a, str>, ProxyError> {
+        match self.find(parts) {
+            Some(k) if k.len() < MIN_TOKEN_LENGTH => Err(ProxyError::Disallowed),
+            Some(k) => Ok(k),
+            None => Err(ProxyError::AuthMissing),
+        }
+    }
+
+    /// The Mashery signature check, when the API asks for one, for the key this request presents.
+    pub fn verify_signature(&self, parts: &Parts, session: &Session) -> Result<(), ProxyError> {
+        match &self.signature {
+            Some(sig) => {
+                let key = self.find(parts).ok_or(ProxyError::AuthMissing)?;
+                sig.verify(parts, &key, session)
+            }
+            None => Ok(()),
+        }
+    }
+
     fn find<'a>(&self, parts: &'a Parts) -> Option<Cow<'a, str>> {
         let mut found = None;
         if let Some(v) = parts
@@ -304,31 +331,17 @@ fn strip_cookie(headers: &mut http::HeaderMap, name: &str) {
 
 #[async_trait::async_trait]
 impl AuthMethod for TokenAuth {
-    fn credential<'a>(
-        &self,
-        parts: &'a Parts,
-        _body: Option<&'a [u8]>,
-    ) -> Result<Cow<'a, str>, ProxyError> {
-        match self.find(parts) {
-            Some(k) if k.len() < MIN_TOKEN_LENGTH => Err(ProxyError::Disallowed),
-            Some(k) => Ok(k),
-            None => Err(ProxyError::AuthMissing),
-        }
+    fn provider(&self) -> Provider {
+        Provider::AuthToken
     }
 
-    async fn verify(
-        &self,
-        parts: &Parts,
-        _body: Option<&[u8]>,
-        session: &Session,
-    ) -> Result<(), ProxyError> {
-        match &self.signature {
-            Some(sig) => {
-                let key = self.find(parts).ok_or(ProxyError::AuthMissing)?;
-                sig.verify(parts, &key, session)
-            }
-            None => Ok(()),
-        }
+    async fn authenticate(&self, ctx: &RequestContext<'_>) -> Result<Identity, ProxyError> {
+        let key = self.credential(ctx.parts, None)?;
+        let identity = ctx
+            .stored_key(&key, Provider::AuthToken, ProxyError::Disallowed)
+            .await?;
+        self.verify_signature(ctx.parts, &identity.session)?;
+        Ok(identity)
     }
 
     fn strip(&self, parts: &mut Parts) {
