@@ -13,6 +13,8 @@
 #        PROPAGATION=1                     run $BIN/portcullis-bench-propagation at the end (0 = skip)
 #        W=dir                             scratch dir for configs, logs and raw outputs (default mktemp -d)
 #        NO_BUILD=1                        skip cargo build; CARGO_TARGET_DIR (default /var/tmp/portcullis-target)
+#        TLS=1                             HTTPS targets: nginx :18011 vs portcullis-gw --tls-listen :18012, same
+#                                          certificate; keep-alive and one handshake per request (0 = skip)
 # Every server started here is stopped by PID on exit. Needs >= 2 CPUs.
 # Fleet benchmark (simulated edges against a real CP; separate): $BIN/portcullis-bench-storm --nodes 500, see docs/benchmarks.md "Fleet".
 set -euo pipefail
@@ -41,6 +43,10 @@ declare -A URL=(
   [token_redis]="http://127.0.0.1:18003/tok/"
   [token_rl_quota]="http://127.0.0.1:18002/tok/"
   [basic_cached]="http://127.0.0.1:18002/basic/"
+  [nginx_tls]="https://127.0.0.1:18011/"
+  [portcullis_tls]="https://127.0.0.1:18012/tlsb/"
+  [nginx_tls_hs]="https://127.0.0.1:18011/"
+  [portcullis_tls_hs]="https://127.0.0.1:18012/tlsb/"
 )
 # Request headers per target (auth scenarios of issue 4).
 declare -A HDR=(
@@ -48,10 +54,16 @@ declare -A HDR=(
   [token_redis]="Authorization: bench-token-key"
   [token_rl_quota]="Authorization: bench-limited-key"
   [basic_cached]="Authorization: Basic $(printf 'bench-user:bench-password' | base64)"
+  # A new connection, so a full TLS handshake, for every request.
+  [nginx_tls_hs]="Connection: close"
+  [portcullis_tls_hs]="Connection: close"
 )
 ORDER=(direct nginx portcullis)
 if [ "${AUTH:-1}" = 1 ]; then
   ORDER+=(token_cached token_redis token_rl_quota basic_cached)
+fi
+if [ "${TLS:-1}" = 1 ]; then
+  ORDER+=(nginx_tls portcullis_tls nginx_tls_hs portcullis_tls_hs)
 fi
 # hdr TARGET: sets H to the wrk/oha header arguments of the target.
 hdr() { H=(); if [ -n "${HDR[$1]-}" ]; then H=(-H "${HDR[$1]}"); fi; }
@@ -97,7 +109,7 @@ ensure_cargo
 ensure_protoc
 ensure_postgres
 OHA="${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}"
-for p in 17080 17443 18000 18001 18002 19080; do
+for p in 17080 17443 18000 18001 18002 18011 18012 19080; do
   if port_open "$p"; then die "127.0.0.1:$p is already in use (another benchmark or stack running?)"; fi
 done
 step_end
@@ -136,6 +148,10 @@ http {
   }
 }
 EOF
+# One server certificate for both HTTPS proxies (ECDSA P-256, what most sites serve).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+  -keyout "$W/tls.key" -out "$W/tls.crt" 2>/dev/null
 cat >"$W/px/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -153,6 +169,20 @@ http {
   }
   server {
     listen 127.0.0.1:18001 backlog=4096;
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering on;
+    }
+  }
+  server {
+    listen 127.0.0.1:18011 ssl backlog=4096;
+    ssl_certificate $W/tls.crt;
+    ssl_certificate_key $W/tls.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache off;
+    ssl_session_tickets off;
     location / {
       proxy_pass http://up;
       proxy_http_version 1.1;
@@ -192,7 +222,7 @@ RUST_LOG="${RUST_LOG:-warn}" \
   PORTCULLIS_BOOTSTRAP_TOKEN="$BOOT_TOKEN" \
   PORTCULLIS_ENCRYPTION_SECRET="$ENC_SECRET" \
   start "$PX_CPU" portcullis-gw "$BIN/portcullis-gw" run --listen 127.0.0.1:18002 \
-  --admin-listen 127.0.0.1:19080 --control-plane https://127.0.0.1:17443 \
+  --tls-listen 127.0.0.1:18012 --admin-listen 127.0.0.1:19080 --control-plane https://127.0.0.1:17443 \
   --ca-hash "$BOOT_CA_HASH" --state-dir "$W/gw-state" --redis-url "redis://127.0.0.1:16379" --redis-prefix gw1:
 GW_PID="${PIDS[-1]}"
 if [ "${AUTH:-1}" = 1 ]; then
@@ -203,13 +233,30 @@ if [ "${AUTH:-1}" = 1 ]; then
     PORTCULLIS_BOOTSTRAP_TOKEN="$BOOT_TOKEN" \
     PORTCULLIS_ENCRYPTION_SECRET="$ENC_SECRET" \
     start "$PX_CPU" portcullis-gw-nocache "$BIN/portcullis-gw" run --listen 127.0.0.1:18003 \
-    --admin-listen 127.0.0.1:19081 --control-plane https://127.0.0.1:17443 \
+    --tls-listen 127.0.0.1:18013 --admin-listen 127.0.0.1:19081 --control-plane https://127.0.0.1:17443 \
     --ca-hash "$BOOT_CA_HASH" --redis-url "redis://127.0.0.1:16379" --redis-prefix gw2: --disable-local-session-cache
 fi
 wait_http_code 200 30 "$GW_PID" "http://127.0.0.1:19080/ready"
 tyk_api_upsert "$API" "$ADMIN_SECRET" bench \
   '{"name":"bench","api_id":"bench","use_keyless":true,"active":true,"proxy":{"listen_path":"/bench/","target_url":"http://127.0.0.1:18000/","strip_listen_path":true}}'
 wait_http_code 200 30 "$GW_PID" "${URL[portcullis]}"
+if [ "${TLS:-1}" = 1 ]; then
+  # The same certificate and key as nginx, through the certificate store.
+  cat "$W/tls.crt" "$W/tls.key" >"$W/tls.bundle.pem"
+  cert_out="$(curl -sS --max-time 15 -X POST -H "X-Tyk-Authorization: $ADMIN_SECRET" \
+    --data-binary @"$W/tls.bundle.pem" "$API/tyk/certs")"
+  CERT_ID="$(printf '%s' "$cert_out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')" \
+    || die "uploading the TLS certificate: $cert_out"
+  tyk_api_upsert "$API" "$ADMIN_SECRET" tlsb \
+    "{\"name\":\"tlsb\",\"api_id\":\"tlsb\",\"use_keyless\":true,\"certificates\":[\"$CERT_ID\"],\"proxy\":{\"listen_path\":\"/tlsb/\",\"target_url\":\"http://127.0.0.1:18000/\",\"strip_listen_path\":true}}"
+  wait_http_code 200 30 "$GW_PID" "${URL[portcullis]}"
+  for _ in $(seq 1 100); do
+    code="$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 "${URL[portcullis_tls]}" || true)"
+    [ "$code" = 200 ] && break
+    sleep 0.1
+  done
+  [ "$code" = 200 ] || die "portcullis_tls answers $code"
+fi
 if [ "${AUTH:-1}" = 1 ]; then
   tyk_api_upsert "$API" "$ADMIN_SECRET" tok \
     '{"name":"tok","api_id":"tok","use_keyless":false,"proxy":{"listen_path":"/tok/","target_url":"http://127.0.0.1:18000/","strip_listen_path":true}}'
@@ -230,7 +277,8 @@ if [ "${AUTH:-1}" = 1 ]; then
 fi
 for t in "${ORDER[@]}"; do
   hdr "$t"
-  size="$(curl -s -o /dev/null -w '%{size_download}' --max-time 2 "${H[@]}" "${URL[$t]}" || true)"
+  # -k: the HTTPS targets serve the run's self-signed certificate.
+  size="$(curl -sk -o /dev/null -w '%{size_download}' --max-time 2 "${H[@]}" "${URL[$t]}" || true)"
   [ "$size" = 34 ] || log "!! $t: body is $size bytes, expected the 34-byte upstream body"
 done
 step_end
@@ -323,7 +371,10 @@ for t in order:
         opened.setdefault(t, []).append((s["requestsPerSec"], p["p50"] * 1e3, p["p99"] * 1e3, s.get("successRate", 1.0)))
 
 med = lambda rows, i: st.median(r[i] for r in rows)
-nginx_rps = med(closed["nginx"], 0) if closed.get("nginx") else None
+# HTTPS targets are compared with nginx doing the same (same certificate, same handshakes).
+BASE = {"nginx_tls": "nginx_tls", "portcullis_tls": "nginx_tls",
+        "nginx_tls_hs": "nginx_tls_hs", "portcullis_tls_hs": "nginx_tls_hs"}
+base_rps = lambda t: med(closed[BASE.get(t, "nginx")], 0) if closed.get(BASE.get(t, "nginx")) else None
 direct_ol_p99 = med(opened["direct"], 2) if opened.get("direct") else None
 
 print()
@@ -336,7 +387,7 @@ for t in order:
     rows = closed.get(t) or []
     if rows:
         rps = med(rows, 0)
-        ratio = f"{rps / nginx_rps:.2f}" if nginx_rps else ""
+        ratio = f"{rps / base_rps(t):.2f}" if base_rps(t) else ""
         c = (f"{rps:,.0f} ({min(r[0] for r in rows):,.0f}–{max(r[0] for r in rows):,.0f}) | "
              f"{ratio} | {med(rows, 1):.2f} | {med(rows, 2):.2f} | {sum(r[3] for r in rows)}")
     else:
@@ -352,6 +403,7 @@ for t in order:
     print(f"| {t} | {c} | {oc} |")
 print()
 print("errors = non-2xx + socket errors summed over all closed-loop runs (must be 0).")
+print("HTTPS targets are divided by nginx over HTTPS; *_hs targets open a connection (a full handshake) per request.")
 PY
 
 # ---------------------------------------------------------------------------------------------

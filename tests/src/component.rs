@@ -291,12 +291,20 @@ pub struct DpOptions {
     pub control_planes: Vec<url::Url>,
     /// Proxy client timeouts and limits (default: the gateway's defaults).
     pub client_limits: Option<portcullis_data_plane::proxy::ClientLimits>,
+    /// `--tls-listen` (default: 127.0.0.1:0, so parallel tests do not collide).
+    pub tls_listen: Option<SocketAddr>,
+    /// `--tls-handshake-timeout` (default 10 s).
+    pub tls_handshake_timeout: Option<Duration>,
+    /// `--upstream-certificate` / `--pinned-public-key` (default: none).
+    pub upstream_tls: portcullis_data_plane::proxy::upstream_tls::GatewayTls,
 }
 
 /// A gateway.
 pub struct Dp {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The HTTPS listener (`--tls-listen`).
+    pub tls_addr: SocketAddr,
     pub shared: Arc<Shared>,
     http: reqwest::Client,
     runner: Runner,
@@ -319,6 +327,14 @@ impl Dp {
                 .listen
                 .unwrap_or_else(|| "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!())),
             admin_listen: "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
+            tls_listen: Some(
+                opts.tls_listen
+                    .unwrap_or_else(|| "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!())),
+            ),
+            tls_handshake_timeout: opts
+                .tls_handshake_timeout
+                .unwrap_or(Duration::from_secs(10)),
+            certificate_expiry_warning: Duration::from_secs(30 * 86_400),
             control_planes: if opts.control_planes.is_empty() {
                 vec![sync_url]
             } else {
@@ -340,15 +356,18 @@ impl Dp {
                 .unwrap_or(portcullis_data_plane::sessions::DEFAULT_CACHE_ENTRIES),
             allow_master_keys: opts.allow_master_keys,
             client_limits: opts.client_limits.unwrap_or_default(),
+            upstream_tls: opts.upstream_tls,
         };
-        let (runner, (proxy_addr, admin_addr, shared)) = Runner::spawn(move || async move {
-            let gw = portcullis_data_plane::start(config)
-                .await
-                .map_err(|e| e.to_string())?;
-            let info = (gw.proxy_addr(), gw.admin_addr(), gw.shared());
-            Ok((gw, info))
-        })
-        .await?;
+        let (runner, (proxy_addr, admin_addr, tls_addr, shared)) =
+            Runner::spawn(move || async move {
+                let gw = portcullis_data_plane::start(config)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let tls_addr = gw.tls_addr().ok_or("the gateway has no TLS listener")?;
+                let info = (gw.proxy_addr(), gw.admin_addr(), tls_addr, gw.shared());
+                Ok((gw, info))
+            })
+            .await?;
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
             .build()
@@ -356,6 +375,7 @@ impl Dp {
         Ok(Self {
             proxy_addr,
             admin_addr,
+            tls_addr,
             shared,
             http,
             runner,
@@ -419,6 +439,11 @@ impl Dp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.proxy_addr)
+    }
+
+    /// `https://127.0.0.1:<tls port><path>` (connect there with SNI of your choice).
+    pub fn tls_url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.tls_addr)
     }
 
     pub fn revision(&self) -> i64 {

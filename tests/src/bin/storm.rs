@@ -1002,6 +1002,8 @@ async fn measure_gateway(
         format!("127.0.0.1:{listen}"),
         "--admin-listen".to_owned(),
         format!("127.0.0.1:{admin}"),
+        "--tls-listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
         "--control-plane".to_owned(),
         ports.sync_url()?.to_string(),
         "--ca-hash".to_owned(),

@@ -3,8 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step should stop a test loudly
 
+mod auth_chain;
 mod auth_token;
 mod backup;
+mod certs_api;
 mod fleet;
 mod hardening_cp;
 mod hardening_edge;
@@ -15,9 +17,12 @@ mod hardening_sync;
 mod lifecycle;
 mod limits;
 mod management;
+mod mtls;
 mod observability;
 mod outages;
 mod proxy;
 mod resilience;
 mod secrets_at_rest;
 mod statuses;
+mod tls_edge;
+mod upstream_tls;
