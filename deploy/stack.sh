@@ -10,7 +10,8 @@
 # Env: PORTCULLIS_STACK_DIR (state dir, default /tmp/portcullis-stack), CARGO_TARGET_DIR
 #      (default /var/tmp/portcullis-target), STACK_NO_BUILD=1 (use existing binaries),
 #      RUST_LOG (passed through to the binaries).
-# Ports (127.0.0.1): management API 7080, sync 7443, proxy 8080, gateway admin 9080, demo upstream 8099.
+# Ports (127.0.0.1): management API 7080, sync 7443, proxy 8080, HTTPS proxy 8443, gateway admin 9080,
+# demo upstream 8099.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -172,7 +173,7 @@ do_up() {
     do_down
   fi
   local p
-  for p in 7080 7443 8080 9080 "$UPSTREAM_PORT"; do
+  for p in 7080 7443 8080 8443 9080 "$UPSTREAM_PORT"; do
     port_open "$p" && die "127.0.0.1:$p is already in use by a process this script did not record"
   done
 
@@ -225,6 +226,7 @@ do_up() {
     PORTCULLIS_REDIS_URL="${PORTCULLIS_REDIS_URL:-redis://127.0.0.1:6379}" \
     PORTCULLIS_REDIS_PREFIX="portcullis-stack:" \
     start_bg gw "$BIN/portcullis-gw" run --listen "$PROXY_ADDR" --admin-listen "$GW_ADMIN_ADDR" \
+    --tls-listen 127.0.0.1:8443 \
     --control-plane "https://$SYNC_ADDR" --ca-hash "$BOOT_CA_HASH" --state-dir "$STATE/gw-state"
   GW_PID="$LAST_PID"
   wait_http_code 200 30 "$GW_PID" "http://$GW_ADMIN_ADDR/ready"
