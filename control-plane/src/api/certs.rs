@@ -168,11 +168,16 @@ pub async fn list(
     query: Result<Query<CertQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let query = cert_query(query)?;
-    let certs = state
-        .store
-        .list_certificates(query.org_id.as_deref())
-        .await
-        .map_err(ApiError::from_store(NOT_FOUND))?;
+    // Postgres text cannot hold U+0000: such an org owns no certificate.
+    let certs = if query.org_id.as_deref().is_some_and(|o| o.contains('\0')) {
+        Vec::new()
+    } else {
+        state
+            .store
+            .list_certificates(query.org_id.as_deref())
+            .await
+            .map_err(ApiError::from_store(NOT_FOUND))?
+    };
     if query.mode.as_deref() == Some("detailed") {
         let basics: Vec<Value> = certs
             .iter()
@@ -216,6 +221,9 @@ pub async fn get(
         );
     }
     if let [id] = ids.as_slice() {
+        if id.contains('\0') {
+            return Err(ApiError::NotFound(NOT_FOUND));
+        }
         let record = state
             .store
             .get_certificate(id)
@@ -225,6 +233,10 @@ pub async fn get(
     }
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
+        if id.contains('\0') {
+            out.push(Value::Null);
+            continue;
+        }
         match state.store.get_certificate(id).await {
             Ok(record) => out.push(meta(&record)),
             Err(StoreError::NotFound) => out.push(Value::Null),
@@ -239,6 +251,9 @@ pub async fn remove(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    if id.contains('\0') {
+        return Err(ApiError::NotFound(NOT_FOUND));
+    }
     state
         .store
         .delete_certificate(&id)

@@ -299,8 +299,29 @@ async fn no_secret_is_stored_or_logged_in_plaintext() {
     .await
     .expect("control plane starts");
     let echo = EchoUpstream::start().await;
+    // A server certificate with its key, served by the gateway: its key reaches the edge's
+    // memory, and must reach no table, change log, Redis record or state file in the clear.
+    let cert_key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["secrets.example".to_owned()])
+        .unwrap()
+        .self_signed(&cert_key)
+        .unwrap();
+    let cert_key_pem = cert_key.serialize_pem();
+    let upload = reqwest::Client::new()
+        .post(format!("http://{}/tyk/certs", cp.api_addr))
+        .header("X-Tyk-Authorization", ADMIN_SECRET)
+        .body(format!("{}{}", cert.pem(), cert_key_pem))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), StatusCode::OK);
+    let cert_id = upload.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut token_api = keyless_api("tok", "/tok/", &echo.url());
     token_api["use_keyless"] = json!(false);
+    token_api["certificates"] = json!([cert_id]);
     cp.create_api(&token_api).await;
     let mut basic_api = keyless_api("basic", "/basic/", &echo.url());
     basic_api["use_keyless"] = json!(false);
@@ -353,7 +374,7 @@ async fn no_secret_is_stored_or_logged_in_plaintext() {
     )
     .await
     .expect("gateway starts");
-    dp.wait_for_revision(2).await;
+    dp.wait_for_revision(3).await;
 
     // Use every credential through the gateway, so sessions are looked up and cached.
     let http = reqwest::Client::new();
@@ -421,6 +442,7 @@ async fn no_secret_is_stored_or_logged_in_plaintext() {
         Secret::new("encryption secret", ENCRYPTION_SECRET.as_bytes()),
         Secret::new("CA secret", ca_secret.as_bytes()),
         Secret::new("CA private key", &ca_key_der),
+        Secret::private_key("certificate private key", &cert_key_pem),
     ];
 
     // Self-check: a canary planted in each kind of place is found there, in each form.
