@@ -49,6 +49,10 @@ pub struct Metrics {
     /// Snapshots a node forced that were held back by the snapshot limit.
     pub sync_snapshots_throttled_total: Family<GroupLabels, Counter>,
     pub api_requests_total: Family<HttpLabels, Counter>,
+    /// Sessions edges reported (`ReportSessions`), by outcome: accepted, skipped (an operator's
+    /// key, a newer tombstone, a policy not of the session's org), refused (a call refused as
+    /// a whole: out of bounds, or over the node's rate).
+    pub sync_reported_sessions_total: Family<OutcomeLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -125,6 +129,12 @@ impl Metrics {
             "Management API requests",
             api_requests_total.clone(),
         );
+        let sync_reported_sessions_total = Family::default();
+        registry.register(
+            "sync_reported_sessions",
+            "Sessions reported by edges, by outcome (accepted, skipped, refused)",
+            sync_reported_sessions_total.clone(),
+        );
         Self {
             registry,
             sync_propagation_seconds,
@@ -136,6 +146,7 @@ impl Metrics {
             sync_refused_connections_total,
             sync_snapshots_throttled_total,
             api_requests_total,
+            sync_reported_sessions_total,
         }
     }
 

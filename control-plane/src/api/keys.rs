@@ -71,6 +71,11 @@ async fn prepare(
     creating: bool,
 ) -> Result<(Value, SessionSpec), ApiError> {
     let mut value = session.to_value();
+    // The gateway's marks of an edge-made session are never an operator's to set.
+    if let Some(m) = value.as_object_mut() {
+        m.remove(portcullis_proto::model::TOKEN_ORIGIN_FIELD);
+        m.remove(portcullis_proto::model::TOKENS_AFTER_FIELD);
+    }
     let spec = session.spec();
     let now = Utc::now();
     if creating && spec.expires > 0 && spec.expires < now.timestamp() {
@@ -222,7 +227,8 @@ pub async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Json<V
     ))
 }
 
-/// `POST /tyk/keys/{key}`: a caller-chosen key, or a basic-auth user name.
+/// `POST /tyk/keys/{key}`: a caller-chosen key, or a basic-auth user name. Over a session an
+/// edge made (or its tombstone) it makes an operator's key, which reports never overwrite.
 pub async fn create_named(
     State(state): State<ApiState>,
     Path(key): Path<String>,
@@ -267,6 +273,7 @@ pub async fn create_named(
     ))
 }
 
+/// `PUT /tyk/keys/{key}`: a session an edge made stays edge-made (a later report replaces it).
 pub async fn update(
     State(state): State<ApiState>,
     Path(key): Path<String>,
@@ -316,6 +323,8 @@ pub async fn get(
     Ok(Json(session))
 }
 
+/// `DELETE /tyk/keys/{key}`: deletes an operator's key; revokes a session an edge made (it stays
+/// as a tombstone, which `GET` and the list no longer show, docs/keys.md). Every edge drops it.
 pub async fn remove(
     State(state): State<ApiState>,
     Path(key): Path<String>,
@@ -334,7 +343,8 @@ pub async fn remove(
     ))
 }
 
-/// `GET /tyk/keys`: hashes only; the keys themselves are not stored.
+/// `GET /tyk/keys`: hashes only; the keys themselves are not stored. Sessions edges made are
+/// listed too; revoked ones are not.
 pub async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let keys = state
         .store

@@ -3,6 +3,7 @@
 
 mod admin_auth;
 mod apis;
+mod cache;
 mod certs;
 mod error;
 mod fleet;
@@ -77,6 +78,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/tyk/certs", get(certs::list).post(certs::create))
         .route("/tyk/certs/", get(certs::list).post(certs::create))
         .route("/tyk/certs/{id}", get(certs::get).delete(certs::remove))
+        .route("/tyk/cache/jwks", delete(cache::flush_jwks_all))
+        .route("/tyk/cache/jwks/{api_id}", delete(cache::flush_jwks_api))
         .route("/tyk/keys", get(keys::list).post(keys::create))
         .route("/tyk/keys/", get(keys::list).post(keys::create))
         .route("/tyk/keys/create", post(keys::create))

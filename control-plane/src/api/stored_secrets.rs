@@ -1,7 +1,8 @@
 //! Seals the secrets an API definition carries before the definition reaches a table, the
-//! change log or an edge (docs/keys.md, "Mashery signature secrets").
+//! change log or an edge (docs/keys.md, "Mashery signature secrets"; docs/jwt.md).
 
 use portcullis_proto::envelope::EnvelopeKey;
+use portcullis_proto::model::idp_auth::{self, KeySource};
 use portcullis_proto::model::{ApiDefinition, ValidationError};
 use portcullis_proto::sealed_field::{self, SIGNATURE_SECRET};
 use serde_json::Value;
@@ -9,33 +10,74 @@ use serde_json::Value;
 /// A reference to the key's meta data, not a secret.
 const META_REFERENCE: &str = "$tyk_meta.";
 
-/// `def` with its signature secret sealed. A value that is already sealed (a PUT sending back
-/// what GET returned) is kept as it is, once it is known to open for this API.
-pub fn seal_api(def: ApiDefinition, key: &EnvelopeKey) -> Result<ApiDefinition, ValidationError> {
+/// The secrets a definition carries: (field path as errors name it, JSON pointer, value).
+/// A JWT source is a secret only when it is an HMAC key; URLs and public keys are not.
+fn secret_fields(def: &ApiDefinition) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
     let secret = &def.spec().auth.signature.secret;
-    if secret.is_empty() || secret.starts_with(META_REFERENCE) {
+    if !secret.is_empty() && !secret.starts_with(META_REFERENCE) {
+        out.push((
+            SIGNATURE_SECRET.to_owned(),
+            "/auth/signature/secret".to_owned(),
+            secret.clone(),
+        ));
+    }
+    let is_secret = |field: &str, source: &str| {
+        matches!(
+            idp_auth::key_source(field, source),
+            Ok(KeySource::Secret(_) | KeySource::Sealed(_))
+        )
+    };
+    let idp = def.idp();
+    if is_secret("jwt_source", &idp.jwt_source) {
+        out.push((
+            "jwt_source".into(),
+            "/jwt_source".into(),
+            idp.jwt_source.clone(),
+        ));
+    }
+    for (i, p) in idp.external_oauth.providers.iter().enumerate() {
+        let field = format!("external_oauth.providers[{i}].jwt.source");
+        if is_secret(&field, &p.jwt.source) {
+            let pointer = format!("/external_oauth/providers/{i}/jwt/source");
+            out.push((field, pointer, p.jwt.source.clone()));
+        }
+        if !p.introspection.client_secret.is_empty() {
+            out.push((
+                format!("external_oauth.providers[{i}].introspection.client_secret"),
+                format!("/external_oauth/providers/{i}/introspection/client_secret"),
+                p.introspection.client_secret.clone(),
+            ));
+        }
+    }
+    out
+}
+
+/// `def` with its secrets sealed (the Mashery signature secret, HMAC JWT sources, external
+/// OAuth client secrets). A value that is already sealed (a PUT sending back what GET
+/// returned) is kept as it is, once it is known to open for this API and field.
+pub fn seal_api(def: ApiDefinition, key: &EnvelopeKey) -> Result<ApiDefinition, ValidationError> {
+    let fields = secret_fields(&def);
+    if fields.is_empty() {
         return Ok(def);
     }
     let api_id = def.api_id().to_owned();
-    if sealed_field::is_sealed(secret) {
-        sealed_field::open(key, &api_id, SIGNATURE_SECRET, secret).map_err(|_| {
-            ValidationError::new(
-                SIGNATURE_SECRET,
-                "is sealed for another API or under another --encryption-secret; send the secret itself",
-            )
-        })?;
-        return Ok(def);
-    }
-    let sealed = sealed_field::seal(key, &api_id, SIGNATURE_SECRET, secret);
     let mut value = def.to_value();
-    // The typed view read a non-empty string there, so the pointer resolves.
-    match value.pointer_mut("/auth/signature/secret") {
-        Some(slot) => *slot = Value::String(sealed),
-        None => {
-            return Err(ValidationError::new(
-                SIGNATURE_SECRET,
-                "must be a string inside auth.signature",
-            ));
+    for (field, pointer, secret) in fields {
+        if sealed_field::is_sealed(&secret) {
+            sealed_field::open(key, &api_id, &field, &secret).map_err(|_| {
+                ValidationError::new(
+                    &field,
+                    "is sealed for another API or field, or under another --encryption-secret; send the secret itself",
+                )
+            })?;
+            continue;
+        }
+        let sealed = sealed_field::seal(key, &api_id, &field, &secret);
+        // The typed view read a non-empty string there, so the pointer resolves.
+        match value.pointer_mut(&pointer) {
+            Some(slot) => *slot = Value::String(sealed),
+            None => return Err(ValidationError::new(field, "must be a string")),
         }
     }
     ApiDefinition::from_value(value)
@@ -76,6 +118,53 @@ mod tests {
         assert_eq!(stored_secret(&again), stored, "unchanged");
         let meta = seal_api(def("$tyk_meta.sig"), &key).unwrap();
         assert_eq!(stored_secret(&meta), "$tyk_meta.sig");
+    }
+
+    #[test]
+    fn hmac_jwt_sources_and_client_secrets_are_sealed_urls_and_keys_are_not() {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let key = sealed_field::key("cp-test-encryption-secret-0123456789ab");
+        let body = json!({
+            "api_id": "jwt", "proxy": {"listen_path": "/jwt/", "target_url": "http://127.0.0.1:1"},
+            "enable_jwt": true, "jwt_signing_method": "hmac", "jwt_source": b64("jwt-hmac-secret"),
+            "external_oauth": {"enabled": true, "providers": [
+                {"jwt": {"enabled": true, "signing_method": "hmac", "source": b64("provider-secret")}},
+                {"introspection": {"enabled": true, "url": "https://idp.example/introspect",
+                    "client_id": "gw", "client_secret": "introspection-secret"}},
+            ]},
+        });
+        let def = ApiDefinition::parse(body.to_string().as_bytes()).unwrap();
+        let sealed = seal_api(def, &key).unwrap();
+        let text = sealed.to_value().to_string();
+        for plain in [
+            "jwt-hmac-secret",
+            "provider-secret",
+            "introspection-secret",
+            &b64("jwt-hmac-secret"),
+        ] {
+            assert!(!text.contains(plain), "{plain} left in {text}");
+        }
+        let idp = sealed.idp();
+        assert!(sealed_field::is_sealed(&idp.jwt_source));
+        let opened = sealed_field::open(&key, "jwt", "jwt_source", &idp.jwt_source).unwrap();
+        assert_eq!(opened, b64("jwt-hmac-secret"));
+        assert_eq!(
+            seal_api(sealed.clone(), &key).unwrap().to_value(),
+            sealed.to_value()
+        );
+
+        let jwks = json!({
+            "api_id": "jwks", "proxy": {"listen_path": "/jwks/", "target_url": "http://127.0.0.1:1"},
+            "enable_jwt": true, "jwt_signing_method": "rsa",
+            "jwt_source": "https://idp.example/.well-known/jwks.json",
+        });
+        let def = ApiDefinition::parse(jwks.to_string().as_bytes()).unwrap();
+        let kept = seal_api(def, &key).unwrap();
+        assert_eq!(
+            kept.idp().jwt_source,
+            "https://idp.example/.well-known/jwks.json"
+        );
     }
 
     #[test]

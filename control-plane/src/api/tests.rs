@@ -17,6 +17,8 @@ const ROUTES: &[&str] = &[
     "/tyk/policies/{id}",
     "/tyk/certs",
     "/tyk/certs/{id}",
+    "/tyk/cache/jwks",
+    "/tyk/cache/jwks/{api_id}",
     "/tyk/keys",
     "/tyk/keys/create",
     "/tyk/keys/{key}",

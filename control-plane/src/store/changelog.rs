@@ -23,6 +23,10 @@ pub enum ChangeKind {
     /// A certificate of the store (`resource_id` is its id, the body its record with the
     /// private key sealed). Groups receive it by reference, not by its tags alone (docs/sync.md).
     Certificate,
+    /// An edge cache to drop (`resource_id` is `<cache>:<target>`, e.g. `jwks:<api_id>`, or
+    /// `jwks:*` for every API). Streamed to every group in revision order, like session events,
+    /// and never part of a snapshot or the configuration hash.
+    Cache,
 }
 
 impl ChangeKind {
@@ -33,6 +37,7 @@ impl ChangeKind {
             Self::Session => "session",
             Self::Node => "node",
             Self::Certificate => "certificate",
+            Self::Cache => "cache",
         }
     }
 
@@ -43,6 +48,7 @@ impl ChangeKind {
             "session" => Ok(Self::Session),
             "node" => Ok(Self::Node),
             "certificate" => Ok(Self::Certificate),
+            "cache" => Ok(Self::Cache),
             other => Err(StoreError::Corrupt(format!("unknown change kind {other}"))),
         }
     }

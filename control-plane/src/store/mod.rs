@@ -6,6 +6,7 @@
 pub mod apis;
 pub mod bootstrap_tokens;
 pub mod ca;
+pub mod cache;
 pub mod certificates;
 pub mod changelog;
 mod error;

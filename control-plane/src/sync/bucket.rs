@@ -1,4 +1,5 @@
-//! Token buckets keyed by source address or node id, for the Join and snapshot limits.
+//! Token buckets keyed by source address or node id, for the Join, snapshot and session-report
+//! limits.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -38,6 +39,13 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
 
     /// Takes a token for `key`, or says how long until one is available.
     pub fn take(&self, key: &K) -> Result<(), Duration> {
+        self.take_n(key, 1)
+    }
+
+    /// Takes `n` tokens at once for `key` (all or none), or says how long until they are
+    /// available. More than the burst is never available.
+    pub fn take_n(&self, key: &K, n: u32) -> Result<(), Duration> {
+        let n = f64::from(n);
         let Some(rate) = self.rate else {
             return Ok(());
         };
@@ -55,12 +63,12 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
         let (tokens, at) = map.entry(key.clone()).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(self.burst);
         *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        if *tokens >= n {
+            *tokens -= n;
             Ok(())
         } else {
             Err(Duration::from_secs_f64(
-                ((1.0 - *tokens) / rate).min(86_400.0),
+                ((n - *tokens) / rate).min(86_400.0),
             ))
         }
     }

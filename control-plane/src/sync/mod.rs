@@ -10,6 +10,7 @@ mod guard;
 mod join;
 mod limits;
 mod renew;
+mod report;
 mod service;
 mod state;
 mod status;

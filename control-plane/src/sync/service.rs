@@ -26,10 +26,11 @@ use super::limits::SyncLimits;
 use super::status::SyncError;
 use super::tailer::Tailer;
 use super::tls::PeerInfo;
-use super::{auth, join, renew, watch};
+use super::{auth, join, renew, report, watch};
 use crate::ca::NodeCa;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, OutcomeLabels};
 use crate::store::Store;
+use crate::store::keys::KeyOrigin;
 
 /// Snapshots being built and sent at the same time, per replica.
 const SNAPSHOT_SENDS: usize = 32;
@@ -53,6 +54,8 @@ pub struct Inner {
     pub join_slots: tokio::sync::Semaphore,
     /// Snapshots each node may force.
     pub snapshot_buckets: Buckets<Uuid>,
+    /// Sessions each node may report (`report::RATE_PER_SEC`).
+    pub report_buckets: Buckets<Uuid>,
 }
 
 /// The `portcullis.sync.v1.Sync` service.
@@ -78,6 +81,7 @@ impl SyncService {
                 join_buckets: Buckets::new(limits.join_rate_per_sec, limits.join_burst),
                 join_slots: tokio::sync::Semaphore::new(limits.max_concurrent_joins),
                 snapshot_buckets: Buckets::every(limits.snapshot_every, limits.snapshot_burst),
+                report_buckets: Buckets::new(report::RATE_PER_SEC, report::BURST),
                 guard,
                 acks,
                 store,
@@ -153,18 +157,46 @@ impl Sync for SyncService {
                 SyncError::BadRequest("key_hash must be a sha256 hex digest".into()).into(),
             );
         }
-        let (session, revision) = self
+        // Origin and revocation come from the same snapshot as the session and the revision.
+        let (found, revision) = self
             .inner
             .store
             .lookup_key(&key_hash.to_ascii_lowercase())
             .await
             .map_err(SyncError::from)?;
-        Ok(Response::new(LookupSessionResponse {
-            found: session.is_some(),
-            session_json: session
-                .map(|s| s.to_string().into_bytes())
-                .unwrap_or_default(),
-            revision: u64::try_from(revision).unwrap_or(0),
+        let revision = u64::try_from(revision).unwrap_or(0);
+        Ok(Response::new(match found {
+            None => LookupSessionResponse {
+                revision,
+                ..Default::default()
+            },
+            Some(mut k) => LookupSessionResponse {
+                found: true,
+                session_json: {
+                    // A tombstone carries its revocation as the floor edges check (and keep in
+                    // Redis with the record).
+                    if let (Some(t), Some(m)) = (k.revoked_at, k.session.as_object_mut()) {
+                        // `iat` counts whole seconds: a token of the revocation's second
+                        // may predate it, so that second is refused too.
+                        let floor = t.timestamp();
+                        let kept = m
+                            .get(portcullis_proto::model::TOKENS_AFTER_FIELD)
+                            .and_then(serde_json::Value::as_i64)
+                            .unwrap_or(0);
+                        m.insert(
+                            portcullis_proto::model::TOKENS_AFTER_FIELD.into(),
+                            floor.max(kept).into(),
+                        );
+                    }
+                    k.session.to_string().into_bytes()
+                },
+                revision,
+                origin: match k.origin {
+                    KeyOrigin::Operator => String::new(),
+                    KeyOrigin::Jwt => report::ORIGIN_JWT.to_owned(),
+                },
+                revoked_at: k.revoked_at.map_or(0, |t| t.timestamp()),
+            },
         }))
     }
 
@@ -172,9 +204,61 @@ impl Sync for SyncService {
         &self,
         request: Request<ReportSessionsRequest>,
     ) -> Result<Response<ReportSessionsResponse>, Status> {
-        auth::authenticate(&self.inner.store, &request, Purpose::Call).await?;
-        Err(Status::unimplemented(
-            "session reports are not available in this version",
-        ))
+        let node = auth::authenticate(&self.inner.store, &request, Purpose::Call).await?;
+        let sessions = request.into_inner().sessions;
+        let count = |outcome: &'static str, n: usize| {
+            self.inner
+                .metrics
+                .sync_reported_sessions_total
+                .get_or_create(&OutcomeLabels { outcome })
+                .inc_by(n as u64);
+        };
+        let checked = match report::check_all(&sessions) {
+            Ok(c) => c,
+            Err(e) => {
+                count("refused", sessions.len());
+                tracing::warn!(node_id = %node.id, error = %e, "session report refused");
+                return Err(e.into());
+            }
+        };
+        if checked.is_empty() {
+            return Ok(Response::new(ReportSessionsResponse {}));
+        }
+        // Bounded by MAX_SESSIONS above.
+        let n = u32::try_from(checked.len()).unwrap_or(u32::MAX);
+        if let Err(wait) = self.inner.report_buckets.take_n(&node.id, n) {
+            count("refused", checked.len());
+            return Err(Status::resource_exhausted(format!(
+                "node {} reports sessions faster than {} per second; retry in {} ms",
+                node.id,
+                report::RATE_PER_SEC,
+                wait.as_millis()
+            )));
+        }
+        let mut ids: Vec<String> = checked.iter().flat_map(|c| c.policies.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        let known = self
+            .inner
+            .store
+            .policy_orgs(&ids)
+            .await
+            .map_err(SyncError::from)?;
+        let (keep, foreign): (Vec<_>, Vec<_>) = checked
+            .into_iter()
+            .partition(|c| report::policies_of_its_org(c, &known));
+        if !foreign.is_empty() {
+            tracing::debug!(node_id = %node.id, sessions = foreign.len(), "reported sessions apply policies that do not exist in their org; not stored");
+        }
+        let keys: Vec<_> = keep.into_iter().map(|c| c.key).collect();
+        let outcome = self
+            .inner
+            .store
+            .report_keys(node.id, &keys)
+            .await
+            .map_err(SyncError::from)?;
+        count("accepted", outcome.accepted);
+        count("skipped", outcome.skipped + foreign.len());
+        Ok(Response::new(ReportSessionsResponse {}))
     }
 }

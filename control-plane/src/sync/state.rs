@@ -10,9 +10,10 @@ use chrono::{DateTime, Utc};
 use portcullis_proto::config_hash::{canonical_json, config_hash, resource_digest};
 use portcullis_proto::model::ApiDefinition;
 use portcullis_proto::sync::{
-    Bookmark, Changes, Resource, ResourceKind, ResourceRef, SessionEvent, Snapshot,
+    Bookmark, CacheFlush, Changes, Resource, ResourceKind, ResourceRef, SessionEvent, Snapshot,
 };
 
+use crate::store::cache::parse_flush_id;
 use crate::store::changelog::{Change, ChangeKind};
 
 /// Changes kept in memory for deltas; a node further behind gets a snapshot.
@@ -87,6 +88,14 @@ pub struct ConfigState {
 const SESSION_CODE: i32 = -1;
 /// Log entries about node revocations: read by every replica in order, sent to no node.
 const NODE_CODE: i32 = -2;
+/// Log entries about edge caches to drop: events like key events, sent to every group.
+const CACHE_CODE: i32 = -3;
+
+/// Whether log entries with this code are events rather than resources of the configuration:
+/// they never reach a snapshot or the hash.
+fn is_event(code: i32) -> bool {
+    matches!(code, SESSION_CODE | NODE_CODE | CACHE_CODE)
+}
 
 const API_CODE: i32 = ResourceKind::Api as i32;
 const CERT_CODE: i32 = ResourceKind::Certificate as i32;
@@ -121,6 +130,7 @@ fn kind_code(kind: ChangeKind) -> i32 {
         ChangeKind::Session => SESSION_CODE,
         ChangeKind::Node => NODE_CODE,
         ChangeKind::Certificate => ResourceKind::Certificate as i32,
+        ChangeKind::Cache => CACHE_CODE,
     }
 }
 
@@ -136,7 +146,10 @@ impl ConfigState {
             log_floor: head,
             ..Self::default()
         };
-        for r in resources.into_iter().filter(|r| r.kind != ChangeKind::Node) {
+        for r in resources
+            .into_iter()
+            .filter(|r| !is_event(kind_code(r.kind)))
+        {
             let body = Bytes::from(canonical_json(&r.body));
             let code = kind_code(r.kind);
             let digest = resource_digest(code, &r.id, &body);
@@ -202,7 +215,7 @@ impl ConfigState {
             if entry.key.0 == NODE_CODE {
                 self.revoked.insert(entry.key.1.clone());
             }
-            if entry.key.0 == SESSION_CODE || entry.key.0 == NODE_CODE {
+            if is_event(entry.key.0) {
                 self.head = c.revision;
                 self.log.push_back(entry);
                 continue;
@@ -386,6 +399,7 @@ impl ConfigState {
         // First and last change of each resource touched since `revision`.
         let mut touched: BTreeMap<&ResourceKey, (bool, &LogEntry)> = BTreeMap::new();
         let mut session_events = Vec::new();
+        let mut cache_flushes = Vec::new();
         // Certificates touched in the range, with whether their tags gave them to the group
         // before the range (the record the node holds, if it holds one).
         let mut certs: BTreeMap<&str, bool> = BTreeMap::new();
@@ -406,6 +420,18 @@ impl ConfigState {
                     revoked: e.body.is_none(),
                     revision: e.revision as u64,
                 });
+                continue;
+            }
+            if e.key.0 == CACHE_CODE {
+                // Every group too: an API may be served anywhere, and a flush of a cache an edge
+                // does not hold costs it nothing.
+                if let Some((cache, api_id)) = parse_flush_id(&e.key.1) {
+                    cache_flushes.push(CacheFlush {
+                        cache: cache.to_owned(),
+                        api_id: api_id.unwrap_or_default().to_owned(),
+                        revision: e.revision as u64,
+                    });
+                }
                 continue;
             }
             touched
@@ -464,7 +490,11 @@ impl ConfigState {
                 _ => {}
             }
         }
-        if upserts.is_empty() && deletes.is_empty() && session_events.is_empty() {
+        if upserts.is_empty()
+            && deletes.is_empty()
+            && session_events.is_empty()
+            && cache_flushes.is_empty()
+        {
             return Plan::Bookmark(Bookmark {
                 revision: self.head as u64,
                 config_hash: view.hash.clone(),
@@ -477,6 +507,7 @@ impl ConfigState {
             upserts,
             deletes,
             session_events,
+            cache_flushes,
         })
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::idp_auth::IdpSpec;
 use super::json::{null_as_default, parse_object, typed_view};
 use super::{ValidationError, bounds, generate_id};
 
@@ -205,6 +206,8 @@ pub struct TransportSpec {
 pub struct ApiDefinition {
     raw: Map<String, Value>,
     spec: ApiSpec,
+    /// JWT, external OAuth and OpenID Connect: a view of its own (docs/jwt.md).
+    idp: IdpSpec,
 }
 
 impl ApiDefinition {
@@ -216,7 +219,8 @@ impl ApiDefinition {
             spec.api_id = generate_id();
             raw.insert("api_id".into(), Value::String(spec.api_id.clone()));
         }
-        let def = Self { raw, spec };
+        let idp = typed_view(&raw)?;
+        let def = Self { raw, spec, idp };
         def.validate()?;
         Ok(def)
     }
@@ -227,7 +231,8 @@ impl ApiDefinition {
             return Err(ValidationError::new("body", "expected a JSON object"));
         };
         let spec = typed_view(&raw)?;
-        let def = Self { raw, spec };
+        let idp = typed_view(&raw)?;
+        let def = Self { raw, spec, idp };
         def.validate()?;
         Ok(def)
     }
@@ -241,6 +246,11 @@ impl ApiDefinition {
 
     pub fn spec(&self) -> &ApiSpec {
         &self.spec
+    }
+
+    /// JWT, external OAuth and OpenID Connect settings.
+    pub fn idp(&self) -> &IdpSpec {
+        &self.idp
     }
 
     pub fn api_id(&self) -> &str {
@@ -393,6 +403,18 @@ impl ApiDefinition {
             ));
         }
         validate_certificate_fields(s)?;
+        self.idp.validate()?;
+        let enabled = match s.base_identity_provided_by.as_str() {
+            "jwt_claim" => Some(self.idp.enable_jwt),
+            "oidc_user" => Some(self.idp.use_openid),
+            _ => None,
+        };
+        if enabled == Some(false) {
+            return Err(ValidationError::new(
+                "base_identity_provided_by",
+                "names a method this API does not enable",
+            ));
+        }
         if let Some(i) = s.tags.iter().position(|t| t.is_empty()) {
             return Err(ValidationError::new(
                 format!("tags[{i}]"),

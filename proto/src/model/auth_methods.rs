@@ -19,6 +19,10 @@ pub const IMPLEMENTED: &[&str] = &[
     "auth_chain",
     "mutual_tls",
     "dynamic_mutual_tls",
+    "jwt",
+    "jwt.jwks",
+    "external_oauth",
+    "openid_connect",
 ];
 
 /// A field that enables a method this build does not implement.
@@ -30,14 +34,11 @@ pub struct Unsupported {
     pub method: &'static str,
 }
 
-/// Flags that turn a method on, in Tyk's chain order (OAuth2, external OAuth, HMAC, JWT, OIDC,
-/// custom plugins); `enabled` is the path of the boolean inside the definition.
+/// Flags that turn a method on, in Tyk's chain order (OAuth2, HMAC, custom plugins); `enabled`
+/// is the path of the boolean inside the definition.
 const FLAGS: &[(&str, &str)] = &[
     ("use_oauth2", "oauth2"),
-    ("external_oauth.enabled", "external_oauth"),
     ("enable_signature_checking", "hmac_signature"),
-    ("enable_jwt", "jwt"),
-    ("use_openid", "openid_connect"),
     ("custom_plugin_auth_enabled", "custom_plugin_auth"),
     ("enable_coprocess_auth", "coprocess_auth"),
     ("use_go_plugin_auth", "go_plugin_auth"),
@@ -164,19 +165,12 @@ mod tests {
     #[test]
     fn each_flag_names_its_method_and_field() {
         for (field, method, extra) in [
-            ("enable_jwt", "jwt", json!({"enable_jwt": true})),
             (
                 "enable_signature_checking",
                 "hmac_signature",
                 json!({"enable_signature_checking": true}),
             ),
             ("use_oauth2", "oauth2", json!({"use_oauth2": true})),
-            ("use_openid", "openid_connect", json!({"use_openid": true})),
-            (
-                "external_oauth.enabled",
-                "external_oauth",
-                json!({"external_oauth": {"enabled": true, "providers": []}}),
-            ),
             (
                 "enable_coprocess_auth",
                 "coprocess_auth",
@@ -201,6 +195,15 @@ mod tests {
         assert!(methods(json!({})).is_empty());
         assert!(methods(json!({"use_basic_auth": true})).is_empty());
         assert!(methods(json!({"enable_jwt": false, "use_oauth2": null})).is_empty());
+        assert!(
+            methods(json!({"enable_jwt": true, "jwt_source": "https://idp.example/jwks"}))
+                .is_empty()
+        );
+        assert!(
+            methods(json!({"use_openid": true, "openid_options": {"providers": [
+            {"issuer": "https://idp.example", "client_ids": {}}]}}))
+            .is_empty()
+        );
         assert!(
             methods(json!({"auth": {"validate_signature": true, "signature": {
                 "algorithm": "MasheryMD5", "header": "X-Sig", "secret": "s"}}}))

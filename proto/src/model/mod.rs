@@ -6,6 +6,7 @@ mod api_definition;
 pub mod auth_methods;
 pub mod bounds;
 pub mod certificate;
+pub mod idp_auth;
 mod json;
 mod policy;
 mod session;
@@ -15,7 +16,10 @@ pub use api_definition::{
     SignatureSpec, TransportSpec,
 };
 pub use policy::{AccessDefinition, Partitions, Policy, PolicySpec};
-pub use session::{AllowedUrl, ApiLimit, BasicAuthData, SessionAccess, SessionSpec, SessionState};
+pub use session::{
+    AllowedUrl, ApiLimit, BasicAuthData, SessionAccess, SessionSpec, SessionState,
+    TOKEN_ORIGIN_FIELD, TOKENS_AFTER_FIELD,
+};
 
 /// A rejected resource: which field, and why. Shown to operators as `"<field>: <reason>"`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -108,6 +108,14 @@ pub struct SessionSpec {
     pub mtls_static_certificate_bindings: Vec<String>,
 }
 
+/// Set (`"jwt"`) on sessions made at an edge from a verified token, by the control plane only:
+/// edges use such a session for token methods alone (docs/keys.md, "Sessions made at the
+/// edge"). Operators cannot set it.
+pub const TOKEN_ORIGIN_FIELD: &str = "portcullis_origin";
+/// Unix seconds: tokens issued at or before it are refused for this session (an operator
+/// revoked it then). Kept by the control plane across later sessions of the same identity.
+pub const TOKENS_AFTER_FIELD: &str = "portcullis_tokens_after";
+
 /// A session: the whole JSON object plus its validated typed view.
 #[derive(Debug, Clone)]
 pub struct SessionState {
@@ -148,6 +156,11 @@ impl SessionState {
             .iter()
             .map(String::as_str)
             .chain(legacy)
+    }
+
+    /// A top-level field as stored (also the ones without a typed view, like `jwt_data`).
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.raw.get(name)
     }
 
     /// The whole session as JSON, unknown fields included.
