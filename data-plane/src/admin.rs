@@ -129,6 +129,7 @@ fn metrics(shared: &Shared) -> String {
     crate::tls::expiry::render(&shared.table.load().certs, &mut out);
     crate::request_metrics::render_unserved(&shared.table.load(), &mut out);
     shared.sessions.render(&mut out);
+    shared.idp().render(&mut out);
     crate::auth::basic::BCRYPT.render(&mut out);
     out
 }

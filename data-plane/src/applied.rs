@@ -455,6 +455,7 @@ mod tests {
             upserts: vec![bare],
             deletes: vec![],
             session_events: vec![],
+            cache_flushes: vec![],
         };
         c.apply_changes(&changes).unwrap();
         assert!(c.routing_table().certs.get("served").is_none());
@@ -470,6 +471,7 @@ mod tests {
             upserts: vec![again],
             deletes: vec![],
             session_events: vec![],
+            cache_flushes: vec![],
         };
         let before = c.computed_hash();
         assert!(
@@ -522,6 +524,7 @@ mod tests {
             upserts: vec![wrong_secret],
             deletes: vec![],
             session_events: vec![],
+            cache_flushes: vec![],
         };
         assert!(c.apply_changes(&bad).is_err());
         assert_eq!(c.revision, 1);
@@ -553,6 +556,7 @@ mod tests {
                 id: "a".into(),
             }],
             session_events: vec![],
+            cache_flushes: vec![],
         };
         c.apply_changes(&ok).unwrap();
         assert_eq!(c.revision, 5);
@@ -571,6 +575,7 @@ mod tests {
             upserts: vec![broken],
             deletes: vec![],
             session_events: vec![],
+            cache_flushes: vec![],
         };
         let err = c.apply_changes(&bad).unwrap_err();
         assert!(
@@ -592,6 +597,7 @@ mod tests {
                 id: "b".into(),
             }],
             session_events: vec![],
+            cache_flushes: vec![],
         };
         assert!(
             c.apply_changes(&drift)

@@ -116,6 +116,65 @@ pub struct RunArgs {
     pub pinned_public_keys: Vec<String>,
     #[command(flatten)]
     pub client: crate::proxy::ClientArgs,
+    #[command(flatten)]
+    pub idp: IdpArgs,
+}
+
+/// Identity providers: JWK sets, OpenID discovery, introspection (docs/jwt.md).
+#[derive(Debug, clap::Args)]
+pub struct IdpArgs {
+    /// Seconds a fetched JWK set is used before it is fetched again (Tyk's JWKS cache time).
+    #[arg(long, env = "PORTCULLIS_JWKS_CACHE_TTL", default_value_t = 240)]
+    pub jwks_cache_ttl: u64,
+    /// A token with an unknown `kid` refetches its JWK set at most once per this many seconds.
+    #[arg(long, env = "PORTCULLIS_JWKS_REFETCH_INTERVAL", default_value_t = 10)]
+    pub jwks_refetch_interval: u64,
+    /// Seconds a JWK set, discovery or introspection call may take, body included.
+    #[arg(long, env = "PORTCULLIS_IDP_TIMEOUT", default_value_t = 5.0)]
+    pub idp_timeout: f64,
+    /// PEM file of CAs trusted for identity-provider HTTPS, besides the public web roots.
+    #[arg(long, env = "PORTCULLIS_IDP_CA_CERT")]
+    pub idp_ca_cert: Option<PathBuf>,
+}
+
+impl IdpArgs {
+    fn to_config(&self) -> Result<crate::idp::IdpConfig, CliError> {
+        if !(1..=86_400).contains(&self.jwks_cache_ttl) {
+            return Err(CliError::Idp(
+                "--jwks-cache-ttl must be 1 to 86400 seconds".into(),
+            ));
+        }
+        if !(1..=3_600).contains(&self.jwks_refetch_interval) {
+            return Err(CliError::Idp(
+                "--jwks-refetch-interval must be 1 to 3600 seconds".into(),
+            ));
+        }
+        if !(self.idp_timeout > 0.0 && self.idp_timeout <= 60.0) {
+            return Err(CliError::Idp(
+                "--idp-timeout must be more than 0 and at most 60 seconds".into(),
+            ));
+        }
+        let mut extra_roots = Vec::new();
+        if let Some(path) = &self.idp_ca_cert {
+            let bad = |reason: String| {
+                CliError::Idp(format!("--idp-ca-cert {}: {reason}", path.display()))
+            };
+            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
+                extra_roots.push(cert.map_err(|e| bad(e.to_string()))?);
+            }
+            if extra_roots.is_empty() {
+                return Err(bad("holds no certificate".into()));
+            }
+        }
+        Ok(crate::idp::IdpConfig {
+            fetch_timeout: Duration::from_secs_f64(self.idp_timeout),
+            jwks_ttl: Duration::from_secs(self.jwks_cache_ttl),
+            jwks_refetch_interval: Duration::from_secs(self.jwks_refetch_interval),
+            extra_roots,
+            ..Default::default()
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +197,8 @@ pub enum CliError {
     ClientLimits(#[from] crate::proxy::LimitError),
     #[error(transparent)]
     UpstreamTls(#[from] crate::proxy::upstream_tls::GatewayTlsError),
+    #[error("{0}")]
+    Idp(String),
 }
 
 /// `30d`, `12h`, `90m`, `3600s`, or a bare number of days.
@@ -231,6 +292,7 @@ impl RunArgs {
                 &self.upstream_certificates,
                 &self.pinned_public_keys,
             )?,
+            idp: self.idp.to_config()?,
         })
     }
 }

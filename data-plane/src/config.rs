@@ -54,6 +54,8 @@ pub struct Config {
     /// Gateway-wide upstream client certificates and pinned public keys
     /// (`--upstream-certificate`, `--pinned-public-key`; docs/certificates.md).
     pub upstream_tls: crate::proxy::upstream_tls::GatewayTls,
+    /// JWK sets, OpenID discovery and introspection (`--jwks-cache-ttl` and friends).
+    pub idp: crate::idp::IdpConfig,
 }
 
 impl std::fmt::Debug for Config {

@@ -84,6 +84,39 @@ pub enum ProxyError {
     /// A key bound to certificates used with another one (Tyk's `auth.cert_mismatch`).
     #[error("Access to this API has been disallowed")]
     CertMismatch,
+    /// JWT: no token (Tyk answers 400 here, unlike auth token's 401).
+    #[error("Authorization field missing")]
+    JwtMissing,
+    /// JWT: malformed, bad signature, unknown key, revoked session.
+    #[error("Key not authorized")]
+    JwtNotAuthorized,
+    /// JWT: the token's `alg` is not of the API's `jwt_signing_method` family (or is `none`).
+    #[error("Key not authorized: Unexpected signing method")]
+    JwtUnexpectedMethod,
+    #[error("Key not authorized: token has expired")]
+    JwtExpired,
+    #[error("Key not authorized: token used before issued")]
+    JwtUsedBeforeIssued,
+    #[error("Key not authorized: token is not valid yet")]
+    JwtNotYetValid,
+    /// JWT: identity or policy claims do not give a session (Tyk's messages, 403).
+    #[error("{0}")]
+    JwtClaims(&'static str),
+    /// External OAuth: no token.
+    #[error("authorization field missing")]
+    ExternalMissing,
+    /// External OAuth: bad signature, inactive or expired at introspection.
+    #[error("access token is not valid")]
+    ExternalInvalid,
+    /// External OAuth: a JWT time claim failed (Tyk passes the JWT message on, with 401).
+    #[error("{0}")]
+    ExternalTime(&'static str),
+    /// External OAuth: the provider could not be asked (down, garbage, misconfigured).
+    #[error("error happened during the access token validation")]
+    ExternalError,
+    /// OpenID Connect: anything wrong with the ID token.
+    #[error("Key not authorised")]
+    OidcNotAuthorised,
     /// A request path the gateway refuses to normalise (see `crate::path`).
     #[error("{0}")]
     BadPath(#[from] crate::path::PathError),
@@ -99,7 +132,13 @@ impl ProxyError {
             | Self::BasicMissing
             | Self::UserNotAuthorised
             | Self::CertRequired
-            | Self::CertMismatch => StatusCode::UNAUTHORIZED,
+            | Self::CertMismatch
+            | Self::JwtExpired
+            | Self::JwtUsedBeforeIssued
+            | Self::JwtNotYetValid
+            | Self::ExternalInvalid
+            | Self::ExternalTime(_)
+            | Self::OidcNotAuthorised => StatusCode::UNAUTHORIZED,
             Self::BasicNotBasic
             | Self::BasicNotEncoded
             | Self::BasicNotPair
@@ -107,6 +146,8 @@ impl ProxyError {
             | Self::BodyNoPassword
             | Self::BodyUserGroup
             | Self::BodyPasswordGroup
+            | Self::JwtMissing
+            | Self::ExternalMissing
             | Self::BadPath(_) => StatusCode::BAD_REQUEST,
             Self::Disallowed
             | Self::KeyInactive
@@ -114,7 +155,11 @@ impl ProxyError {
             | Self::TlsNotEnabled
             | Self::ClientCertMissing
             | Self::ClientCertNotAllowed(_)
-            | Self::CertExpired => StatusCode::FORBIDDEN,
+            | Self::CertExpired
+            | Self::JwtNotAuthorized
+            | Self::JwtUnexpectedMethod
+            | Self::JwtClaims(_) => StatusCode::FORBIDDEN,
+            Self::ExternalError => StatusCode::INTERNAL_SERVER_ERROR,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream | Self::UpstreamTls(_) => StatusCode::BAD_GATEWAY,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,

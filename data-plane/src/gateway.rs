@@ -61,6 +61,8 @@ pub struct Gateway {
     expiry_task: JoinHandle<()>,
     admin_task: JoinHandle<std::io::Result<()>>,
     sync_task: JoinHandle<Result<(), SyncFatal>>,
+    /// Sends sessions made here to the control plane (`ReportSessions`).
+    report_task: JoinHandle<()>,
 }
 
 impl Gateway {
@@ -126,6 +128,7 @@ impl Drop for Gateway {
         self.expiry_task.abort();
         self.admin_task.abort();
         self.sync_task.abort();
+        self.report_task.abort();
     }
 }
 
@@ -140,6 +143,8 @@ async fn connect_redis(
     let link = crate::redis_link::RedisLink::open(url, prefix, ca_pem)
         .await
         .map_err(|e| StartError::Redis(e.to_string()))?;
+    shared.idp().set_redis(link.clone());
+    shared.split_tokens.set_redis(link.clone());
     shared.sessions.set_redis(link);
     Ok(())
 }
@@ -169,6 +174,9 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         return Err(StartError::CaHash(config.ca_hash.clone()));
     }
     let shared = Shared::new();
+    shared.set_idp(crate::idp::Idp::new(config.idp.clone()));
+    shared.idp().set_secret(&config.encryption_secret);
+    shared.split_tokens.set_secret(&config.encryption_secret);
     // Before any route is built, the state dir's included.
     crate::auth::token::set_stored_secret_key(&config.encryption_secret);
     crate::certs::set_encryption_secret(&config.encryption_secret);
@@ -261,6 +269,10 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, shared.clone()));
     let sync = SyncClient::new(config, shared.clone(), state_dir, identity, applied);
     let sync_task = tokio::spawn(sync.run());
+    let report_task = tokio::spawn({
+        let shared = shared.clone();
+        async move { shared.sessions.report_loop().await }
+    });
     tracing::info!(%proxy_addr, ?tls_addr, %admin_addr, "gateway started");
     Ok(Gateway {
         proxy_addr,
@@ -272,5 +284,6 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         expiry_task,
         admin_task,
         sync_task,
+        report_task,
     })
 }

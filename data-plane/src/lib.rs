@@ -9,6 +9,8 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod error;
+pub mod idp;
+pub mod jose;
 pub mod limits;
 pub mod path;
 pub mod policies;

@@ -13,6 +13,9 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+/// A Redis call slower than this counts as an outage for this request.
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+
 pub struct RedisLink {
     client: redis::Client,
     conn: ArcSwapOption<ConnectionManager>,
@@ -74,6 +77,45 @@ impl RedisLink {
     /// A connection to use now, if the link is up.
     pub fn conn(&self) -> Option<ConnectionManager> {
         self.conn.load_full().map(|c| (*c).clone())
+    }
+
+    /// `GET key` within [`CALL_TIMEOUT`]; a failure or timeout reports the link failed and
+    /// reads as a miss (callers then ask the source of truth).
+    pub async fn get_bytes(self: &Arc<Self>, key: &str) -> Option<Vec<u8>> {
+        let Some(mut conn) = self.conn() else {
+            self.failed();
+            return None;
+        };
+        let got: Result<redis::RedisResult<Option<Vec<u8>>>, _> = tokio::time::timeout(
+            CALL_TIMEOUT,
+            redis::cmd("GET").arg(key).query_async(&mut conn),
+        )
+        .await;
+        match got {
+            Ok(Ok(found)) => found,
+            _ => {
+                self.failed();
+                None
+            }
+        }
+    }
+
+    /// `SET key value EX secs` within [`CALL_TIMEOUT`]; false (and the link reported failed)
+    /// when it did not happen.
+    pub async fn set_ex(self: &Arc<Self>, key: &str, value: &[u8], secs: u64) -> bool {
+        let Some(mut conn) = self.conn() else {
+            self.failed();
+            return false;
+        };
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("EX").arg(secs.max(1));
+        match tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<()>(&mut conn)).await {
+            Ok(Ok(())) => true,
+            _ => {
+                self.failed();
+                false
+            }
+        }
     }
 
     /// Reports a failed or timed-out call: reconnect in the background.

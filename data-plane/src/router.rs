@@ -36,6 +36,8 @@ pub struct Route {
     pub counters: std::sync::OnceLock<Arc<crate::request_metrics::ApiCounters>>,
     /// TLS settings for an `https` upstream; `None` for plain HTTP.
     pub upstream_tls: Option<Arc<crate::proxy::upstream_tls::ApiTls>>,
+    /// Split tokens: (the login path, the provider's token endpoint); docs/jwt.md.
+    pub split_login: Option<(String, String)>,
 }
 
 impl Route {
@@ -90,12 +92,23 @@ impl Route {
             authority,
             target_base: target.path().trim_end_matches('/').to_owned(),
             timeout,
-            auth: AuthChain::build(spec)?,
+            auth: AuthChain::build(spec, def.idp())?,
             strip_auth_data: spec.strip_auth_data,
             unserved,
             counters: std::sync::OnceLock::new(),
             upstream_tls,
-        })
+            split_login: None,
+        }
+        .with_split_login(def))
+    }
+
+    fn with_split_login(mut self, def: &ApiDefinition) -> Self {
+        let split = &def.idp().split_token;
+        if split.enabled {
+            let path = format!("{}{}", self.listen_path.trim_end_matches('/'), split.path());
+            self.split_login = Some((path, split.token_url.clone()));
+        }
+        self
     }
 
     /// True when `path` is under this route's listen path ("/a/" also takes "/a").

@@ -20,7 +20,9 @@ use hashlink::LruCache;
 use portcullis_proto::envelope::EnvelopeKey;
 use portcullis_proto::model::SessionState;
 use portcullis_proto::sync::sync_client::SyncClient as Grpc;
-use portcullis_proto::sync::{LookupSessionRequest, SessionEvent};
+use portcullis_proto::sync::{
+    LookupSessionRequest, ReportSessionsRequest, ReportedSession, SessionEvent,
+};
 use tokio::sync::{OnceCell, Semaphore};
 use tonic::transport::Channel;
 
@@ -34,7 +36,7 @@ const MISSING_TTL: Duration = Duration::from_secs(1);
 /// How long a session stays in the regional Redis without being refreshed.
 const REDIS_TTL_SECS: u64 = 3600;
 /// A Redis call slower than this counts as an outage for this request.
-const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+const REDIS_TIMEOUT: Duration = crate::redis_link::CALL_TIMEOUT;
 const CP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Events are remembered this long to order in-flight lookups against them.
 const EVENT_MEMORY: Duration = Duration::from_secs(60);
@@ -53,7 +55,53 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Session {
     pub state: SessionState,
+    /// Made from a verified token (`meta_data.TykJWTSessionID`), at this edge or another: only
+    /// the token methods may use it, never an auth token or basic auth (its key id is derived
+    /// from a public claim, so anyone could compute it).
+    pub token_made: bool,
+    /// Unix seconds an operator revoked this edge-made session at (0: not revoked). Tokens
+    /// issued at or before it are refused (docs/keys.md, "Sessions made at the edge").
+    pub revoked_at: i64,
+    /// An earlier revocation of this identity, kept by the control plane on the sessions made
+    /// after it: tokens issued at or before it stay refused.
+    pub tokens_after: i64,
 }
+
+/// The meta-data field Tyk stores a JWT session's key id in (the control plane checks a
+/// reported session's hash against it).
+pub const JWT_SESSION_ID: &str = "TykJWTSessionID";
+
+impl Session {
+    pub fn new(state: SessionState) -> Self {
+        // The control plane sets the mark and refuses it from operators, so an operator's key
+        // (even one imported from Tyk with a `TykJWTSessionID`) is never taken for one.
+        let token_made = state
+            .field(portcullis_proto::model::TOKEN_ORIGIN_FIELD)
+            .and_then(serde_json::Value::as_str)
+            == Some("jwt");
+        let tokens_after = state
+            .field(portcullis_proto::model::TOKENS_AFTER_FIELD)
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0);
+        Self {
+            state,
+            token_made,
+            revoked_at: 0,
+            tokens_after,
+        }
+    }
+
+    /// Tokens issued at or before this (unix seconds) are refused for this session.
+    pub fn revocation_floor(&self) -> i64 {
+        self.revoked_at.max(self.tokens_after)
+    }
+}
+
+/// Sessions made here and not yet acknowledged by the control plane, at most this many (the
+/// oldest are dropped: a JWT session is made again from its next token).
+const MAX_PENDING_REPORTS: usize = 10_000;
+/// Sessions per `ReportSessions` call (the control plane's bound).
+const REPORT_BATCH: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LookupError {
@@ -87,6 +135,10 @@ pub struct SessionStats {
     /// Lookups answered by another caller's in-flight lookup of the same key.
     pub shared_lookups: AtomicU64,
     pub cp_busy: AtomicU64,
+    /// Sessions made here from verified tokens, and reported to the control plane.
+    pub made: AtomicU64,
+    pub reported: AtomicU64,
+    pub report_failures: AtomicU64,
     last_refusal_log: Mutex<Option<Instant>>,
 }
 
@@ -107,6 +159,9 @@ pub struct Sessions {
     seal: OnceLock<EnvelopeKey>,
     cp: ArcSwapOption<Grpc<Channel>>,
     cp_generation: Mutex<u64>,
+    /// Sessions made here, by key hash, waiting for `ReportSessions`.
+    reports: Mutex<HashMap<String, Vec<u8>>>,
+    report_wake: tokio::sync::Notify,
     pub stats: SessionStats,
 }
 
@@ -124,16 +179,20 @@ impl Default for Sessions {
             seal: OnceLock::new(),
             cp: ArcSwapOption::empty(),
             cp_generation: Mutex::new(0),
+            reports: Mutex::default(),
+            report_wake: tokio::sync::Notify::new(),
             stats: SessionStats::default(),
         }
     }
 }
 
-fn parse(json: &[u8]) -> Option<Arc<Session>> {
+fn parse(json: &[u8], revoked_at: i64) -> Option<Arc<Session>> {
     let value = serde_json::from_slice(json).ok()?;
-    SessionState::from_value(value)
-        .ok()
-        .map(|state| Arc::new(Session { state }))
+    SessionState::from_value(value).ok().map(|state| {
+        let mut session = Session::new(state);
+        session.revoked_at = revoked_at;
+        Arc::new(session)
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -325,28 +384,12 @@ impl Sessions {
     async fn read_redis(&self, hash: &str, newest_event: u64) -> Option<Arc<Session>> {
         let link = self.redis.get()?;
         let key = self.seal.get()?;
-        let Some(mut conn) = link.conn() else {
-            link.failed();
-            return None;
-        };
-        let got: Result<redis::RedisResult<Option<Vec<u8>>>, _> = tokio::time::timeout(
-            REDIS_TIMEOUT,
-            redis::cmd("GET")
-                .arg(Self::redis_key(link.prefix(), hash))
-                .query_async(&mut conn),
-        )
-        .await;
-        let raw = match got {
-            Ok(Ok(Some(raw))) => raw,
-            Ok(Ok(None)) => return None,
-            _ => {
-                link.failed();
-                return None;
-            }
-        };
+        let raw = link
+            .get_bytes(&Self::redis_key(link.prefix(), hash))
+            .await?;
         match session_record::open(key, hash, &raw) {
             Ok((rev, _)) if rev < newest_event => None,
-            Ok((_, json)) => match parse(&json) {
+            Ok((_, json)) => match parse(&json, 0) {
                 Some(session) => {
                     self.stats.redis_hits.fetch_add(1, Ordering::Relaxed);
                     Some(session)
@@ -392,7 +435,7 @@ impl Sessions {
             };
             let answer = answer.into_inner();
             let session = if answer.found {
-                parse(&answer.session_json)
+                parse(&answer.session_json, answer.revoked_at)
             } else {
                 None
             };
@@ -407,23 +450,132 @@ impl Sessions {
             }
         };
         self.cache(hash, session.clone());
-        if session.is_some()
+        // A revoked edge-made session stays out of Redis: the record would outlive the event.
+        if session.as_ref().is_some_and(|s| s.revoked_at == 0)
             && let Some(link) = self.redis.get()
             && let Some(key) = self.seal.get()
-            && let Some(mut conn) = link.conn()
         {
             let record = session_record::seal(key, hash, answer.revision, &answer.session_json);
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(Self::redis_key(link.prefix(), hash))
-                .arg(record)
-                .arg("EX")
-                .arg(REDIS_TTL_SECS);
-            match tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<()>(&mut conn)).await {
-                Ok(Ok(())) => {}
-                _ => link.failed(),
-            }
+            link.set_ex(
+                &Self::redis_key(link.prefix(), hash),
+                &record,
+                REDIS_TTL_SECS,
+            )
+            .await;
         }
         Ok(session)
+    }
+
+    /// The revision a session made now must be sealed at: an event or snapshot after it makes
+    /// the record (and the cache entry) stale, so a revocation is never overtaken.
+    pub fn seen_revision(&self, hash: &str) -> u64 {
+        self.newest_event(hash)
+            .max(self.redis_floor.load(Ordering::Acquire))
+    }
+
+    /// A session this edge made from a verified token (docs/keys.md, "Sessions made at the
+    /// edge"): cached here, written to the region's Redis and queued for the control plane.
+    /// `seen` is [`Self::seen_revision`] from before the lookup that found nothing; when an
+    /// event for the key arrived since, the session is used for this request only.
+    /// `to_redis` false keeps the region's Redis out of it (a session remade too often).
+    pub async fn remember_made(
+        &self,
+        hash: &str,
+        session: Arc<Session>,
+        json: Vec<u8>,
+        seen: u64,
+        to_redis: bool,
+    ) {
+        self.stats.made.fetch_add(1, Ordering::Relaxed);
+        if self.seen_revision(hash) != seen {
+            return;
+        }
+        self.cache(hash, Some(session));
+        if to_redis
+            && let Some(link) = self.redis.get()
+            && let Some(key) = self.seal.get()
+        {
+            let record = session_record::seal(key, hash, seen, &json);
+            link.set_ex(
+                &Self::redis_key(link.prefix(), hash),
+                &record,
+                REDIS_TTL_SECS,
+            )
+            .await;
+        }
+        {
+            let mut reports = lock(&self.reports);
+            if reports.len() >= MAX_PENDING_REPORTS && !reports.contains_key(hash) {
+                // Bounded: drop an arbitrary pending one; its next token makes it again.
+                if let Some(victim) = reports.keys().next().cloned() {
+                    reports.remove(&victim);
+                }
+            }
+            reports.insert(hash.to_owned(), json);
+        }
+        self.report_wake.notify_one();
+    }
+
+    /// Sends the sessions made here to the control plane, in batches, until the process ends.
+    /// A failed call keeps them for the next round.
+    pub async fn report_loop(&self) {
+        loop {
+            self.report_wake.notified().await;
+            // Coalesce a burst of new sessions into one call.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            loop {
+                let batch: Vec<(String, Vec<u8>)> = {
+                    let mut reports = lock(&self.reports);
+                    let keys: Vec<String> = reports.keys().take(REPORT_BATCH).cloned().collect();
+                    keys.into_iter()
+                        .filter_map(|k| reports.remove(&k).map(|v| (k, v)))
+                        .collect()
+                };
+                if batch.is_empty() {
+                    break;
+                }
+                if !self.report(&batch).await {
+                    self.stats.report_failures.fetch_add(1, Ordering::Relaxed);
+                    {
+                        let mut reports = lock(&self.reports);
+                        for (k, v) in batch {
+                            if reports.len() < MAX_PENDING_REPORTS {
+                                reports.entry(k).or_insert(v);
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    self.report_wake.notify_one();
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn report(&self, batch: &[(String, Vec<u8>)]) -> bool {
+        let Some(cp) = self.cp.load_full() else {
+            return false;
+        };
+        let mut client = (*cp).clone();
+        let request = ReportSessionsRequest {
+            sessions: batch
+                .iter()
+                .map(|(hash, json)| ReportedSession {
+                    key_hash: hash.clone(),
+                    session_json: json.clone(),
+                    origin: "jwt".into(),
+                })
+                .collect(),
+        };
+        match tokio::time::timeout(CP_TIMEOUT, client.report_sessions(request)).await {
+            Ok(Ok(_)) => {
+                self.stats
+                    .reported
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// A key changed or was deleted on the control plane: forget it here and in the region.
@@ -503,6 +655,24 @@ impl Sessions {
             "gauge",
             "The most keys the local session cache holds.",
             &[("", cap)],
+        );
+        metric(
+            "edge_sessions_made_total",
+            "counter",
+            "Sessions this edge made from verified tokens (JWT identities).",
+            &[("", n(&s.made))],
+        );
+        metric(
+            "edge_sessions_reported_total",
+            "counter",
+            "Edge-made sessions acknowledged by the control plane (ReportSessions).",
+            &[("", n(&s.reported))],
+        );
+        metric(
+            "edge_session_report_failures_total",
+            "counter",
+            "ReportSessions calls that failed and were retried.",
+            &[("", n(&s.report_failures))],
         );
         metric(
             "session_redis_hits_total",
@@ -666,7 +836,7 @@ mod tests {
         }
         assert!(sessions.cache_len() <= cap);
         let state = SessionState::from_value(serde_json::json!({"org_id": "o"})).unwrap();
-        let found = Arc::new(Session { state });
+        let found = Arc::new(Session::new(state));
         sessions.cache("known", Some(found));
         for i in 0..10_000 {
             sessions.cache(&format!("missing-again-{i}"), None);

@@ -17,6 +17,10 @@ pub struct Shared {
     pub requests: crate::request_metrics::RequestMetrics,
     /// Set once joined (or loaded from the state dir).
     pub node_id: std::sync::Mutex<Option<String>>,
+    /// Header and payload of the split tokens handed out (docs/jwt.md, "Split tokens").
+    pub split_tokens: crate::auth::split_token::SplitTokens,
+    /// Identity-provider clients and caches (JWK sets, introspection), set once at start.
+    idp: std::sync::OnceLock<Arc<crate::idp::Idp>>,
 }
 
 impl Shared {
@@ -37,6 +41,16 @@ impl Shared {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Installs the gateway's identity-provider state (once, at start).
+    pub fn set_idp(&self, idp: Arc<crate::idp::Idp>) {
+        let _ = self.idp.set(idp);
+    }
+
+    /// The identity-provider state; a default one when none was installed (tests).
+    pub fn idp(&self) -> &crate::idp::Idp {
+        self.idp.get_or_init(Default::default)
     }
 }
 

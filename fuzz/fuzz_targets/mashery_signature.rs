@@ -57,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
     })) else {
         panic!("the session is valid");
     };
-    let session = Session { state };
+    let session = Session::new(state);
 
     let (key, signature) = split(data, 0);
     let Some(head) = parts(b"/", &[("authorization", key), ("x-signature", signature)]) else {

@@ -4,13 +4,17 @@
 
 use http::HeaderValue;
 use http::request::Parts;
+use portcullis_proto::model::idp_auth::IdpSpec;
 use portcullis_proto::model::{ApiSpec, ValidationError};
 
 use super::context::RequestContext;
 use super::identity::{Identity, Provider};
 use super::methods::AuthMethod;
 use super::methods::basic::BasicAuth;
+use super::methods::external_oauth::ExternalOAuth;
+use super::methods::jwt::JwtAuth;
 use super::methods::mtls::{CertificateCheck, CertificateToken};
+use super::methods::oidc::OpenIdConnect;
 use super::methods::token::{TokenAuth, open_signature_secret};
 use crate::error::ProxyError;
 
@@ -53,8 +57,14 @@ pub struct AuthChain {
 }
 
 /// The methods of an API definition, in chain order. A new method adds its line here.
-fn enabled_methods(spec: &ApiSpec) -> Result<Vec<Box<dyn AuthMethod>>, ValidationError> {
+fn enabled_methods(
+    spec: &ApiSpec,
+    idp: &IdpSpec,
+) -> Result<Vec<Box<dyn AuthMethod>>, ValidationError> {
     let mut methods: Vec<Box<dyn AuthMethod>> = Vec::new();
+    if idp.external_oauth.enabled {
+        methods.push(Box::new(ExternalOAuth::new(spec, idp)?));
+    }
     if spec.use_basic_auth {
         let name = if spec.name.is_empty() {
             &spec.api_id
@@ -62,6 +72,12 @@ fn enabled_methods(spec: &ApiSpec) -> Result<Vec<Box<dyn AuthMethod>>, Validatio
             &spec.name
         };
         methods.push(Box::new(BasicAuth::new(name, &spec.basic_auth)));
+    }
+    if idp.enable_jwt {
+        methods.push(Box::new(JwtAuth::new(spec, idp)?));
+    }
+    if idp.use_openid {
+        methods.push(Box::new(OpenIdConnect::new(spec, idp)?));
     }
     // Tyk adds auth token when asked to, or when no other method is enabled.
     if spec.use_standard_auth || methods.is_empty() {
@@ -94,14 +110,14 @@ fn certificate_bound(ctx: &RequestContext<'_>, identity: &Identity) -> Result<()
 }
 
 impl AuthChain {
-    pub fn build(spec: &ApiSpec) -> Result<Self, ValidationError> {
+    pub fn build(spec: &ApiSpec, idp: &IdpSpec) -> Result<Self, ValidationError> {
         let certificate_check = spec
             .use_mutual_tls_auth
             .then(|| CertificateCheck::new(&spec.client_certificates));
         let methods = if spec.use_keyless {
             Vec::new()
         } else {
-            enabled_methods(spec)?
+            enabled_methods(spec, idp)?
         };
         // Unset: every method writes the session in turn in Tyk, so the last one's stands.
         let base = match Provider::parse(&spec.base_identity_provided_by) {

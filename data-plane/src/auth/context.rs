@@ -2,13 +2,18 @@
 //! after routing (docs/architecture.md, "The authentication chain").
 
 use http::request::Parts;
+use http::{HeaderName, HeaderValue};
+
+use super::split_token::SplitTokens;
 
 use super::identity::{Identity, Provider, Source};
 use crate::certs::CertStore;
 use crate::conn::ConnInfo;
 use crate::error::ProxyError;
+use crate::idp::Idp;
 use crate::router::Route;
 use crate::sessions::{LookupError, Sessions};
+use crate::shared::Shared;
 
 /// One request as the chain sees it.
 pub struct RequestContext<'a> {
@@ -21,7 +26,10 @@ pub struct RequestContext<'a> {
     /// The certificate store of the configuration the request was routed with; present when
     /// the route uses certificates.
     pub certs: Option<&'a CertStore>,
-    sessions: &'a Sessions,
+    shared: &'a Shared,
+    /// A header the upstream must receive instead of the client's (a split token's rebuilt
+    /// JWT); applied by the proxy after the chain.
+    rewrite: std::sync::Mutex<Option<(HeaderName, HeaderValue)>>,
 }
 
 impl<'a> RequestContext<'a> {
@@ -31,7 +39,7 @@ impl<'a> RequestContext<'a> {
         route: &'a Route,
         conn: &'a ConnInfo,
         certs: Option<&'a CertStore>,
-        sessions: &'a Sessions,
+        shared: &'a Shared,
     ) -> Self {
         Self {
             parts,
@@ -39,12 +47,35 @@ impl<'a> RequestContext<'a> {
             route,
             conn,
             certs,
-            sessions,
+            shared,
+            rewrite: std::sync::Mutex::new(None),
         }
     }
 
-    pub fn sessions(&self) -> &Sessions {
-        self.sessions
+    pub fn split_tokens(&self) -> &'a SplitTokens {
+        &self.shared.split_tokens
+    }
+
+    /// Asks the proxy to send `value` in `name` upstream.
+    pub fn rewrite_header(&self, name: HeaderName, value: HeaderValue) {
+        *self.rewrite.lock().unwrap_or_else(|p| p.into_inner()) = Some((name, value));
+    }
+
+    /// The header a method asked to rewrite, if any.
+    pub fn take_rewrite(&self) -> Option<(HeaderName, HeaderValue)> {
+        self.rewrite
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    pub fn sessions(&self) -> &'a Sessions {
+        &self.shared.sessions
+    }
+
+    /// JWK sets, discovery and introspection, shared by every route of the gateway.
+    pub fn idp(&self) -> &'a Idp {
+        self.shared.idp()
     }
 
     /// Finds a stored key through the session directory (local cache, regional Redis, the
@@ -57,7 +88,9 @@ impl<'a> RequestContext<'a> {
         unknown: ProxyError,
     ) -> Result<Identity, ProxyError> {
         let key_hash = portcullis_proto::key_hash::key_hash(key);
-        match self.sessions.lookup(&key_hash).await {
+        match self.sessions().lookup(&key_hash).await {
+            // A token-made session is named after a public claim: never a key to present.
+            Ok(Some(session)) if session.token_made => Err(unknown),
             Ok(Some(session)) => Ok(Identity {
                 session,
                 key_hash,

@@ -39,6 +39,8 @@ pub enum Source {
     StoredKey,
     /// A stored key found from the client's certificate (dynamic mTLS).
     Certificate,
+    /// A session made from a verified token (JWT, OpenID Connect, external OAuth).
+    Token,
 }
 
 /// A proven identity.

@@ -6,7 +6,11 @@ pub mod context;
 pub mod identity;
 pub mod methods;
 mod session_checks;
+pub mod split_token;
+pub mod stored_secrets;
+pub mod token_session;
 mod url_acl;
+pub mod verified;
 
 pub use chain::{AuthChain, Failure, Proven};
 pub use context::RequestContext;

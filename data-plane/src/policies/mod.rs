@@ -23,6 +23,10 @@ pub enum PolicyError {
     Mixed,
     #[error("key has no valid policies to be applied")]
     NoValidPolicies,
+    /// Tyk: a policy applies only to keys of its own organisation. Guards multi-tenant
+    /// deployments against a token whose policy claim names another org's policy.
+    #[error("policy {0} belongs to another organisation")]
+    OtherOrg(String),
 }
 
 /// What a request is checked against once policies are applied.
@@ -157,6 +161,9 @@ pub fn entitlements(
         return Err(PolicyError::NoValidPolicies);
     }
     for p in &found {
+        if !p.org_id.is_empty() && !spec.org_id.is_empty() && p.org_id != spec.org_id {
+            return Err(PolicyError::OtherOrg(p.id.clone()));
+        }
         if p.partitions.per_api && p.partitions.any() {
             return Err(PolicyError::PerApiWithPartitions(p.id.clone()));
         }

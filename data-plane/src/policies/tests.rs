@@ -180,3 +180,20 @@ fn several_acl_policies_give_each_api_the_granting_policys_counter() {
     let one = entitlements(&s, "h", &["p1"], &idx).unwrap();
     assert_eq!(one.limits_for("a").scope, "h");
 }
+
+#[test]
+fn a_policy_of_another_organisation_is_refused() {
+    let idx = index(vec![
+        json!({"id": "theirs", "org_id": "org-b", "access_rights": {"b": {"api_id": "b"}}}),
+        json!({"id": "shared", "access_rights": {"a": {"api_id": "a"}}}),
+    ]);
+    let mine = session(json!({"org_id": "org-a", "apply_policies": ["theirs"]}));
+    assert_eq!(
+        entitlements(&mine, "h", &["theirs"], &idx).unwrap_err(),
+        PolicyError::OtherOrg("theirs".into())
+    );
+    // A policy without an org, or a key without one, applies as before.
+    assert!(entitlements(&mine, "h", &["shared"], &idx).is_ok());
+    let orgless = session(json!({"apply_policies": ["theirs"]}));
+    assert!(entitlements(&orgless, "h", &["theirs"], &idx).is_ok());
+}

@@ -157,6 +157,32 @@ impl Proxy {
         reserved: &Arc<upstream::Reserved>,
     ) -> Response<ProxyBody> {
         let mut rate_info = None;
+        if let Some((path, token_url)) = &route.split_login
+            && req.method() == http::Method::POST
+            && req.uri().path() == path
+        {
+            let (parts, body) = req.into_parts();
+            // A login is public, but not past the API's static mTLS.
+            let ctx =
+                RequestContext::new(&parts, None, route, conn, certs.as_deref(), &self.shared);
+            if let Err(e) = route.auth.check_certificate(&ctx) {
+                return reply(e);
+            }
+            let limited =
+                http_body_util::Limited::new(body, crate::auth::split_token::MAX_LOGIN_BODY);
+            let collect = http_body_util::BodyExt::collect(limited);
+            let Ok(Ok(form)) = tokio::time::timeout(self.default_timeout, collect).await else {
+                return reply(ProxyError::Upstream);
+            };
+            return crate::auth::split_token::login(
+                self.shared.idp(),
+                &self.shared.split_tokens,
+                token_url,
+                form.to_bytes(),
+            )
+            .await
+            .map(Either::Right);
+        }
         let req = match policies {
             None => {
                 // Keyless: only the static mTLS check, when the API has one.
@@ -168,7 +194,7 @@ impl Proxy {
                         route,
                         conn,
                         certs.as_deref(),
-                        &self.shared.sessions,
+                        &self.shared,
                     );
                     if let Err(e) = route.auth.check_certificate(&ctx) {
                         return reply(e);
@@ -201,12 +227,13 @@ impl Proxy {
                     route,
                     conn,
                     certs.as_deref(),
-                    &self.shared.sessions,
+                    &self.shared,
                 );
                 let effective = match crate::auth::authenticate(&ctx, &policies).await {
                     Ok(e) => e,
                     Err(failure) => return challenge(failure),
                 };
+                let rewrite = ctx.take_rewrite();
                 match self
                     .limiter
                     .check(&self.shared.sessions, effective.limits_for(&route.api_id))
@@ -220,6 +247,10 @@ impl Proxy {
                 }
                 if route.strip_auth_data {
                     route.auth.strip(&mut parts);
+                }
+                // After stripping: the rebuilt split token is for the upstream.
+                if let Some((name, value)) = rewrite {
+                    parts.headers.insert(name, value);
                 }
                 Request::from_parts(parts, body)
             }

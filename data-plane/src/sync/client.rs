@@ -9,7 +9,7 @@ use std::time::Duration;
 use portcullis_proto::sync::sync_client::SyncClient as Grpc;
 use portcullis_proto::sync::watch_request::Message as Outbound;
 use portcullis_proto::sync::watch_response::Message as Inbound;
-use portcullis_proto::sync::{Ack, Hello, Nack, Snapshot, WatchRequest};
+use portcullis_proto::sync::{Ack, CacheFlush, Hello, Nack, Snapshot, WatchRequest};
 use portcullis_proto::version::BUILD_VERSION;
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
@@ -39,6 +39,8 @@ const REVOKED: &str = "has been revoked";
 const BACKUP_REWRITE_EVERY: Duration = Duration::from_secs(600);
 /// At most one Redis backup write per period per gateway; bursts coalesce.
 const PERSIST_EVERY: Duration = Duration::from_millis(200);
+/// `CacheFlush.cache` of the JWK sets fetched from identity providers.
+const JWKS_CACHE: &str = "jwks";
 
 /// Why the sync task gave up for good. The gateway keeps serving what it has.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -402,8 +404,10 @@ impl SyncClient {
                                 stats.snapshots.fetch_add(1, Ordering::Relaxed);
                                 self.applied = Some(c);
                             });
-                    // Key events between our last revision and the snapshot are unknown.
+                    // Key events between our last revision and the snapshot are unknown, and so
+                    // are cache flushes: every JWK set is fetched again.
                     self.shared.sessions.after_snapshot(revision);
+                    self.shared.idp().flush_jwks(None);
                     (result, revision)
                 }
                 Some(Inbound::Changes(c)) => {
@@ -411,6 +415,9 @@ impl SyncClient {
                     // configuration part is rejected.
                     for event in &c.session_events {
                         self.shared.sessions.on_event(event).await;
+                    }
+                    for flush in &c.cache_flushes {
+                        apply_flush(self.shared.idp(), flush);
                     }
                     let result = match self.applied.as_mut() {
                         Some(a) => a.apply_changes(&c),
@@ -480,6 +487,26 @@ impl SyncClient {
             }
         }
     }
+}
+
+/// Drops what a `CacheFlush` names. Like a session event, a flush is always safe to apply,
+/// whatever becomes of the configuration part of its message.
+fn apply_flush(idp: &crate::idp::Idp, flush: &CacheFlush) {
+    if flush.cache != JWKS_CACHE {
+        // A cache a newer control plane knows and this build does not hold.
+        tracing::debug!(cache = %flush.cache, "ignoring a flush of an unknown cache");
+        return;
+    }
+    // An id no API can have (the control plane refuses them) flushes every API: more than was
+    // asked, never less.
+    let sane = flush.api_id.len() <= 255 && !flush.api_id.chars().any(char::is_control);
+    let api_id = (sane && !flush.api_id.is_empty()).then_some(flush.api_id.as_str());
+    tracing::info!(
+        api_id = api_id.unwrap_or("*"),
+        revision = flush.revision,
+        "flushing the JWKS cache"
+    );
+    idp.flush_jwks(api_id);
 }
 
 /// Writes the newest applied configuration to the state dir as soon as it is applied; revisions
@@ -658,5 +685,29 @@ async fn save_identity(dir: &StateDir, identity: &Identity) {
                 tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use portcullis_proto::sync::CacheFlush;
+
+    use super::apply_flush;
+
+    #[test]
+    fn jwks_flushes_reach_the_idp_and_unknown_caches_are_ignored() {
+        let idp = crate::idp::Idp::default();
+        let flush = |cache: &str, api_id: &str| CacheFlush {
+            cache: cache.into(),
+            api_id: api_id.into(),
+            revision: 7,
+        };
+        apply_flush(&idp, &flush("jwks", "api-1"));
+        apply_flush(&idp, &flush("jwks", ""));
+        apply_flush(&idp, &flush("jwks", "bad\u{1}id"));
+        apply_flush(&idp, &flush("introspection", "api-1"));
+        assert_eq!(idp.stats.jwks_flushes.load(Ordering::Relaxed), 3);
     }
 }

@@ -4,7 +4,10 @@
 //! in one place. Adding a method: a file here plus one line in `super::chain::build`.
 
 pub mod basic;
+pub mod external_oauth;
+pub mod jwt;
 pub mod mtls;
+pub mod oidc;
 pub mod token;
 
 use http::HeaderValue;

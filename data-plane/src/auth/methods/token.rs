@@ -10,7 +10,6 @@ use std::sync::Arc;
 use http::request::Parts;
 use http::{HeaderName, StatusCode};
 use md5::Md5;
-use portcullis_proto::envelope::EnvelopeKey;
 use portcullis_proto::model::{AuthTokenSpec, SignatureSpec, ValidationError};
 use portcullis_proto::sealed_field;
 use sha2::{Digest, Sha256};
@@ -24,14 +23,9 @@ use crate::sessions::Session;
 
 const MIN_TOKEN_LENGTH: usize = 3;
 
-/// Opens the signature secrets the control plane sealed (docs/keys.md). Process-wide because
-/// routes are built wherever a configuration is applied; one gateway runs per process.
-static STORED_SECRETS: std::sync::RwLock<Option<EnvelopeKey>> = std::sync::RwLock::new(None);
-
 /// Installs the key for `--encryption-secret`; called once at start.
 pub fn set_stored_secret_key(encryption_secret: &str) {
-    *STORED_SECRETS.write().unwrap_or_else(|p| p.into_inner()) =
-        Some(sealed_field::key(encryption_secret));
+    crate::auth::stored_secrets::set_key(encryption_secret);
 }
 
 /// `spec` with a sealed signature secret opened for `api_id`. A value that does not open
@@ -44,12 +38,7 @@ pub fn open_signature_secret<'a>(
     if !sealed_field::is_sealed(secret) {
         return Ok(Cow::Borrowed(spec));
     }
-    let key = STORED_SECRETS.read().unwrap_or_else(|p| p.into_inner());
-    let opened = key
-        .as_ref()
-        .ok_or(sealed_field::OpenError)
-        .and_then(|k| sealed_field::open(k, api_id, sealed_field::SIGNATURE_SECRET, secret))
-        .map_err(|e| ValidationError::new(sealed_field::SIGNATURE_SECRET, e.to_string()))?;
+    let opened = crate::auth::stored_secrets::open(api_id, sealed_field::SIGNATURE_SECRET, secret)?;
     let mut spec = spec.clone();
     spec.signature.secret = opened;
     Ok(Cow::Owned(spec))
@@ -228,7 +217,21 @@ impl TokenAuth {
         }
     }
 
-    fn find<'a>(&self, parts: &'a Parts) -> Option<Cow<'a, str>> {
+    /// Reads a token from the places `spec` names (header with `Bearer ` stripped, query
+    /// parameter, cookie) without any check of its own: the JWT and OpenID methods use it.
+    pub fn reader(spec: &AuthTokenSpec) -> Option<Self> {
+        let mut plain = spec.clone();
+        plain.validate_signature = false;
+        Self::new(&plain)
+    }
+
+    /// The header the token is read from.
+    pub fn header(&self) -> &HeaderName {
+        &self.header
+    }
+
+    /// The token presented, as Tyk finds it: a non-empty later source overrides an earlier one.
+    pub fn find<'a>(&self, parts: &'a Parts) -> Option<Cow<'a, str>> {
         let mut found = None;
         if let Some(v) = parts
             .headers
