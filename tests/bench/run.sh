@@ -15,6 +15,9 @@
 #        NO_BUILD=1                        skip cargo build; CARGO_TARGET_DIR (default /var/tmp/portcullis-target)
 #        TLS=1                             HTTPS targets: nginx :18011 vs portcullis-gw --tls-listen :18012, same
 #                                          certificate; keep-alive and one handshake per request (0 = skip)
+#        JWT=1                             JWT HS256/RS256/ES256 (verified-token cache hit), RS256 with every token
+#                                          new (COLD_TOKENS=60000 signed by Python `cryptography`), external OAuth
+#                                          introspection cached (Python introspection server on :18020) (0 = skip)
 # Every server started here is stopped by PID on exit. Needs >= 2 CPUs.
 # Fleet benchmark (simulated edges against a real CP; separate): $BIN/portcullis-bench-storm --nodes 500, see docs/benchmarks.md "Fleet".
 set -euo pipefail
@@ -47,6 +50,11 @@ declare -A URL=(
   [portcullis_tls]="https://127.0.0.1:18012/tlsb/"
   [nginx_tls_hs]="https://127.0.0.1:18011/"
   [portcullis_tls_hs]="https://127.0.0.1:18012/tlsb/"
+  [jwt_hs256]="http://127.0.0.1:18002/jwths/"
+  [jwt_rs256]="http://127.0.0.1:18002/jwtrs/"
+  [jwt_es256]="http://127.0.0.1:18002/jwtes/"
+  [jwt_rs256_cold]="http://127.0.0.1:18002/jwtrs/"
+  [introspection]="http://127.0.0.1:18002/intro/"
 )
 # Request headers per target (auth scenarios of issue 4).
 declare -A HDR=(
@@ -65,8 +73,20 @@ fi
 if [ "${TLS:-1}" = 1 ]; then
   ORDER+=(nginx_tls portcullis_tls nginx_tls_hs portcullis_tls_hs)
 fi
-# hdr TARGET: sets H to the wrk/oha header arguments of the target.
-hdr() { H=(); if [ -n "${HDR[$1]-}" ]; then H=(-H "${HDR[$1]}"); fi; }
+if [ "${JWT:-1}" = 1 ]; then
+  ORDER+=(jwt_hs256 jwt_rs256 jwt_es256 jwt_rs256_cold introspection)
+fi
+COLD_TOKENS="${COLD_TOKENS:-60000}"
+# Targets whose requests come from a wrk script (one new token each); oha cannot, so the open
+# loop skips them.
+declare -A SCRIPTED=([jwt_rs256_cold]=1)
+# hdr TARGET: sets H to the wrk/oha header arguments of the target, and POST to what follows
+# the URL (a wrk script's arguments).
+hdr() {
+  H=(); POST=()
+  if [ -n "${HDR[$1]-}" ]; then H=(-H "${HDR[$1]}"); fi
+  if [ -n "${SCRIPTED[$1]-}" ]; then H=(-s "$HERE/tokens.lua"); POST=(-- "$W/jwt/rs256_many.txt"); fi
+}
 
 mkdir -p "$W"/{up,px}/{logs,tmp} "$W/results/closed" "$W/results/open" "$W/gw-state"
 log "scratch dir: W=$W"
@@ -109,7 +129,7 @@ ensure_cargo
 ensure_protoc
 ensure_postgres
 OHA="${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}"
-for p in 17080 17443 18000 18001 18002 18011 18012 19080; do
+for p in 17080 17443 18000 18001 18002 18011 18012 18020 19080; do
   if port_open "$p"; then die "127.0.0.1:$p is already in use (another benchmark or stack running?)"; fi
 done
 step_end
@@ -275,7 +295,44 @@ if [ "${AUTH:-1}" = 1 ]; then
     [ "$code" = 200 ] || die "$t answers $code"
   done
 fi
+if [ "${JWT:-1}" = 1 ]; then
+  mkdir -p "$W/jwt"
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$W/jwt/rsa.pem" 2>/dev/null
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$W/jwt/ec.pem" 2>/dev/null
+  openssl pkey -in "$W/jwt/rsa.pem" -pubout -out "$W/jwt/rsa.pub"
+  openssl pkey -in "$W/jwt/ec.pem" -pubout -out "$W/jwt/ec.pub"
+  openssl rand -hex 32 | tr -d '\n' >"$W/jwt/hmac.secret"
+  python3 -c 'import cryptography' 2>/dev/null || run_quiet "pip install cryptography" python3 -m pip install --quiet cryptography
+  log "    signing $COLD_TOKENS RS256 tokens with Python cryptography"
+  python3 "$HERE/jwt_tokens.py" "$W/jwt" "$COLD_TOKENS"
+  start "$LG_CPU" introspection python3 "$HERE/introspection_server.py" 18020
+  b64() { base64 -w0 <"$1"; }
+  api_call POST "$API/tyk/policies" "$ADMIN_SECRET" \
+    '{"id":"bench-jwt","access_rights":{"jwths":{"api_id":"jwths"},"jwtrs":{"api_id":"jwtrs"},"jwtes":{"api_id":"jwtes"}}}'
+  [ "$API_CODE" = 200 ] || die "creating the JWT policy: $API_CODE $API_BODY"
+  for spec in "jwths hmac $W/jwt/hmac.secret" "jwtrs rsa $W/jwt/rsa.pub" "jwtes ecdsa $W/jwt/ec.pub"; do
+    read -r id method src <<<"$spec"
+    tyk_api_upsert "$API" "$ADMIN_SECRET" "$id" \
+      "{\"name\":\"$id\",\"api_id\":\"$id\",\"org_id\":\"bench\",\"enable_jwt\":true,\"jwt_signing_method\":\"$method\",\"jwt_source\":\"$(b64 "$src")\",\"jwt_default_policies\":[\"bench-jwt\"],\"proxy\":{\"listen_path\":\"/$id/\",\"target_url\":\"http://127.0.0.1:18000/\",\"strip_listen_path\":true}}"
+  done
+  tyk_api_upsert "$API" "$ADMIN_SECRET" intro \
+    '{"name":"intro","api_id":"intro","org_id":"bench","external_oauth":{"enabled":true,"providers":[{"introspection":{"enabled":true,"url":"http://127.0.0.1:18020/introspect","client_id":"bench","client_secret":"bench-secret","cache":{"enabled":true,"timeout":3600}}}]},"proxy":{"listen_path":"/intro/","target_url":"http://127.0.0.1:18000/","strip_listen_path":true}}'
+  HDR[jwt_hs256]="Authorization: Bearer $(cat "$W/jwt/hs256.txt")"
+  HDR[jwt_rs256]="Authorization: Bearer $(cat "$W/jwt/rs256.txt")"
+  HDR[jwt_es256]="Authorization: Bearer $(cat "$W/jwt/es256.txt")"
+  HDR[introspection]="Authorization: Bearer bench-opaque-access-token"
+  for t in jwt_hs256 jwt_rs256 jwt_es256 introspection; do
+    code=000
+    for _ in $(seq 1 100); do
+      code="$(curl -s -o /dev/null -w '%{http_code}' -H "${HDR[$t]}" --max-time 5 "${URL[$t]}" || true)"
+      [ "$code" = 200 ] && break
+      sleep 0.1
+    done
+    [ "$code" = 200 ] || die "$t answers $code"
+  done
+fi
 for t in "${ORDER[@]}"; do
+  [ -n "${SCRIPTED[$t]-}" ] && continue
   hdr "$t"
   # -k: the HTTPS targets serve the run's self-signed certificate.
   size="$(curl -sk -o /dev/null -w '%{size_download}' --max-time 2 "${H[@]}" "${URL[$t]}" || true)"
@@ -287,13 +344,13 @@ step_end
 step_begin "closed loop (wrk, $REPS x ${DUR}s)"
 for t in "${ORDER[@]}"; do
   hdr "$t"
-  taskset -c "$LG_CPU" wrk -t1 -c"$CONNS" -d"${WARM}s" "${H[@]}" "${URL[$t]}" >/dev/null
+  taskset -c "$LG_CPU" wrk -t1 -c"$CONNS" -d"${WARM}s" "${H[@]}" "${URL[$t]}" "${POST[@]}" >/dev/null
 done
 for r in $(seq 1 "$REPS"); do
   for t in "${ORDER[@]}"; do
     out="$W/results/closed/$t.$r.txt"
     hdr "$t"
-    taskset -c "$LG_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "${H[@]}" "${URL[$t]}" >"$out"
+    taskset -c "$LG_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "${H[@]}" "${URL[$t]}" "${POST[@]}" >"$out"
     printf '    %-11s rep %s: %s  p99 %s\n' "$t" "$r" \
       "$(awk '/Requests\/sec/ {print $2 " req/s"}' "$out")" "$(awk '$1 == "99%" {print $2}' "$out")" >&2
     sleep 1
@@ -314,11 +371,13 @@ if [ -x "$OHA" ]; then
     OHA_QUIET=()
   fi
   for t in "${ORDER[@]}"; do # short warm-up at the target rate
+    [ -n "${SCRIPTED[$t]-}" ] && continue
     hdr "$t"
     taskset -c "$LG_CPU" "$OHA" -c "$CONNS" -q "$RATE" -z 2s --no-tui "${OHA_QUIET[@]}" "${H[@]}" "${URL[$t]}" >/dev/null 2>&1 || true
   done
   for r in $(seq 1 "$OL_REPS"); do
     for t in "${ORDER[@]}"; do
+      [ -n "${SCRIPTED[$t]-}" ] && continue
       out="$W/results/open/$t.q$RATE.$r.json"
       hdr "$t"
       taskset -c "$LG_CPU" "$OHA" -c "$CONNS" -q "$RATE" --latency-correction -z "${OL_DUR}s" --no-tui \

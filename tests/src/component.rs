@@ -357,6 +357,7 @@ impl Dp {
             allow_master_keys: opts.allow_master_keys,
             client_limits: opts.client_limits.unwrap_or_default(),
             upstream_tls: opts.upstream_tls,
+            idp: portcullis_data_plane::idp::IdpConfig::default(),
         };
         let (runner, (proxy_addr, admin_addr, tls_addr, shared)) =
             Runner::spawn(move || async move {

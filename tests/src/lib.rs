@@ -8,8 +8,12 @@
 pub mod blackhole;
 pub mod component;
 pub mod echo;
+pub mod idp_server;
+pub mod idp_stack;
+pub mod oidc_provider;
 pub mod own_redis;
 pub mod private_pg;
+pub mod pyjwt;
 pub mod raw_sync;
 pub mod sim_node;
 pub mod stack;

@@ -536,18 +536,17 @@ async fn hardening_edge_unsupported_auth_methods_are_refused_by_the_cp_and_503_a
     let db = TestDb::new().await;
     let cp = Cp::start(&db.url).await;
     let upstream = PyUpstream::start().await;
-    let mut jwt = protected_api("jwt-only", &upstream.url());
-    jwt["enable_jwt"] = json!(true);
-    jwt["jwt_signing_method"] = json!("hmac");
-    let mut chain = protected_api("jwt-and-token", &upstream.url());
-    chain["enable_jwt"] = json!(true);
+    let mut hmac = protected_api("hmac-only", &upstream.url());
+    hmac["enable_signature_checking"] = json!(true);
+    let mut chain = protected_api("oauth-and-token", &upstream.url());
+    chain["use_oauth2"] = json!(true);
     chain["use_standard_auth"] = json!(true);
     chain["base_identity_provided_by"] = json!("auth_token");
     let grpc = tyk_grpc_sample(&upstream.url());
 
     for (api, field) in [
-        (&jwt, "enable_jwt"),
-        (&chain, "enable_jwt"),
+        (&hmac, "enable_signature_checking"),
+        (&chain, "use_oauth2"),
         (&grpc, "enable_coprocess_auth"),
     ] {
         let (status, body) = cp.call(Method::POST, "/tyk/apis", Some(api)).await;
@@ -557,13 +556,13 @@ async fn hardening_edge_unsupported_auth_methods_are_refused_by_the_cp_and_503_a
     cp.create_api(&protected_api("plain", &upstream.url()))
         .await;
     let mut upgraded = protected_api("plain", &upstream.url());
-    upgraded["enable_signature_checking"] = json!(true);
+    upgraded["custom_plugin_auth_enabled"] = json!(true);
     let (status, body) = cp
         .call(Method::PUT, "/tyk/apis/plain", Some(&upgraded))
         .await;
     assert_eq!(
         (status, body["field"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("enable_signature_checking")),
+        (StatusCode::BAD_REQUEST, Some("custom_plugin_auth_enabled")),
         "{body}"
     );
 
@@ -571,7 +570,7 @@ async fn hardening_edge_unsupported_auth_methods_are_refused_by_the_cp_and_503_a
     let store = portcullis_control_plane::store::Store::connect(&db.url, 2)
         .await
         .unwrap();
-    for api in [&jwt, &chain, &grpc] {
+    for api in [&hmac, &chain, &grpc] {
         let def = portcullis_proto::model::ApiDefinition::from_value(api.clone()).unwrap();
         store.create_api(&def).await.unwrap();
     }
@@ -579,7 +578,7 @@ async fn hardening_edge_unsupported_auth_methods_are_refused_by_the_cp_and_503_a
     dp.wait_for_revision(4).await;
     let key = create_key(
         &cp,
-        json!({"access_rights": rights(&["jwt-only", "jwt-and-token", "grpc-protected", "plain"])}),
+        json!({"access_rights": rights(&["hmac-only", "oauth-and-token", "grpc-protected", "plain"])}),
     )
     .await;
     assert_eq!(
@@ -588,8 +587,8 @@ async fn hardening_edge_unsupported_auth_methods_are_refused_by_the_cp_and_503_a
     );
     let served = upstream.requests().len();
     for (path, method) in [
-        ("/jwt-only/x", "jwt"),
-        ("/jwt-and-token/x", "jwt"),
+        ("/hmac-only/x", "hmac_signature"),
+        ("/oauth-and-token/x", "oauth2"),
         ("/grpc-test-api/x", "coprocess_auth"),
     ] {
         // curl as the client: what a user sees.
@@ -638,7 +637,8 @@ async fn hardening_edge_unsupported_auth_methods_are_refused_by_the_cp_and_503_a
             "{m} in {caps}"
         );
     }
-    assert!(!caps.to_string().contains("jwt"), "{caps}");
+    assert!(caps.to_string().contains("\"jwt\""), "{caps}");
+    assert!(!caps.to_string().contains("hmac"), "{caps}");
     // ... and the APIs it refuses to serve, from its ACKs.
     let unserved = eventually(
         Duration::from_secs(10),
@@ -654,8 +654,8 @@ async fn hardening_edge_unsupported_auth_methods_are_refused_by_the_cp_and_503_a
         unserved,
         json!([
             "grpc-protected: coprocess_auth",
-            "jwt-and-token: jwt",
-            "jwt-only: jwt"
+            "hmac-only: hmac_signature",
+            "oauth-and-token: oauth2"
         ])
     );
 }
