@@ -229,6 +229,9 @@ async fn with_the_control_plane_down_known_keys_work_and_unknown_keys_are_refuse
         .await;
     dp.wait_for_revision(1).await;
     let key = create_key(&cp, json!({"access_rights": {"svc": {"api_id": "svc"}}})).await;
+    // The key's own creation event drops it from the edge's cache and Redis when it arrives:
+    // wait for it, so the lookup below is the one the edge keeps.
+    dp.wait_for_revision(2).await;
     assert_eq!(
         call(&dp, "/svc/", &[("Authorization", &key)]).await.0,
         StatusCode::OK
