@@ -9,6 +9,27 @@ use serde_json::{Value, json};
 
 const SERVER: &str = include_str!("py/idp_server.py");
 
+/// Runs a Python server script (with the test venv's packages) that prints the port it
+/// listens on as its first line; the caller kills the child.
+pub fn spawn_python_server(script: &str, args: &[&str]) -> (Child, u16) {
+    let mut child = Command::new(crate::pyjwt::python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python starts");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the server prints its port");
+    let port: u16 = line.trim().parse().expect("a port number");
+    (child, port)
+}
+
 pub struct IdpServer {
     child: Option<Child>,
     pub port: u16,
@@ -19,24 +40,9 @@ impl IdpServer {
     pub async fn start() -> Self {
         crate::init();
         let http = reqwest::Client::new();
-        let (child, port) = tokio::task::spawn_blocking(|| {
-            let mut child = Command::new(crate::pyjwt::python())
-                .args(["-c", SERVER])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("python starts");
-            let stdout = child.stdout.take().expect("stdout piped");
-            let mut line = String::new();
-            BufReader::new(stdout)
-                .read_line(&mut line)
-                .expect("the server prints its port");
-            let port: u16 = line.trim().parse().expect("a port number");
-            (child, port)
-        })
-        .await
-        .expect("server start");
+        let (child, port) = tokio::task::spawn_blocking(|| spawn_python_server(SERVER, &[]))
+            .await
+            .expect("server start");
         Self {
             child: Some(child),
             port,

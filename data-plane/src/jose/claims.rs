@@ -48,6 +48,7 @@ pub fn claim<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value
 
 /// What a time claim says: absent (or 0, which Tyk treats as absent), whole seconds
 /// (fractions truncated, as Tyk's JWT library does), or not a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Time {
     Absent,
     At(i64),
@@ -75,29 +76,69 @@ fn skew(s: u64) -> i64 {
     i64::try_from(s).unwrap_or(i64::MAX)
 }
 
-/// Tyk's rules (`now` in Unix seconds): expired when `now >= exp + skew`, used before issued
-/// when `iat > now + skew`, not valid yet when `nbf > now + skew`. A time claim that is not a
-/// number fails its own check (Tyk's library treats it so). When several fail, the error is
-/// the last in the order exp, iat, nbf, as Tyk reports the last failure.
+/// A token's `exp`, `iat` and `nbf`, read once (a verified token is remembered with them and
+/// checked again at every request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Times {
+    exp: Time,
+    iat: Time,
+    nbf: Time,
+}
+
+impl Times {
+    pub fn of(claims: &Map<String, Value>) -> Self {
+        Self {
+            exp: time(claims, "exp"),
+            iat: time(claims, "iat"),
+            nbf: time(claims, "nbf"),
+        }
+    }
+
+    /// `exp` when it is a number (not 0).
+    pub fn exp(&self) -> Option<i64> {
+        match self.exp {
+            Time::At(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// `iat` when it is a number (not 0).
+    pub fn iat(&self) -> Option<i64> {
+        match self.iat {
+            Time::At(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Tyk's rules (`now` in Unix seconds): expired when `now >= exp + skew`, used before
+    /// issued when `iat > now + skew`, not valid yet when `nbf > now + skew`. A time claim that
+    /// is not a number fails its own check (Tyk's library treats it so). When several fail, the
+    /// error is the last in the order exp, iat, nbf, as Tyk reports the last failure.
+    pub fn check(&self, now: i64, skews: Skews) -> Result<(), TimeError> {
+        let mut failed = None;
+        match self.exp {
+            Time::At(exp) if now < exp.saturating_add(skew(skews.expires_at)) => {}
+            Time::Absent => {}
+            _ => failed = Some(TimeError::Expired),
+        }
+        match self.iat {
+            Time::At(iat) if iat <= now.saturating_add(skew(skews.issued_at)) => {}
+            Time::Absent => {}
+            _ => failed = Some(TimeError::UsedBeforeIssued),
+        }
+        match self.nbf {
+            Time::At(nbf) if nbf <= now.saturating_add(skew(skews.not_before)) => {}
+            Time::Absent => {}
+            _ => failed = Some(TimeError::NotYetValid),
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// [`Times::check`] of a token's claims.
 pub fn check_times(claims: &Map<String, Value>, now: i64, skews: Skews) -> Result<(), TimeError> {
-    let mut failed = None;
-    match time(claims, "exp") {
-        Time::At(exp) if now < exp.saturating_add(skew(skews.expires_at)) => {}
-        Time::Absent => {}
-        _ => failed = Some(TimeError::Expired),
-    }
-    match time(claims, "iat") {
-        Time::At(iat) if iat <= now.saturating_add(skew(skews.issued_at)) => {}
-        Time::Absent => {}
-        _ => failed = Some(TimeError::UsedBeforeIssued),
-    }
-    match time(claims, "nbf") {
-        Time::At(nbf) if nbf <= now.saturating_add(skew(skews.not_before)) => {}
-        Time::Absent => {}
-        _ => failed = Some(TimeError::NotYetValid),
-    }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    Times::of(claims).check(now, skews)
 }

@@ -17,7 +17,7 @@ mod pem;
 mod tests;
 
 pub use alg::{Alg, Family};
-pub use claims::{Skews, TimeError, check_times, claim};
+pub use claims::{Skews, TimeError, Times, check_times, claim};
 pub use jwk::KeySet;
 pub use jws::{Header, Jws, MAX_TOKEN_LEN, decode, verify};
 pub use key::Key;

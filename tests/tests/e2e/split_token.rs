@@ -2,11 +2,11 @@
 //! access tokens PyJWT signs), the client gets only the signature, and the gateway rebuilds
 //! the whole JWT for its checks and for the upstream.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
+use portcullis_tests::idp_server::spawn_python_server;
 use portcullis_tests::idp_stack::{Stack, api, assert_error, assert_upstream, policy};
-use portcullis_tests::pyjwt::{python, source};
+use portcullis_tests::pyjwt::source;
 use serde_json::{Value, json};
 
 const SECRET: &[u8] = b"split-token-hmac-secret";
@@ -55,17 +55,7 @@ struct TokenServer {
 impl TokenServer {
     fn start() -> Self {
         let secret = String::from_utf8_lossy(SECRET).into_owned();
-        let mut child = Command::new(python())
-            .args(["-c", TOKEN_SERVER, &secret])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python starts");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("port line");
-        let port = line.trim().parse().expect("a port");
+        let (child, port) = spawn_python_server(TOKEN_SERVER, &[&secret]);
         Self { child, port }
     }
 

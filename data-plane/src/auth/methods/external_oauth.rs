@@ -12,7 +12,7 @@ use portcullis_proto::model::{ApiSpec, AuthTokenSpec, SessionState, ValidationEr
 use serde_json::{Map, Value, json};
 
 use super::AuthMethod;
-use super::jwt::{KeyFrom, Times, key_from};
+use super::jwt::{KeyFrom, key_from};
 use super::token::TokenAuth;
 use crate::auth::context::RequestContext;
 use crate::auth::identity::{Identity, Provider};
@@ -21,7 +21,7 @@ use crate::auth::token_session::virtual_key;
 use crate::auth::verified::VerifiedCache;
 use crate::error::ProxyError;
 use crate::idp::{IdpError, Introspection};
-use crate::jose::{self, Family, Skews};
+use crate::jose::{self, Family, Skews, TimeError, Times};
 use crate::sessions::Session;
 
 const SESSIONS_CACHED: usize = 50_000;
@@ -62,13 +62,12 @@ fn claim_identity<'c>(claims: &'c Map<String, Value>, field: &str) -> Option<&'c
         .filter(|s| !s.is_empty())
 }
 
-fn time_message(e: ProxyError) -> ProxyError {
-    match e {
-        ProxyError::JwtExpired => ProxyError::ExternalTime("token has expired"),
-        ProxyError::JwtUsedBeforeIssued => ProxyError::ExternalTime("token used before issued"),
-        ProxyError::JwtNotYetValid => ProxyError::ExternalTime("token is not valid yet"),
-        _ => ProxyError::ExternalInvalid,
-    }
+fn time_message(e: TimeError) -> ProxyError {
+    ProxyError::ExternalTime(match e {
+        TimeError::Expired => "token has expired",
+        TimeError::UsedBeforeIssued => "token used before issued",
+        TimeError::NotYetValid => "token is not valid yet",
+    })
 }
 
 impl ExternalOAuth {
@@ -197,7 +196,7 @@ impl ExternalOAuth {
             }
             let now = chrono::Utc::now().timestamp();
             Times::of(&jws.claims)
-                .and_then(|t| t.check(now, p.skews))
+                .check(now, p.skews)
                 .map_err(time_message)?;
             return claim_identity(&jws.claims, &p.identity_field)
                 .map(str::to_owned)

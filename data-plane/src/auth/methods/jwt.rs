@@ -21,7 +21,7 @@ use crate::auth::stored_secrets;
 use crate::auth::token_session::{self, Wanted};
 use crate::auth::verified::VerifiedCache;
 use crate::error::ProxyError;
-use crate::jose::{self, Family, Jws, Key, Skews};
+use crate::jose::{self, Family, Jws, Key, Skews, TimeError, Times};
 
 /// Verified tokens remembered per API.
 const VERIFIED_ENTRIES: usize = 50_000;
@@ -78,61 +78,12 @@ pub struct JwtAuth {
     split: bool,
 }
 
-/// A time claim: absent, or a number of seconds (a present claim of another type is a
-/// malformed token).
-fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, ProxyError> {
-    match claims.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_i64()
-            .or_else(|| {
-                v.as_f64()
-                    .filter(|f| f.is_finite() && f.abs() < 1e15)
-                    .map(|f| f as i64)
-            })
-            // 0 reads as absent, as in Tyk's JWT library.
-            .map(|t| (t != 0).then_some(t))
-            .ok_or(ProxyError::JwtNotAuthorized),
-    }
-}
-
-/// `exp`, `nbf`, `iat` of a token, read once and checked at every request.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Times {
-    pub exp: Option<i64>,
-    pub nbf: Option<i64>,
-    pub iat: Option<i64>,
-}
-
-impl Times {
-    pub fn of(claims: &Map<String, Value>) -> Result<Self, ProxyError> {
-        Ok(Self {
-            exp: time_claim(claims, "exp")?,
-            nbf: time_claim(claims, "nbf")?,
-            iat: time_claim(claims, "iat")?,
-        })
-    }
-
-    /// Tyk's rules with the API's leeways: a token whose `exp` is one second past is refused
-    /// unless the expiry skew is at least two.
-    pub fn check(&self, now: i64, skews: Skews) -> Result<(), ProxyError> {
-        let skew = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
-        if let Some(exp) = self.exp
-            && now >= exp.saturating_add(skew(skews.expires_at))
-        {
-            return Err(ProxyError::JwtExpired);
-        }
-        if let Some(iat) = self.iat
-            && iat > now.saturating_add(skew(skews.issued_at))
-        {
-            return Err(ProxyError::JwtUsedBeforeIssued);
-        }
-        if let Some(nbf) = self.nbf
-            && nbf > now.saturating_add(skew(skews.not_before))
-        {
-            return Err(ProxyError::JwtNotYetValid);
-        }
-        Ok(())
+/// Tyk's answer to a failed time claim (401, with its message).
+pub fn time_error(e: TimeError) -> ProxyError {
+    match e {
+        TimeError::Expired => ProxyError::JwtExpired,
+        TimeError::UsedBeforeIssued => ProxyError::JwtUsedBeforeIssued,
+        TimeError::NotYetValid => ProxyError::JwtNotYetValid,
     }
 }
 
@@ -372,9 +323,10 @@ impl JwtAuth {
         Ok(identity)
     }
 
-    fn remember(&self, jws: &Jws<'_>, generation: u64) -> Result<Verified, ProxyError> {
-        let identity = identity_of(&jws.claims, &self.rules.identity_field)?;
-        let key = token_session::virtual_key(&self.org_id, identity);
+    /// What a verified token's claims give (the claims move into the entry, no copy).
+    fn remember(&self, jws: Jws<'_>, generation: u64) -> Result<Verified, ProxyError> {
+        let identity: Arc<str> = identity_of(&jws.claims, &self.rules.identity_field)?.into();
+        let key = token_session::virtual_key(&self.org_id, &identity);
         let key_hash = portcullis_proto::key_hash::key_hash(&key);
         let policies = if self.rules.client_field.is_empty() {
             Some(self.rules.policies(&jws.claims, None)?.into())
@@ -382,12 +334,12 @@ impl JwtAuth {
             None
         };
         Ok(Verified {
-            identity: identity.into(),
+            identity,
             key: key.into(),
             key_hash: key_hash.into(),
             policies,
-            times: Times::of(&jws.claims)?,
-            claims: Arc::new(jws.claims.clone()),
+            times: Times::of(&jws.claims),
+            claims: Arc::new(jws.claims),
             generation,
         })
     }
@@ -436,7 +388,9 @@ impl AuthMethod for JwtAuth {
         if matches!(self.key, KeyFrom::PerKey) {
             let jws = self.decode(&token)?;
             let identity = self.per_key(ctx, &jws).await?;
-            Times::of(&jws.claims)?.check(now, self.skews)?;
+            Times::of(&jws.claims)
+                .check(now, self.skews)
+                .map_err(time_error)?;
             return Ok(identity);
         }
         let digest = jose::token_digest(&token);
@@ -446,13 +400,13 @@ impl AuthMethod for JwtAuth {
             _ => {
                 let jws = self.decode(&token)?;
                 self.verify_with_source(ctx, &jws).await?;
-                let v = self.remember(&jws, generation)?;
-                v.times.check(now, self.skews)?;
-                self.verified.insert(digest, v.clone(), now, v.times.exp);
+                let v = self.remember(jws, generation)?;
+                v.times.check(now, self.skews).map_err(time_error)?;
+                self.verified.insert(digest, v.clone(), now, v.times.exp());
                 v
             }
         };
-        verified.times.check(now, self.skews)?;
+        verified.times.check(now, self.skews).map_err(time_error)?;
         let looked_up;
         let policies: &[String] = match &verified.policies {
             Some(p) => p,
@@ -471,10 +425,10 @@ impl AuthMethod for JwtAuth {
                 key_hash: &verified.key_hash,
                 policies,
                 // The session lasts as long as the token is accepted, skew included.
-                expires: verified.times.exp.map_or(0, |e| {
+                expires: verified.times.exp().map_or(0, |e| {
                     e.saturating_add(i64::try_from(self.skews.expires_at).unwrap_or(0))
                 }),
-                issued_at: verified.times.iat,
+                issued_at: verified.times.iat(),
                 provider: Provider::JwtClaim,
             },
         )
@@ -558,32 +512,37 @@ mod tests {
             issued_at: i,
             not_before: n,
         };
-        let t = |exp, iat, nbf| Times { exp, iat, nbf };
+        let t = |exp: Option<i64>, iat: Option<i64>, nbf: Option<i64>| {
+            let mut c = Map::new();
+            for (name, v) in [("exp", exp), ("iat", iat), ("nbf", nbf)] {
+                if let Some(v) = v {
+                    c.insert(name.into(), v.into());
+                }
+            }
+            Times::of(&c)
+        };
+        let check = |times: Times, s| times.check(now, s).map_err(time_error);
         assert_eq!(
-            t(Some(now - 1), None, None).check(now, skews(1, 0, 0)),
+            check(t(Some(now - 1), None, None), skews(1, 0, 0)),
             Err(ProxyError::JwtExpired)
         );
-        assert!(
-            t(Some(now - 1), None, None)
-                .check(now, skews(2, 0, 0))
-                .is_ok()
-        );
+        assert!(check(t(Some(now - 1), None, None), skews(2, 0, 0)).is_ok());
         assert_eq!(
-            t(None, Some(now + 10), None).check(now, skews(0, 5, 0)),
+            check(t(None, Some(now + 10), None), skews(0, 5, 0)),
             Err(ProxyError::JwtUsedBeforeIssued)
         );
-        assert!(
-            t(None, Some(now + 10), None)
-                .check(now, skews(0, 10, 0))
-                .is_ok()
-        );
+        assert!(check(t(None, Some(now + 10), None), skews(0, 10, 0)).is_ok());
         assert_eq!(
-            t(None, None, Some(now + 10)).check(now, skews(0, 0, 9)),
+            check(t(None, None, Some(now + 10)), skews(0, 0, 9)),
             Err(ProxyError::JwtNotYetValid)
         );
-        assert!(t(None, None, None).check(now, skews(0, 0, 0)).is_ok());
+        assert!(check(t(None, None, None), skews(0, 0, 0)).is_ok());
+        // A time claim that is not a number fails its own check, as in Tyk's library.
         let bad = claims(json!({"exp": "soon"}));
-        assert_eq!(Times::of(&bad).unwrap_err(), ProxyError::JwtNotAuthorized);
+        assert_eq!(
+            check(Times::of(&bad), skews(0, 0, 0)),
+            Err(ProxyError::JwtExpired)
+        );
     }
 
     #[test]

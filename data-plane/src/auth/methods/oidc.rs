@@ -13,13 +13,12 @@ use portcullis_proto::model::{ApiSpec, AuthTokenSpec, ValidationError};
 use serde_json::Value;
 
 use super::AuthMethod;
-use super::jwt::Times;
 use super::token::TokenAuth;
 use crate::auth::context::RequestContext;
 use crate::auth::identity::{Identity, Provider};
 use crate::auth::token_session::{self, Wanted};
 use crate::error::ProxyError;
-use crate::jose::{self, Family, Skews};
+use crate::jose::{self, Family, Skews, Times};
 
 #[derive(Debug)]
 struct Issuer {
@@ -119,7 +118,7 @@ impl AuthMethod for OpenIdConnect {
             .find(jws.header.kid.as_deref(), family)
             .ok_or(ProxyError::OidcNotAuthorised)?;
         jose::verify(&jws, key).map_err(|_| ProxyError::OidcNotAuthorised)?;
-        let times = Times::of(&jws.claims).map_err(|_| ProxyError::OidcNotAuthorised)?;
+        let times = Times::of(&jws.claims);
         times
             .check(chrono::Utc::now().timestamp(), Skews::default())
             .map_err(|_| ProxyError::OidcNotAuthorised)?;
@@ -151,8 +150,8 @@ impl AuthMethod for OpenIdConnect {
                 key: &key,
                 key_hash: &key_hash,
                 policies: &policies,
-                expires: times.exp.unwrap_or(0),
-                issued_at: times.iat,
+                expires: times.exp().unwrap_or(0),
+                issued_at: times.iat(),
                 provider: Provider::OidcUser,
             },
         )
