@@ -116,6 +116,9 @@ type Answer = Result<Option<Arc<Session>>, LookupError>;
 struct Cached {
     at: Instant,
     session: Option<Arc<Session>>,
+    /// The revision the session was read at: an event no newer than it (the key's own
+    /// creation, arriving after the first lookup) leaves the entry alone.
+    revision: u64,
 }
 
 struct Shard {
@@ -290,7 +293,7 @@ impl Sessions {
         lock(&self.events).get(hash).map_or(0, |(r, _)| *r)
     }
 
-    fn cache(&self, hash: &str, session: Option<Arc<Session>>) {
+    fn cache(&self, hash: &str, session: Option<Arc<Session>>, revision: u64) {
         if self.no_local_cache.load(Ordering::Relaxed) {
             return;
         }
@@ -303,6 +306,7 @@ impl Sessions {
                     Cached {
                         at: Instant::now(),
                         session: Some(session),
+                        revision,
                     },
                 );
             }
@@ -381,7 +385,7 @@ impl Sessions {
         }
     }
 
-    async fn read_redis(&self, hash: &str, newest_event: u64) -> Option<Arc<Session>> {
+    async fn read_redis(&self, hash: &str, newest_event: u64) -> Option<(Arc<Session>, u64)> {
         let link = self.redis.get()?;
         let key = self.seal.get()?;
         let raw = link
@@ -389,10 +393,10 @@ impl Sessions {
             .await?;
         match session_record::open(key, hash, &raw) {
             Ok((rev, _)) if rev < newest_event => None,
-            Ok((_, json)) => match parse(&json, 0) {
+            Ok((rev, json)) => match parse(&json, 0) {
                 Some(session) => {
                     self.stats.redis_hits.fetch_add(1, Ordering::Relaxed);
-                    Some(session)
+                    Some((session, rev))
                 }
                 None => {
                     self.note_refusal(Refusal::Malformed);
@@ -410,8 +414,8 @@ impl Sessions {
         let newest_event = self
             .newest_event(hash)
             .max(self.redis_floor.load(Ordering::Acquire));
-        if let Some(session) = self.read_redis(hash, newest_event).await {
-            self.cache(hash, Some(session.clone()));
+        if let Some((session, rev)) = self.read_redis(hash, newest_event).await {
+            self.cache(hash, Some(session.clone()), rev);
             return Ok(Some(session));
         }
         let Ok(Ok(_slot)) = tokio::time::timeout(CP_WAIT, self.cp_slots.acquire()).await else {
@@ -449,7 +453,7 @@ impl Sessions {
                 return Ok(session);
             }
         };
-        self.cache(hash, session.clone());
+        self.cache(hash, session.clone(), answer.revision);
         // A revoked edge-made session stays out of Redis: the record would outlive the event.
         if session.as_ref().is_some_and(|s| s.revoked_at == 0)
             && let Some(link) = self.redis.get()
@@ -490,7 +494,7 @@ impl Sessions {
         if self.seen_revision(hash) != seen {
             return;
         }
-        self.cache(hash, Some(session));
+        self.cache(hash, Some(session), seen);
         if to_redis
             && let Some(link) = self.redis.get()
             && let Some(key) = self.seal.get()
@@ -590,7 +594,13 @@ impl Sessions {
         }
         {
             let mut shard = lock(self.shard(&event.key_hash));
-            shard.found.remove(&event.key_hash);
+            let read_after = shard
+                .found
+                .peek(&event.key_hash)
+                .is_some_and(|c| c.revision >= event.revision && c.session.is_some());
+            if !read_after {
+                shard.found.remove(&event.key_hash);
+            }
             shard.missing.remove(&event.key_hash);
         }
         if let Some(link) = self.redis.get() {
@@ -832,19 +842,37 @@ mod tests {
         let cap = sessions.cache_capacity();
         assert!(cap <= 64, "{cap}");
         for i in 0..10_000 {
-            sessions.cache(&format!("missing-{i}"), None);
+            sessions.cache(&format!("missing-{i}"), None, 0);
         }
         assert!(sessions.cache_len() <= cap);
         let state = SessionState::from_value(serde_json::json!({"org_id": "o"})).unwrap();
         let found = Arc::new(Session::new(state));
-        sessions.cache("known", Some(found));
+        sessions.cache("known", Some(found), 0);
         for i in 0..10_000 {
-            sessions.cache(&format!("missing-again-{i}"), None);
+            sessions.cache(&format!("missing-again-{i}"), None, 0);
         }
         assert!(
             sessions.cached("known").is_some_and(|s| s.is_some()),
             "unknown keys do not push out a found one"
         );
         assert!(sessions.cache_len() <= cap);
+    }
+
+    #[tokio::test]
+    async fn an_event_no_newer_than_the_cached_read_keeps_it() {
+        let sessions = Sessions::default();
+        let state = SessionState::from_value(serde_json::json!({"org_id": "o"})).unwrap();
+        sessions.cache("k", Some(Arc::new(Session::new(state))), 7);
+        let event = |revision| SessionEvent {
+            key_hash: "k".into(),
+            revoked: false,
+            revision,
+        };
+        // The key's own creation event, arriving after the lookup that read it.
+        sessions.on_event(&event(7)).await;
+        assert!(sessions.cached("k").is_some_and(|s| s.is_some()));
+        // A later change drops it.
+        sessions.on_event(&event(8)).await;
+        assert!(sessions.cached("k").is_none());
     }
 }
