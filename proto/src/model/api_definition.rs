@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use super::idp_auth::IdpSpec;
 use super::json::{null_as_default, parse_object, typed_view};
+use super::oauth::OAuthSpec;
 use super::{ValidationError, bounds, generate_id};
 
 /// The typed fields of an API definition that Portcullis acts on.
@@ -208,6 +209,8 @@ pub struct ApiDefinition {
     spec: ApiSpec,
     /// JWT, external OAuth and OpenID Connect: a view of its own (docs/jwt.md).
     idp: IdpSpec,
+    /// The built-in OAuth 2.0 provider (docs/oauth.md).
+    oauth: OAuthSpec,
 }
 
 impl ApiDefinition {
@@ -220,7 +223,13 @@ impl ApiDefinition {
             raw.insert("api_id".into(), Value::String(spec.api_id.clone()));
         }
         let idp = typed_view(&raw)?;
-        let def = Self { raw, spec, idp };
+        let oauth = typed_view(&raw)?;
+        let def = Self {
+            raw,
+            spec,
+            idp,
+            oauth,
+        };
         def.validate()?;
         Ok(def)
     }
@@ -232,7 +241,13 @@ impl ApiDefinition {
         };
         let spec = typed_view(&raw)?;
         let idp = typed_view(&raw)?;
-        let def = Self { raw, spec, idp };
+        let oauth = typed_view(&raw)?;
+        let def = Self {
+            raw,
+            spec,
+            idp,
+            oauth,
+        };
         def.validate()?;
         Ok(def)
     }
@@ -251,6 +266,11 @@ impl ApiDefinition {
     /// JWT, external OAuth and OpenID Connect settings.
     pub fn idp(&self) -> &IdpSpec {
         &self.idp
+    }
+
+    /// The built-in OAuth 2.0 provider's settings.
+    pub fn oauth(&self) -> &OAuthSpec {
+        &self.oauth
     }
 
     pub fn api_id(&self) -> &str {
@@ -404,6 +424,7 @@ impl ApiDefinition {
         }
         validate_certificate_fields(s)?;
         self.idp.validate()?;
+        self.oauth.validate()?;
         let enabled = match s.base_identity_provided_by.as_str() {
             "jwt_claim" => Some(self.idp.enable_jwt),
             "oidc_user" => Some(self.idp.use_openid),

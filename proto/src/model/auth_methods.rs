@@ -23,6 +23,7 @@ pub const IMPLEMENTED: &[&str] = &[
     "jwt.jwks",
     "external_oauth",
     "openid_connect",
+    "oauth2",
 ];
 
 /// A field that enables a method this build does not implement.
@@ -34,10 +35,9 @@ pub struct Unsupported {
     pub method: &'static str,
 }
 
-/// Flags that turn a method on, in Tyk's chain order (OAuth2, HMAC, custom plugins); `enabled`
-/// is the path of the boolean inside the definition.
+/// Flags that turn a method on, in Tyk's chain order (HMAC, custom plugins); `enabled` is the
+/// path of the boolean inside the definition.
 const FLAGS: &[(&str, &str)] = &[
-    ("use_oauth2", "oauth2"),
     ("enable_signature_checking", "hmac_signature"),
     ("custom_plugin_auth_enabled", "custom_plugin_auth"),
     ("enable_coprocess_auth", "coprocess_auth"),
@@ -170,7 +170,6 @@ mod tests {
                 "hmac_signature",
                 json!({"enable_signature_checking": true}),
             ),
-            ("use_oauth2", "oauth2", json!({"use_oauth2": true})),
             (
                 "enable_coprocess_auth",
                 "coprocess_auth",
@@ -195,6 +194,7 @@ mod tests {
         assert!(methods(json!({})).is_empty());
         assert!(methods(json!({"use_basic_auth": true})).is_empty());
         assert!(methods(json!({"enable_jwt": false, "use_oauth2": null})).is_empty());
+        assert!(methods(json!({"use_oauth2": true})).is_empty());
         assert!(
             methods(json!({"enable_jwt": true, "jwt_source": "https://idp.example/jwks"}))
                 .is_empty()

@@ -8,6 +8,7 @@ pub mod bounds;
 pub mod certificate;
 pub mod idp_auth;
 mod json;
+pub mod oauth;
 mod policy;
 mod session;
 
