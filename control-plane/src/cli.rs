@@ -179,6 +179,19 @@ pub struct ServeArgs {
     /// Keys outlive their lifetime until their `expires` (Tyk's session_lifetime_respects_key_expiration).
     #[arg(long, env = "PORTCULLIS_SESSION_LIFETIME_RESPECTS_KEY_EXPIRATION")]
     pub session_lifetime_respects_key_expiration: bool,
+    /// Lifetime of an OAuth authorization code, in seconds.
+    #[arg(long, env = "PORTCULLIS_OAUTH_CODE_TTL", default_value_t = 250)]
+    pub oauth_code_ttl: i64,
+    /// Lifetime of an OAuth access token, in seconds.
+    #[arg(long, env = "PORTCULLIS_OAUTH_TOKEN_TTL", default_value_t = 3600)]
+    pub oauth_token_ttl: i64,
+    /// Lifetime of an OAuth refresh token, in seconds (default 14 days).
+    #[arg(
+        long,
+        env = "PORTCULLIS_OAUTH_REFRESH_TTL",
+        default_value_t = 1_209_600
+    )]
+    pub oauth_refresh_ttl: i64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "PORTCULLIS_LOG_JSON")]
     pub log_json: bool,
@@ -199,6 +212,8 @@ pub enum CliError {
     GlobalLifetime,
     #[error("--max-db-connections must be between 1 and 1000")]
     DbConnections,
+    #[error("{0} must be between 1 and {max} seconds (10 years)", max = crate::oauth::MAX_LIFETIME_SECS)]
+    OAuthTtl(&'static str),
     #[error(transparent)]
     WeakSecret(#[from] crate::config::WeakSecret),
     #[error(transparent)]
@@ -251,6 +266,15 @@ impl ServeArgs {
         if !(1..=1000).contains(&self.max_db_connections) {
             return Err(CliError::DbConnections);
         }
+        for (flag, secs) in [
+            ("--oauth-code-ttl", self.oauth_code_ttl),
+            ("--oauth-token-ttl", self.oauth_token_ttl),
+            ("--oauth-refresh-ttl", self.oauth_refresh_ttl),
+        ] {
+            if !(1..=crate::oauth::MAX_LIFETIME_SECS).contains(&secs) {
+                return Err(CliError::OAuthTtl(flag));
+            }
+        }
         let sync_names = if self.sync_names.is_empty() {
             vec![
                 host_name(),
@@ -286,6 +310,11 @@ impl ServeArgs {
                 global_session_lifetime: self.global_session_lifetime,
                 force_global_session_lifetime: self.force_global_session_lifetime,
                 respects_key_expiration: self.session_lifetime_respects_key_expiration,
+                oauth: crate::oauth::OAuthLifetimes {
+                    code_secs: self.oauth_code_ttl,
+                    token_secs: self.oauth_token_ttl,
+                    refresh_secs: self.oauth_refresh_ttl,
+                },
             },
             sync_limits: self.sync_limits.to_limits()?,
         };
@@ -398,4 +427,52 @@ pub async fn run_client(command: Command) -> Result<String, CliError> {
         }
         Command::Serve(_) | Command::Migrate(_) => String::new(),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn serve(extra: &[&str]) -> Result<Config, CliError> {
+        let mut args = vec![
+            "portcullis-cp",
+            "--database-url",
+            "postgres://x/y",
+            "--admin-secret",
+            "admin-secret-of-at-least-thirty-two-bytes",
+            "--encryption-secret",
+            "encryption-secret-of-at-least-thirty-two-bytes",
+        ];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args).unwrap().serve.to_config()
+    }
+
+    #[test]
+    fn oauth_lifetimes_default_to_tyk_and_are_bounded() {
+        let c = serve(&[]).unwrap();
+        assert_eq!(
+            c.lifetime_rules.oauth,
+            crate::oauth::OAuthLifetimes {
+                code_secs: 250,
+                token_secs: 3600,
+                refresh_secs: 1_209_600
+            }
+        );
+        let c = serve(&["--oauth-code-ttl", "1", "--oauth-token-ttl", "60"]).unwrap();
+        assert_eq!(c.lifetime_rules.oauth.code_secs, 1);
+        assert_eq!(c.lifetime_rules.oauth.token_secs, 60);
+        for flag in [
+            "--oauth-code-ttl",
+            "--oauth-token-ttl",
+            "--oauth-refresh-ttl",
+        ] {
+            for bad in ["0", "-5", "315360001"] {
+                let e = serve(&[&format!("{flag}={bad}")]).unwrap_err().to_string();
+                assert!(e.contains(flag), "{e}");
+            }
+        }
+    }
 }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod lifetime;
 pub mod metrics;
+pub mod oauth;
 pub mod store;
 pub mod sync;
 

@@ -14,6 +14,8 @@ pub struct LifetimeRules {
     pub global_session_lifetime: i64,
     pub force_global_session_lifetime: bool,
     pub respects_key_expiration: bool,
+    /// Lifetimes of the OAuth provider's codes, access and refresh tokens (`--oauth-*-ttl`).
+    pub oauth: crate::oauth::OAuthLifetimes,
 }
 
 /// Seconds from `now` until the key is deleted, or `None` for never.
@@ -52,6 +54,7 @@ mod tests {
             global_session_lifetime: 50,
             force_global_session_lifetime: force,
             respects_key_expiration: respects,
+            ..LifetimeRules::default()
         }
     }
 

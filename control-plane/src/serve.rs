@@ -106,6 +106,12 @@ async fn sweep_keys_periodically(store: Store) {
             Ok(n) => tracing::info!(keys = n, "keys deleted by their lifetime"),
             Err(e) => tracing::warn!(error = %e, "key lifetime sweep failed"),
         }
+        // Expired OAuth codes and refresh tokens are refused anyway; this only frees rows.
+        match store.sweep_expired_oauth().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "expired OAuth codes and refresh tokens deleted"),
+            Err(e) => tracing::warn!(error = %e, "OAuth lifetime sweep failed"),
+        }
     }
 }
 
@@ -152,6 +158,12 @@ pub async fn start(config: Config) -> Result<ControlPlane, StartError> {
     let api_addr = local(&api_listener, "management API", config.api_listen)?;
     let sync_addr = local(&sync_listener, "sync server", config.sync_listen)?;
 
+    let stored_secrets = portcullis_proto::sealed_field::key(&config.encryption_secret);
+    let oauth = Arc::new(crate::oauth::OAuthServer::new(
+        store.clone(),
+        stored_secrets.clone(),
+        config.lifetime_rules.oauth,
+    ));
     let ca_info = ca.info();
     let app = api::router(ApiState {
         store: store.clone(),
@@ -160,10 +172,11 @@ pub async fn start(config: Config) -> Result<ControlPlane, StartError> {
         metrics: metrics.clone(),
         lifetime_rules: config.lifetime_rules,
         allow_master_keys: config.allow_master_keys,
-        stored_secrets: portcullis_proto::sealed_field::key(&config.encryption_secret),
+        stored_secrets,
         certificate_keys: portcullis_proto::sealed_field::certificate_key(
             &config.encryption_secret,
         ),
+        oauth: oauth.clone(),
     });
     let api_task = match api_tls {
         Some(acceptor) => {
@@ -189,6 +202,7 @@ pub async fn start(config: Config) -> Result<ControlPlane, StartError> {
         config.replica_name.clone(),
         config.node_cert_ttl,
         config.sync_limits.clone(),
+        oauth,
     );
     let limits = &config.sync_limits;
     let incoming = sync::accept_tls(sync_listener, tls, limits, metrics_for_sync);

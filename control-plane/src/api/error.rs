@@ -18,6 +18,12 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Invalid(#[from] ValidationError),
+    /// A 400 with Tyk's exact wording (its clients match on it), naming the field as well.
+    #[error("{message}")]
+    Refused {
+        field: &'static str,
+        message: &'static str,
+    },
     #[error("{field}: {reason}")]
     Conflict { field: &'static str, reason: String },
     /// An upload the certificate store refuses: Tyk answers 403 with its message.
@@ -25,6 +31,8 @@ pub enum ApiError {
     CertificateRefused(String),
     #[error("Method not supported")]
     MethodNotAllowed,
+    #[error("{0}")]
+    NotImplemented(&'static str),
     #[error("Internal error")]
     Internal(#[source] StoreError),
 }
@@ -43,8 +51,11 @@ impl ApiError {
         match self {
             Self::Forbidden | Self::CertificateRefused(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Invalid(_) | Self::Conflict { .. } => StatusCode::BAD_REQUEST,
+            Self::Invalid(_) | Self::Conflict { .. } | Self::Refused { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -57,7 +68,7 @@ impl IntoResponse for ApiError {
             Self::Invalid(e) => {
                 json!({"status": "error", "message": self.to_string(), "field": e.field})
             }
-            Self::Conflict { field, .. } => {
+            Self::Conflict { field, .. } | Self::Refused { field, .. } => {
                 json!({"status": "error", "message": self.to_string(), "field": field})
             }
             Self::Internal(e) => {

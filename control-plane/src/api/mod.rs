@@ -10,13 +10,15 @@ mod fleet;
 mod health;
 pub mod https;
 mod keys;
+mod oauth;
+mod oauth_clients;
 mod policies;
 mod stored_secrets;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 
 pub use error::ApiError;
 
@@ -42,6 +44,8 @@ pub struct ApiState {
     pub stored_secrets: portcullis_proto::envelope::EnvelopeKey,
     /// Seals private keys of the certificate store (from `--encryption-secret`, its own label).
     pub certificate_keys: portcullis_proto::envelope::EnvelopeKey,
+    /// The OAuth 2.0 provider (authorize-client, revoke, revoke_all; docs/oauth.md).
+    pub oauth: Arc<crate::oauth::OAuthServer>,
 }
 
 /// Tyk's answer to a write of an API or a policy: `action` is `added`, `modified` or `deleted`.
@@ -90,6 +94,29 @@ pub fn router(state: ApiState) -> Router {
                 .put(keys::update)
                 .delete(keys::remove),
         )
+        .route("/tyk/oauth/clients/create", post(oauth_clients::create))
+        .route("/tyk/oauth/clients/{api_id}", get(oauth_clients::list))
+        .route(
+            "/tyk/oauth/clients/{api_id}/{client_id}",
+            get(oauth_clients::get)
+                .put(oauth_clients::update)
+                .delete(oauth_clients::remove),
+        )
+        .route(
+            "/tyk/oauth/clients/{api_id}/{client_id}/tokens",
+            get(oauth_clients::tokens),
+        )
+        .route(
+            "/tyk/oauth/clients/{api_id}/{client_id}/rotate",
+            put(oauth_clients::rotate),
+        )
+        .route("/tyk/oauth/authorize-client", post(oauth::authorize_client))
+        .route(
+            "/tyk/oauth/authorize-client/",
+            post(oauth::authorize_client),
+        )
+        .route("/tyk/oauth/revoke", post(oauth::revoke))
+        .route("/tyk/oauth/revoke_all", post(oauth::revoke_all))
         .route(
             "/portcullis/bootstrap-tokens",
             get(fleet::list_tokens).post(fleet::create_token),

@@ -10,6 +10,9 @@ use serde_json::Value;
 /// A reference to the key's meta data, not a secret.
 const META_REFERENCE: &str = "$tyk_meta.";
 
+/// The field path (and sealing field) of the OAuth notifications' `X-Tyk-Shared-Secret`.
+pub const NOTIFICATIONS_SHARED_SECRET: &str = "notifications.shared_secret";
+
 /// The secrets a definition carries: (field path as errors name it, JSON pointer, value).
 /// A JWT source is a secret only when it is an HMAC key; URLs and public keys are not.
 fn secret_fields(def: &ApiDefinition) -> Vec<(String, String, String)> {
@@ -50,11 +53,20 @@ fn secret_fields(def: &ApiDefinition) -> Vec<(String, String, String)> {
             ));
         }
     }
+    // The webhook secret of the OAuth provider's notifications (docs/oauth.md).
+    let shared = &def.oauth().notifications.shared_secret;
+    if !shared.is_empty() {
+        out.push((
+            NOTIFICATIONS_SHARED_SECRET.to_owned(),
+            "/notifications/shared_secret".to_owned(),
+            shared.clone(),
+        ));
+    }
     out
 }
 
 /// `def` with its secrets sealed (the Mashery signature secret, HMAC JWT sources, external
-/// OAuth client secrets). A value that is already sealed (a PUT sending back what GET
+/// OAuth client secrets, the OAuth notifications' shared secret). A value that is already sealed (a PUT sending back what GET
 /// returned) is kept as it is, once it is known to open for this API and field.
 pub fn seal_api(def: ApiDefinition, key: &EnvelopeKey) -> Result<ApiDefinition, ValidationError> {
     let fields = secret_fields(&def);
@@ -173,5 +185,56 @@ mod tests {
         let foreign = sealed_field::seal(&key, "other-api", SIGNATURE_SECRET, "x");
         let err = seal_api(def(&foreign), &key).unwrap_err();
         assert_eq!(err.field, SIGNATURE_SECRET);
+    }
+
+    #[test]
+    fn the_notifications_shared_secret_is_sealed_for_its_api() {
+        let key = sealed_field::key("cp-test-encryption-secret-0123456789ab");
+        let body = json!({
+            "api_id": "oauth-api", "use_oauth2": true,
+            "proxy": {"listen_path": "/oauth-api/", "target_url": "http://127.0.0.1:1"},
+            "notifications": {
+                "shared_secret": "webhook-shared-secret",
+                "oauth_on_keychange_url": "https://hooks.example/oauth",
+            },
+        });
+        let def = ApiDefinition::parse(body.to_string().as_bytes()).unwrap();
+        let sealed = seal_api(def, &key).unwrap();
+        assert!(
+            !sealed
+                .to_value()
+                .to_string()
+                .contains("webhook-shared-secret")
+        );
+        let stored = sealed.oauth().notifications.shared_secret.clone();
+        assert!(sealed_field::is_sealed(&stored), "{stored}");
+        assert_eq!(
+            sealed_field::open(&key, "oauth-api", NOTIFICATIONS_SHARED_SECRET, &stored).unwrap(),
+            "webhook-shared-secret"
+        );
+        assert_eq!(
+            sealed.oauth().notifications.oauth_on_keychange_url,
+            "https://hooks.example/oauth"
+        );
+        // A PUT sending back what GET returned keeps the sealed value.
+        let again = seal_api(sealed.clone(), &key).unwrap();
+        assert_eq!(again.oauth().notifications.shared_secret, stored);
+        // Sealed for another API: refused, naming the field.
+        let foreign = sealed_field::seal(&key, "other-api", NOTIFICATIONS_SHARED_SECRET, "x");
+        let mut moved = body.clone();
+        moved["notifications"]["shared_secret"] = json!(foreign);
+        let def = ApiDefinition::parse(moved.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            seal_api(def, &key).unwrap_err().field,
+            NOTIFICATIONS_SHARED_SECRET
+        );
+        // No shared secret: nothing to seal, the definition is unchanged.
+        let mut none = body;
+        none["notifications"]["shared_secret"] = json!("");
+        let def = ApiDefinition::parse(none.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            seal_api(def.clone(), &key).unwrap().to_value(),
+            def.to_value()
+        );
     }
 }

@@ -23,6 +23,9 @@ pub enum ChangeKind {
     /// A certificate of the store (`resource_id` is its id, the body its record with the
     /// private key sealed). Groups receive it by reference, not by its tags alone (docs/sync.md).
     Certificate,
+    /// An OAuth client (`resource_id` is its `client_id`, the body the client with its secret
+    /// sealed). Every group receives every client.
+    OAuthClient,
     /// An edge cache to drop (`resource_id` is `<cache>:<target>`, e.g. `jwks:<api_id>`, or
     /// `jwks:*` for every API). Streamed to every group in revision order, like session events,
     /// and never part of a snapshot or the configuration hash.
@@ -37,6 +40,7 @@ impl ChangeKind {
             Self::Session => "session",
             Self::Node => "node",
             Self::Certificate => "certificate",
+            Self::OAuthClient => "oauth_client",
             Self::Cache => "cache",
         }
     }
@@ -48,6 +52,7 @@ impl ChangeKind {
             "session" => Ok(Self::Session),
             "node" => Ok(Self::Node),
             "certificate" => Ok(Self::Certificate),
+            "oauth_client" => Ok(Self::OAuthClient),
             "cache" => Ok(Self::Cache),
             other => Err(StoreError::Corrupt(format!("unknown change kind {other}"))),
         }
@@ -216,6 +221,10 @@ impl Store {
             sqlx::query_as("SELECT id, body FROM certificates")
                 .fetch_all(&mut *tx)
                 .await?;
+        let oauth_clients: Vec<(String, Value)> =
+            sqlx::query_as("SELECT client_id, body FROM oauth_clients")
+                .fetch_all(&mut *tx)
+                .await?;
         let revoked_nodes: Vec<(uuid::Uuid,)> =
             sqlx::query_as("SELECT id FROM nodes WHERE revoked_at IS NOT NULL")
                 .fetch_all(&mut *tx)
@@ -239,6 +248,12 @@ impl Store {
             .collect();
         resources.extend(policies.into_iter().map(|(id, body)| StoredResource {
             kind: ChangeKind::Policy,
+            id,
+            body,
+            tags: Vec::new(),
+        }));
+        resources.extend(oauth_clients.into_iter().map(|(id, body)| StoredResource {
+            kind: ChangeKind::OAuthClient,
             id,
             body,
             tags: Vec::new(),

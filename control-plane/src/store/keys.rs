@@ -28,6 +28,9 @@ pub enum KeyOrigin {
     Operator,
     /// Made by an edge from a verified JWT and reported with `ReportSessions`.
     Jwt,
+    /// An access token of the built-in OAuth 2.0 provider, issued by the control plane for an
+    /// edge's token endpoint (docs/oauth.md). Deleted like an operator's key.
+    OAuth,
 }
 
 impl KeyOrigin {
@@ -35,6 +38,7 @@ impl KeyOrigin {
         match self {
             Self::Operator => "operator",
             Self::Jwt => "jwt",
+            Self::OAuth => "oauth",
         }
     }
 
@@ -42,6 +46,7 @@ impl KeyOrigin {
         match s {
             "operator" => Ok(Self::Operator),
             "jwt" => Ok(Self::Jwt),
+            "oauth" => Ok(Self::OAuth),
             other => Err(StoreError::Corrupt(format!("unknown key origin {other}"))),
         }
     }
@@ -90,7 +95,7 @@ pub fn edge_delete_at(expires: i64, now: DateTime<Utc>) -> DateTime<Utc> {
     base.checked_add_signed(grace).unwrap_or(base)
 }
 
-async fn session_event(
+pub(super) async fn session_event(
     tx: &mut Transaction<'_, Postgres>,
     key_hash: &str,
     deleted: bool,
@@ -132,6 +137,43 @@ impl Store {
         session_event(&mut tx, key_hash, false).await?;
         tx.commit().await?;
         Ok(inserted)
+    }
+
+    /// Inserts an access token of the built-in OAuth 2.0 provider (origin `oauth`, tied to its
+    /// client, deleted at its expiry) with its session event, like [`Store::put_key`]. A token
+    /// is 256 random bits, so a collision is an error, never an overwrite.
+    pub async fn put_oauth_token(
+        &self,
+        key_hash: &str,
+        session: &Value,
+        client_id: &str,
+        delete_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        // A client deleted while its grant ran gets no token: the share lock orders this insert
+        // before the delete, or the delete before it (then the row is gone).
+        let client: Option<(String,)> =
+            sqlx::query_as("SELECT client_id FROM oauth_clients WHERE client_id = $1 FOR SHARE")
+                .bind(client_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if client.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query(
+            "INSERT INTO keys (key_hash, session, delete_at, origin, oauth_client_id)
+             VALUES ($1, $2, $3, 'oauth', $4)",
+        )
+        .bind(key_hash)
+        .bind(session)
+        .bind(delete_at)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?;
+        // No session event: no edge can hold anything about a key of 32 random bytes made just
+        // now, and a change-log revision per token would stream every issue to every edge.
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Replaces an existing (not yet deleted by lifetime, not revoked) key only. An edge-made
@@ -233,7 +275,7 @@ impl Store {
         match row {
             None | Some((_, Some(_))) => return Err(StoreError::NotFound),
             Some((origin, None)) => match KeyOrigin::parse(&origin)? {
-                KeyOrigin::Operator => {
+                KeyOrigin::Operator | KeyOrigin::OAuth => {
                     sqlx::query("DELETE FROM keys WHERE key_hash = $1")
                         .bind(key_hash)
                         .execute(&mut *tx)

@@ -14,6 +14,8 @@ pub mod join;
 pub mod keys;
 pub mod node_status;
 pub mod nodes;
+pub mod oauth_clients;
+pub mod oauth_grants;
 pub mod policies;
 mod resources;
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures_util::Stream;
 use portcullis_proto::sync::sync_server::Sync;
 use portcullis_proto::sync::{
-    JoinRequest, JoinResponse, LookupSessionRequest, LookupSessionResponse,
-    RenewCertificateRequest, RenewCertificateResponse, ReportSessionsRequest,
+    JoinRequest, JoinResponse, LookupSessionRequest, LookupSessionResponse, OAuthRequest,
+    OAuthResponse, RenewCertificateRequest, RenewCertificateResponse, ReportSessionsRequest,
     ReportSessionsResponse, WatchRequest, WatchResponse,
 };
 use tokio::sync::mpsc;
@@ -56,6 +56,10 @@ pub struct Inner {
     pub snapshot_buckets: Buckets<Uuid>,
     /// Sessions each node may report (`report::RATE_PER_SEC`).
     pub report_buckets: Buckets<Uuid>,
+    /// OAuth requests relayed per node (each costs Postgres writes, maybe a bcrypt check).
+    pub oauth_buckets: Buckets<Uuid>,
+    /// The OAuth 2.0 provider edges relay their token endpoints to.
+    pub oauth: Arc<crate::oauth::OAuthServer>,
 }
 
 /// The `portcullis.sync.v1.Sync` service.
@@ -65,6 +69,8 @@ pub struct SyncService {
 }
 
 impl SyncService {
+    // Wiring, called once by `serve`; each part is a different kind.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Store,
         ca: Arc<NodeCa>,
@@ -73,6 +79,7 @@ impl SyncService {
         replica: String,
         cert_ttl: Duration,
         limits: SyncLimits,
+        oauth: Arc<crate::oauth::OAuthServer>,
     ) -> Self {
         let guard = NodeGuard::start(store.clone());
         let acks = AckLog::start(store.clone());
@@ -82,6 +89,7 @@ impl SyncService {
                 join_slots: tokio::sync::Semaphore::new(limits.max_concurrent_joins),
                 snapshot_buckets: Buckets::every(limits.snapshot_every, limits.snapshot_burst),
                 report_buckets: Buckets::new(report::RATE_PER_SEC, report::BURST),
+                oauth_buckets: Buckets::new(OAUTH_RATE_PER_SEC, OAUTH_BURST),
                 guard,
                 acks,
                 store,
@@ -91,6 +99,7 @@ impl SyncService {
                 replica,
                 cert_ttl,
                 snapshot_sends: tokio::sync::Semaphore::new(SNAPSHOT_SENDS),
+                oauth,
             }),
         }
     }
@@ -192,7 +201,8 @@ impl Sync for SyncService {
                 },
                 revision,
                 origin: match k.origin {
-                    KeyOrigin::Operator => String::new(),
+                    // An OAuth access token is a stored key, as in Tyk.
+                    KeyOrigin::Operator | KeyOrigin::OAuth => String::new(),
                     KeyOrigin::Jwt => report::ORIGIN_JWT.to_owned(),
                 },
                 revoked_at: k.revoked_at.map_or(0, |t| t.timestamp()),
@@ -260,5 +270,116 @@ impl Sync for SyncService {
         count("accepted", outcome.accepted);
         count("skipped", outcome.skipped + foreign.len());
         Ok(Response::new(ReportSessionsResponse {}))
+    }
+
+    async fn oauth(
+        &self,
+        request: Request<OAuthRequest>,
+    ) -> Result<Response<OAuthResponse>, Status> {
+        let node = auth::authenticate(&self.inner.store, &request, Purpose::Call).await?;
+        if let Err(wait) = self.inner.oauth_buckets.take(&node.id) {
+            return Err(Status::resource_exhausted(format!(
+                "node {} relays OAuth requests faster than {OAUTH_RATE_PER_SEC} per second; retry in {} ms",
+                node.id,
+                wait.as_millis()
+            )));
+        }
+        let req = request.into_inner();
+        let reply = match oauth_bounds(&req) {
+            Ok(()) => {
+                let form: Vec<(String, String)> =
+                    req.form.into_iter().map(|f| (f.name, f.value)).collect();
+                self.inner
+                    .oauth
+                    .handle(&req.api_id, &req.endpoint, &form, &req.authorization)
+                    .await
+            }
+            Err(why) => crate::oauth::OAuthReply {
+                status: 400,
+                body: serde_json::json!({"error": "invalid_request", "error_description": why}),
+            },
+        };
+        let body = serde_json::to_vec(&reply.body)
+            .map_err(|_| Status::internal("OAuth answer not serialisable"))?;
+        Ok(Response::new(OAuthResponse {
+            status: u32::from(reply.status),
+            body,
+        }))
+    }
+}
+
+/// Relayed OAuth requests a node may make per second, and its burst (docs/sync.md).
+const OAUTH_RATE_PER_SEC: f64 = 2000.0;
+const OAUTH_BURST: u32 = 4000;
+/// Bounds of a relayed OAuth request (the edge bounds the body it reads too).
+const OAUTH_MAX_FIELDS: usize = 64;
+const OAUTH_MAX_NAME: usize = 64;
+const OAUTH_MAX_VALUE: usize = 8 * 1024;
+const OAUTH_MAX_AUTHORIZATION: usize = 8 * 1024;
+const OAUTH_MAX_API_ID: usize = 255;
+
+fn oauth_bounds(req: &OAuthRequest) -> Result<(), &'static str> {
+    if req.api_id.is_empty() || req.api_id.len() > OAUTH_MAX_API_ID {
+        return Err("api_id must be 1 to 255 bytes");
+    }
+    if !crate::oauth::ENDPOINTS.contains(&req.endpoint.as_str()) {
+        return Err("unknown OAuth endpoint");
+    }
+    if req.authorization.len() > OAUTH_MAX_AUTHORIZATION {
+        return Err("the Authorization header is too long");
+    }
+    if req.form.len() > OAUTH_MAX_FIELDS {
+        return Err("too many parameters");
+    }
+    if req
+        .form
+        .iter()
+        .any(|f| f.name.len() > OAUTH_MAX_NAME || f.value.len() > OAUTH_MAX_VALUE)
+    {
+        return Err("a parameter is too long");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod oauth_bounds_tests {
+    use portcullis_proto::sync::FormField;
+
+    use super::*;
+
+    fn req(endpoint: &str, fields: usize, value: usize) -> OAuthRequest {
+        OAuthRequest {
+            api_id: "api".into(),
+            endpoint: endpoint.into(),
+            form: (0..fields)
+                .map(|i| FormField {
+                    name: format!("f{i}"),
+                    value: "v".repeat(value),
+                })
+                .collect(),
+            authorization: String::new(),
+        }
+    }
+
+    #[test]
+    fn relayed_requests_are_bounded() {
+        assert!(oauth_bounds(&req("token", 64, OAUTH_MAX_VALUE)).is_ok());
+        assert!(oauth_bounds(&req("token", 65, 1)).is_err());
+        assert!(oauth_bounds(&req("token", 1, OAUTH_MAX_VALUE + 1)).is_err());
+        assert!(
+            oauth_bounds(&req("authorize", 1, 1)).is_err(),
+            "not an endpoint"
+        );
+        let mut r = req("revoke", 1, 1);
+        r.authorization = "x".repeat(OAUTH_MAX_AUTHORIZATION + 1);
+        assert!(oauth_bounds(&r).is_err());
+        let mut r = req("revoke_all", 1, 1);
+        r.api_id = "a".repeat(256);
+        assert!(oauth_bounds(&r).is_err());
+        r.api_id = String::new();
+        assert!(oauth_bounds(&r).is_err());
+        let mut r = req("authorize-client", 1, 1);
+        r.form[0].name = "n".repeat(65);
+        assert!(oauth_bounds(&r).is_err());
     }
 }

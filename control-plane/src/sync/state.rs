@@ -130,6 +130,7 @@ fn kind_code(kind: ChangeKind) -> i32 {
         ChangeKind::Session => SESSION_CODE,
         ChangeKind::Node => NODE_CODE,
         ChangeKind::Certificate => ResourceKind::Certificate as i32,
+        ChangeKind::OAuthClient => ResourceKind::OauthClient as i32,
         ChangeKind::Cache => CACHE_CODE,
     }
 }
