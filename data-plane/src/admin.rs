@@ -108,6 +108,12 @@ fn metrics(shared: &Shared) -> String {
         s.backup_revision.load(Ordering::Relaxed),
     );
     gauge(
+        "state_dir_revision",
+        "Revision of the configuration last written to the state dir.",
+        "gauge",
+        s.state_dir_revision.load(Ordering::Relaxed),
+    );
+    gauge(
         "backup_loads_total",
         "Configurations served from the Redis backup at start.",
         "counter",
@@ -131,6 +137,7 @@ fn metrics(shared: &Shared) -> String {
     shared.sessions.render(&mut out);
     shared.idp().render(&mut out);
     crate::auth::basic::BCRYPT.render(&mut out);
+    shared.oauth_relays.render(&mut out);
     out
 }
 

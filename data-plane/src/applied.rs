@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use portcullis_proto::config_hash::{config_hash, resource_digest};
+use portcullis_proto::model::oauth::OAuthClient;
 use portcullis_proto::model::{ApiDefinition, Policy, PolicySpec};
 use portcullis_proto::sync::{Changes, Resource, ResourceKind, Snapshot};
 
@@ -61,6 +62,8 @@ enum Parsed {
         cert_refs: Vec<String>,
     },
     Policy(Arc<PolicySpec>),
+    /// An OAuth client, its (sealed) secret dropped: only the control plane checks it.
+    OAuthClient(Arc<OAuthClient>),
     /// A certificate with its private key opened, and the groups it is tagged for.
     Certificate {
         cert: Arc<StoreCert>,
@@ -80,6 +83,7 @@ pub struct AppliedConfig {
 }
 
 const CERTIFICATE: i32 = ResourceKind::Certificate as i32;
+const OAUTH_CLIENT: i32 = ResourceKind::OauthClient as i32;
 
 impl Parsed {
     fn of(r: &Resource) -> Result<Self, ApplyError> {
@@ -100,6 +104,15 @@ impl Parsed {
         } else if r.kind == ResourceKind::Policy as i32 {
             let p = Policy::from_value(json()?).map_err(|e| invalid(e.to_string()))?;
             Self::Policy(Arc::new(p.spec().clone()))
+        } else if r.kind == OAUTH_CLIENT {
+            let mut client: OAuthClient = serde_json::from_slice(&r.body)
+                .map_err(|e| invalid(format!("malformed OAuth client: {e}")))?;
+            client.validate().map_err(|e| invalid(e.to_string()))?;
+            if client.client_id != r.id {
+                return Err(invalid("client_id differs from the resource id".into()));
+            }
+            client.secret = String::new();
+            Self::OAuthClient(Arc::new(client))
         } else if r.kind == CERTIFICATE {
             let (record, cert) =
                 crate::certs::parse_resource(&r.id, &r.body).map_err(|e| invalid(e.to_string()))?;
@@ -287,6 +300,14 @@ impl AppliedConfig {
             _ => None,
         }))
         .with_policies(policies)
+        .with_oauth_clients(
+            parsed()
+                .filter_map(|p| match p {
+                    Parsed::OAuthClient(c) => Some((c.client_id.clone(), c.clone())),
+                    _ => None,
+                })
+                .collect(),
+        )
         .with_certs(certs)
         .with_tls(tls)
     }
@@ -529,6 +550,63 @@ mod tests {
         assert!(c.apply_changes(&bad).is_err());
         assert_eq!(c.revision, 1);
         assert!(c.routing_table().certs.is_empty());
+    }
+
+    fn oauth_client(id: &str, body: serde_json::Value) -> Resource {
+        Resource {
+            kind: ResourceKind::OauthClient as i32,
+            id: id.into(),
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    #[test]
+    fn oauth_clients_are_held_by_id_without_their_secret_and_go_with_their_deletion() {
+        let a = api("a", "/a/");
+        let c = oauth_client(
+            "c1",
+            serde_json::json!({"client_id": "c1", "secret": "sealed-value", "api_id": "a",
+                "redirect_uri": "http://app.example/cb"}),
+        );
+        let snap = snapshot(vec![a.clone(), c.clone()], &[&a, &c]);
+        let mut config = AppliedConfig::from_snapshot(&[snap], "default").unwrap();
+        let table = config.routing_table();
+        let held = table.oauth_clients.get("c1").unwrap();
+        assert!(
+            held.secret.is_empty(),
+            "the edge never holds a client secret"
+        );
+        assert!(held.allows_redirect("http://app.example/cb"));
+        // The bytes the CP sent are kept as they came, for the hash and the state dir.
+        assert_eq!(config.to_snapshot().resources.len(), 2);
+
+        let gone = Changes {
+            from_revision: 1,
+            to_revision: 2,
+            config_hash: hash_of(std::slice::from_ref(&a)),
+            upserts: vec![],
+            deletes: vec![ResourceRef {
+                kind: ResourceKind::OauthClient as i32,
+                id: "c1".into(),
+            }],
+            session_events: vec![],
+            cache_flushes: vec![],
+        };
+        config.apply_changes(&gone).unwrap();
+        assert!(config.routing_table().oauth_clients.is_empty());
+
+        for bad in [
+            oauth_client("c2", serde_json::json!({"client_id": "other"})),
+            oauth_client(
+                "c3",
+                serde_json::json!({"client_id": "c3", "redirect_uri": "x#y"}),
+            ),
+            oauth_client("c4", serde_json::json!(["not", "an", "object"])),
+        ] {
+            let snap = snapshot(vec![bad.clone()], &[&bad]);
+            let err = AppliedConfig::from_snapshot(&[snap], "default").unwrap_err();
+            assert_eq!(err.resource_ids(), std::slice::from_ref(&bad.id), "{err}");
+        }
     }
 
     #[test]

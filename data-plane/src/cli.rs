@@ -118,6 +118,52 @@ pub struct RunArgs {
     pub client: crate::proxy::ClientArgs,
     #[command(flatten)]
     pub idp: IdpArgs,
+    #[command(flatten)]
+    pub oauth: OAuthArgs,
+}
+
+/// The OAuth 2.0 provider's endpoints under each `use_oauth2` API (docs/oauth.md).
+#[derive(clap::Args)]
+pub struct OAuthArgs {
+    /// Status of every OAuth error answer: a number from 400 to 599 (Tyk's
+    /// oauth_error_status_code, 403), or "rfc" for RFC 6749's own (400, 401).
+    #[arg(long, env = "PORTCULLIS_OAUTH_ERROR_STATUS_CODE", default_value = "403", value_parser = crate::oauth::ErrorStatus::parse)]
+    pub oauth_error_status_code: crate::oauth::ErrorStatus,
+    /// What X-Tyk-Authorization must carry on {listen_path}/tyk/oauth/authorize-client (the
+    /// login portal's secret, not the control plane's); unset, that route answers 404.
+    #[arg(long, env = "PORTCULLIS_OAUTH_PORTAL_SECRET", hide_env_values = true)]
+    pub oauth_portal_secret: Option<String>,
+}
+
+impl std::fmt::Debug for OAuthArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret: the parsed command line may be printed.
+        f.debug_struct("OAuthArgs")
+            .field("oauth_error_status_code", &self.oauth_error_status_code)
+            .field(
+                "oauth_portal_secret",
+                &self.oauth_portal_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Shortest --oauth-portal-secret accepted: the route takes guesses from anyone.
+const MIN_PORTAL_SECRET_LEN: usize = 16;
+
+impl OAuthArgs {
+    fn to_config(&self) -> Result<crate::oauth::OAuthConfig, CliError> {
+        let secret = self
+            .oauth_portal_secret
+            .as_deref()
+            .filter(|s| !s.is_empty());
+        if secret.is_some_and(|s| s.len() < MIN_PORTAL_SECRET_LEN) {
+            return Err(CliError::WeakPortalSecret);
+        }
+        Ok(crate::oauth::OAuthConfig::default()
+            .with_error_status(self.oauth_error_status_code)
+            .with_portal_secret(secret))
+    }
 }
 
 /// Identity providers: JWK sets, OpenID discovery, introspection (docs/jwt.md).
@@ -187,6 +233,10 @@ pub enum CliError {
         "--encryption-secret must be at least 32 bytes (generate one with `openssl rand -hex 32`)"
     )]
     WeakSecret,
+    #[error(
+        "--oauth-portal-secret must be at least 16 bytes (generate one with `openssl rand -hex 32`)"
+    )]
+    WeakPortalSecret,
     #[error("--session-cache-entries must be between 16 and 10000000")]
     CacheEntries,
     #[error("--redis-ca-cert {path}: {reason}")]
@@ -293,6 +343,64 @@ impl RunArgs {
                 &self.pinned_public_keys,
             )?,
             idp: self.idp.to_config()?,
+            oauth: self.oauth.to_config()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Config, String> {
+        let mut args = vec![
+            "portcullis-gw",
+            "--control-plane",
+            "https://cp.example:7443",
+            "--ca-hash",
+            "sha256:00",
+            "--encryption-secret",
+            "0123456789abcdef0123456789abcdef",
+        ];
+        args.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        cli.run.to_config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn oauth_flags_default_to_tyk_and_keep_the_portal_secret_out_of_debug() {
+        let tyk = parse(&[]).unwrap().oauth;
+        assert_eq!(tyk.error_status, crate::oauth::ErrorStatus::default());
+        assert!(tyk.portal_secret.is_none());
+        let set = parse(&[
+            "--oauth-error-status-code",
+            "rfc",
+            "--oauth-portal-secret",
+            "portal-secret-value",
+        ])
+        .unwrap()
+        .oauth;
+        assert_eq!(set.error_status, crate::oauth::ErrorStatus::Rfc);
+        assert!(set.portal_secret.unwrap().matches(b"portal-secret-value"));
+        assert!(parse(&["--oauth-error-status-code", "302"]).is_err());
+        assert!(
+            parse(&["--oauth-portal-secret", "short"])
+                .unwrap_err()
+                .contains("at least 16 bytes")
+        );
+        let empty = parse(&["--oauth-portal-secret", ""]).unwrap().oauth;
+        assert!(
+            empty.portal_secret.is_none(),
+            "empty leaves the route closed"
+        );
+        let args = Cli::try_parse_from([
+            "portcullis-gw",
+            "--oauth-portal-secret",
+            "portal-secret-value",
+        ])
+        .unwrap();
+        assert!(!format!("{args:?}").contains("portal-secret-value"));
     }
 }

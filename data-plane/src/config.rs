@@ -56,6 +56,8 @@ pub struct Config {
     pub upstream_tls: crate::proxy::upstream_tls::GatewayTls,
     /// JWK sets, OpenID discovery and introspection (`--jwks-cache-ttl` and friends).
     pub idp: crate::idp::IdpConfig,
+    /// The OAuth 2.0 provider's endpoints (`--oauth-error-status-code`, `--oauth-portal-secret`).
+    pub oauth: crate::oauth::OAuthConfig,
 }
 
 impl std::fmt::Debug for Config {

@@ -117,6 +117,18 @@ pub enum ProxyError {
     /// OpenID Connect: anything wrong with the ID token.
     #[error("Key not authorised")]
     OidcNotAuthorised,
+    /// OAuth 2.0 bearer: no `Authorization` header (Tyk answers 400).
+    #[error("Authorization field missing")]
+    OAuthMissing,
+    /// OAuth 2.0 bearer: the header is not `Bearer <token>`.
+    #[error("Bearer token malformed")]
+    OAuthMalformed,
+    /// OAuth 2.0 bearer: unknown, revoked or deleted token.
+    #[error("Key not authorised")]
+    OAuthNotAuthorised,
+    /// OAuth 2.0 bearer: the token's client was deleted (its tokens go with it).
+    #[error("Key not authorised. OAuth client access was revoked")]
+    OAuthClientRevoked,
     /// A request path the gateway refuses to normalise (see `crate::path`).
     #[error("{0}")]
     BadPath(#[from] crate::path::PathError),
@@ -148,6 +160,8 @@ impl ProxyError {
             | Self::BodyPasswordGroup
             | Self::JwtMissing
             | Self::ExternalMissing
+            | Self::OAuthMissing
+            | Self::OAuthMalformed
             | Self::BadPath(_) => StatusCode::BAD_REQUEST,
             Self::Disallowed
             | Self::KeyInactive
@@ -158,7 +172,9 @@ impl ProxyError {
             | Self::CertExpired
             | Self::JwtNotAuthorized
             | Self::JwtUnexpectedMethod
-            | Self::JwtClaims(_) => StatusCode::FORBIDDEN,
+            | Self::JwtClaims(_)
+            | Self::OAuthNotAuthorised
+            | Self::OAuthClientRevoked => StatusCode::FORBIDDEN,
             Self::ExternalError => StatusCode::INTERNAL_SERVER_ERROR,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream | Self::UpstreamTls(_) => StatusCode::BAD_GATEWAY,
@@ -183,5 +199,144 @@ impl ProxyError {
             HeaderValue::from_static("application/json"),
         );
         resp
+    }
+}
+
+/// An answer of the OAuth 2.0 endpoints the edge serves itself: RFC 6749 §5.2's
+/// `{"error", "error_description"}`, sent with `--oauth-error-status-code` (docs/oauth.md).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OAuthError {
+    #[error("{0}")]
+    InvalidRequest(&'static str),
+    #[error("{0}")]
+    UnauthorizedClient(&'static str),
+    #[error("the response_type is not allowed for this API")]
+    UnsupportedResponseType,
+    /// The control plane keeps every code and token: without it no grant can be answered.
+    #[error("the control plane cannot be reached")]
+    Unavailable,
+    /// Too many relays to the control plane in flight on this edge.
+    #[error("too many OAuth requests in flight, retry later")]
+    Busy,
+    /// The per-API authorize-client route without the portal secret (Tyk's admin answer).
+    #[error("Attempted administrative access with invalid or missing key!")]
+    PortalKey,
+    /// The per-API authorize-client route on a gateway without `--oauth-portal-secret`.
+    #[error("Not Found")]
+    PortalClosed,
+}
+
+impl OAuthError {
+    /// The RFC 6749 error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::UnauthorizedClient(_) => "unauthorized_client",
+            Self::UnsupportedResponseType => "unsupported_response_type",
+            Self::Unavailable | Self::Busy => "temporarily_unavailable",
+            Self::PortalKey => "access_denied",
+            Self::PortalClosed => "not_found",
+        }
+    }
+
+    /// The status RFC 6749 gives the error, before `--oauth-error-status-code`.
+    pub fn rfc_status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_)
+            | Self::UnauthorizedClient(_)
+            | Self::UnsupportedResponseType => StatusCode::BAD_REQUEST,
+            Self::Unavailable | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PortalKey => StatusCode::FORBIDDEN,
+            Self::PortalClosed => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// The status sent: grant errors follow `--oauth-error-status-code`; an outage, the
+    /// portal's admin check and a closed route keep their own.
+    pub fn status(&self, mapping: crate::oauth::ErrorStatus) -> StatusCode {
+        match self {
+            Self::Unavailable | Self::Busy | Self::PortalKey | Self::PortalClosed => {
+                self.rfc_status()
+            }
+            _ => mapping.map(self.rfc_status()),
+        }
+    }
+
+    pub fn into_response(self, mapping: crate::oauth::ErrorStatus) -> Response<Full<Bytes>> {
+        let body = match &self {
+            Self::PortalKey => serde_json::json!({"status": "error", "message": self.to_string()}),
+            // Not an OAuth answer: the route is not there.
+            Self::PortalClosed => serde_json::json!({"error": self.to_string()}),
+            _ => serde_json::json!({"error": self.code(), "error_description": self.to_string()}),
+        };
+        let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+        *resp.status_mut() = self.status(mapping);
+        crate::oauth::no_store(resp.headers_mut());
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::oauth::ErrorStatus;
+
+    async fn answer(e: OAuthError, mapping: ErrorStatus) -> (u16, serde_json::Value) {
+        let resp = e.into_response(mapping);
+        assert_eq!(resp.headers()["cache-control"], "no-store");
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn oauth_errors_have_rfc_bodies_and_the_configured_status() {
+        let tyk = ErrorStatus::default();
+        let (status, body) = answer(OAuthError::InvalidRequest("x is required"), tyk).await;
+        assert_eq!(status, 403);
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "invalid_request", "error_description": "x is required"})
+        );
+        let (status, _) = answer(OAuthError::UnsupportedResponseType, ErrorStatus::Rfc).await;
+        assert_eq!(status, 400);
+        let (status, body) = answer(OAuthError::Unavailable, tyk).await;
+        assert_eq!(status, 503);
+        assert_eq!(body["error"], "temporarily_unavailable");
+        assert_eq!(
+            body["error_description"],
+            "the control plane cannot be reached"
+        );
+        let (status, body) = answer(OAuthError::PortalKey, ErrorStatus::Rfc).await;
+        assert_eq!(status, 403);
+        assert_eq!(
+            body,
+            serde_json::json!({"status": "error",
+                "message": "Attempted administrative access with invalid or missing key!"})
+        );
+        assert_eq!(
+            answer(OAuthError::PortalClosed, tyk).await,
+            (404, serde_json::json!({"error": "Not Found"}))
+        );
+    }
+
+    #[test]
+    fn bearer_errors_are_tyks() {
+        assert_eq!(ProxyError::OAuthMissing.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            ProxyError::OAuthMalformed.to_string(),
+            "Bearer token malformed"
+        );
+        assert_eq!(
+            ProxyError::OAuthNotAuthorised.status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            ProxyError::OAuthClientRevoked.to_string(),
+            "Key not authorised. OAuth client access was revoked"
+        );
     }
 }

@@ -175,6 +175,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     }
     let shared = Shared::new();
     shared.set_idp(crate::idp::Idp::new(config.idp.clone()));
+    shared.set_oauth(config.oauth.clone());
     shared.idp().set_secret(&config.encryption_secret);
     shared.split_tokens.set_secret(&config.encryption_secret);
     // Before any route is built, the state dir's included.

@@ -12,6 +12,7 @@ pub mod error;
 pub mod idp;
 pub mod jose;
 pub mod limits;
+pub mod oauth;
 pub mod path;
 pub mod policies;
 pub mod proxy;

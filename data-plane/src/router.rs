@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
+use portcullis_proto::model::oauth::OAuthClient;
 use portcullis_proto::model::{ApiDefinition, ValidationError};
 
 use crate::auth::AuthChain;
@@ -38,6 +39,8 @@ pub struct Route {
     pub upstream_tls: Option<Arc<crate::proxy::upstream_tls::ApiTls>>,
     /// Split tokens: (the login path, the provider's token endpoint); docs/jwt.md.
     pub split_login: Option<(String, String)>,
+    /// The OAuth 2.0 provider's endpoints under the listen path (`use_oauth2`); docs/oauth.md.
+    pub oauth: Option<Box<crate::oauth::RouteOAuth>>,
 }
 
 impl Route {
@@ -76,14 +79,16 @@ impl Route {
         });
         let unserved = crate::auth::Unserved::of(def);
         let upstream_tls = crate::proxy::upstream_tls::ApiTls::of(spec, &scheme, &authority);
+        // Requests are matched in normal form (crate::path), so the listen path is too: a
+        // `/api//v1/` or `/%7Euser/` would otherwise match nothing and let its traffic
+        // fall through to a shorter, perhaps keyless, listen path.
+        let listen_path = crate::path::normalize(&spec.proxy.listen_path)
+            .map_or_else(|_| spec.proxy.listen_path.clone(), |p| p.into_owned());
         Ok(Self {
             api_id: spec.api_id.clone(),
             domain: spec.domain.to_ascii_lowercase(),
-            // Requests are matched in normal form (crate::path), so the listen path is too: a
-            // `/api//v1/` or `/%7Euser/` would otherwise match nothing and let its traffic
-            // fall through to a shorter, perhaps keyless, listen path.
-            listen_path: crate::path::normalize(&spec.proxy.listen_path)
-                .map_or_else(|_| spec.proxy.listen_path.clone(), |p| p.into_owned()),
+            oauth: crate::oauth::RouteOAuth::of(def, &listen_path),
+            listen_path,
             strip_listen_path: spec.proxy.strip_listen_path,
             preserve_host_header: spec.proxy.preserve_host_header,
             keyless: spec.use_keyless && unserved.is_none(),
@@ -92,7 +97,7 @@ impl Route {
             authority,
             target_base: target.path().trim_end_matches('/').to_owned(),
             timeout,
-            auth: AuthChain::build(spec, def.idp())?,
+            auth: AuthChain::build(spec, def.idp(), def.oauth())?,
             strip_auth_data: spec.strip_auth_data,
             unserved,
             counters: std::sync::OnceLock::new(),
@@ -138,6 +143,9 @@ pub struct RoutingTable {
     pub tls: Arc<crate::tls::TlsHosts>,
     /// Upstream TLS clients of this table's routes, resolved on first use.
     pub upstream_tls: crate::proxy::upstream_tls::TableTls,
+    /// OAuth clients by `client_id` (their secrets are not held): the authorize endpoint's
+    /// checks, and a bearer token whose client is gone is refused.
+    pub oauth_clients: HashMap<String, Arc<OAuthClient>>,
 }
 
 impl RoutingTable {
@@ -178,6 +186,11 @@ impl RoutingTable {
 
     pub fn with_tls(mut self, tls: crate::tls::TlsHosts) -> Self {
         self.tls = Arc::new(tls);
+        self
+    }
+
+    pub fn with_oauth_clients(mut self, clients: HashMap<String, Arc<OAuthClient>>) -> Self {
+        self.oauth_clients = clients;
         self
     }
 

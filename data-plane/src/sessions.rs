@@ -275,6 +275,11 @@ impl Sessions {
         self.cp.store(client.map(Arc::new));
     }
 
+    /// The control-plane client in use, `None` while disconnected (the OAuth relay shares it).
+    pub fn control_plane(&self) -> Option<Arc<Grpc<Channel>>> {
+        self.cp.load_full()
+    }
+
     /// Uses `client`, built with the node identity of `generation`, unless a channel of a newer
     /// identity is already installed (the old certificate is refused once renewed).
     pub fn install_control_plane(&self, generation: u64, client: Grpc<Channel>) {

@@ -21,6 +21,10 @@ pub struct Shared {
     pub split_tokens: crate::auth::split_token::SplitTokens,
     /// Identity-provider clients and caches (JWK sets, introspection), set once at start.
     idp: std::sync::OnceLock<Arc<crate::idp::Idp>>,
+    /// Requests relayed to the control plane by the OAuth endpoints (bound, counters).
+    pub oauth_relays: crate::oauth::Relays,
+    /// The OAuth 2.0 endpoints' settings, set once at start.
+    oauth: std::sync::OnceLock<crate::oauth::OAuthConfig>,
 }
 
 impl Shared {
@@ -52,6 +56,16 @@ impl Shared {
     pub fn idp(&self) -> &crate::idp::Idp {
         self.idp.get_or_init(Default::default)
     }
+
+    /// Installs the OAuth endpoints' settings (once, at start).
+    pub fn set_oauth(&self, oauth: crate::oauth::OAuthConfig) {
+        let _ = self.oauth.set(oauth);
+    }
+
+    /// The OAuth endpoints' settings; Tyk's defaults when none were installed (tests).
+    pub fn oauth(&self) -> &crate::oauth::OAuthConfig {
+        self.oauth.get_or_init(Default::default)
+    }
 }
 
 /// Counters describing the sync client, for tests, `/metrics` and operators.
@@ -70,6 +84,8 @@ pub struct SyncStats {
     pub fresh_at_ms: AtomicI64,
     /// Revision of the last backup written to Redis.
     pub backup_revision: AtomicI64,
+    /// Revision of the configuration last written to the state dir (what a restart serves).
+    pub state_dir_revision: AtomicI64,
     pub backup_loads: AtomicU64,
     pub backup_refusals: AtomicU64,
     /// Why the last Redis backup was refused; the sync error moves on to join attempts.

@@ -5,6 +5,7 @@
 use http::HeaderValue;
 use http::request::Parts;
 use portcullis_proto::model::idp_auth::IdpSpec;
+use portcullis_proto::model::oauth::OAuthSpec;
 use portcullis_proto::model::{ApiSpec, ValidationError};
 
 use super::context::RequestContext;
@@ -14,6 +15,7 @@ use super::methods::basic::BasicAuth;
 use super::methods::external_oauth::ExternalOAuth;
 use super::methods::jwt::JwtAuth;
 use super::methods::mtls::{CertificateCheck, CertificateToken};
+use super::methods::oauth2::OAuth2Bearer;
 use super::methods::oidc::OpenIdConnect;
 use super::methods::token::{TokenAuth, open_signature_secret};
 use crate::error::ProxyError;
@@ -60,8 +62,12 @@ pub struct AuthChain {
 fn enabled_methods(
     spec: &ApiSpec,
     idp: &IdpSpec,
+    oauth: &OAuthSpec,
 ) -> Result<Vec<Box<dyn AuthMethod>>, ValidationError> {
     let mut methods: Vec<Box<dyn AuthMethod>> = Vec::new();
+    if oauth.use_oauth2 {
+        methods.push(Box::new(OAuth2Bearer));
+    }
     if idp.external_oauth.enabled {
         methods.push(Box::new(ExternalOAuth::new(spec, idp)?));
     }
@@ -110,14 +116,18 @@ fn certificate_bound(ctx: &RequestContext<'_>, identity: &Identity) -> Result<()
 }
 
 impl AuthChain {
-    pub fn build(spec: &ApiSpec, idp: &IdpSpec) -> Result<Self, ValidationError> {
+    pub fn build(
+        spec: &ApiSpec,
+        idp: &IdpSpec,
+        oauth: &OAuthSpec,
+    ) -> Result<Self, ValidationError> {
         let certificate_check = spec
             .use_mutual_tls_auth
             .then(|| CertificateCheck::new(&spec.client_certificates));
         let methods = if spec.use_keyless {
             Vec::new()
         } else {
-            enabled_methods(spec, idp)?
+            enabled_methods(spec, idp, oauth)?
         };
         // Unset: every method writes the session in turn in Tyk, so the last one's stands.
         let base = match Provider::parse(&spec.base_identity_provided_by) {
@@ -208,5 +218,46 @@ impl AuthChain {
         for m in &self.methods {
             m.strip(parts);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use portcullis_proto::model::ApiDefinition;
+
+    use super::*;
+
+    #[test]
+    fn oauth2_comes_first_in_tyks_order_and_stands_alone_without_auth_token() {
+        let def = |extra: serde_json::Value| {
+            let mut v = serde_json::json!({
+                "api_id": "a", "use_oauth2": true,
+                "proxy": {"listen_path": "/a/", "target_url": "http://127.0.0.1:1/"}
+            });
+            if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                o.extend(e.clone());
+            }
+            ApiDefinition::from_value(v).unwrap()
+        };
+        let providers = |d: &ApiDefinition| -> Vec<Provider> {
+            AuthChain::build(d.spec(), d.idp(), d.oauth())
+                .unwrap()
+                .methods
+                .iter()
+                .map(|m| m.provider())
+                .collect()
+        };
+        assert_eq!(providers(&def(serde_json::json!({}))), [Provider::OauthKey]);
+        assert_eq!(
+            providers(&def(
+                serde_json::json!({"use_basic_auth": true, "use_standard_auth": true})
+            )),
+            [
+                Provider::OauthKey,
+                Provider::BasicAuthUser,
+                Provider::AuthToken
+            ]
+        );
+        assert!(providers(&def(serde_json::json!({"use_keyless": true}))).is_empty());
     }
 }

@@ -69,6 +69,16 @@ impl<'a> RequestContext<'a> {
             .take()
     }
 
+    /// True when the configuration in force holds the OAuth client `client_id` (a deleted
+    /// client's tokens are refused even while a session is still cached).
+    pub fn oauth_client_known(&self, client_id: &str) -> bool {
+        self.shared
+            .table
+            .load()
+            .oauth_clients
+            .contains_key(client_id)
+    }
+
     pub fn sessions(&self) -> &'a Sessions {
         &self.shared.sessions
     }

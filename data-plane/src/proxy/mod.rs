@@ -157,6 +157,22 @@ impl Proxy {
         reserved: &Arc<upstream::Reserved>,
     ) -> Response<ProxyBody> {
         let mut rate_info = None;
+        // The OAuth provider's own endpoints (docs/oauth.md): public like a login, but not past
+        // the API's static mTLS. APIs without `use_oauth2` pay this one check.
+        if let Some(oauth) = &route.oauth
+            && let Some(endpoint) = oauth.endpoint(req.method(), req.uri().path())
+        {
+            let (parts, body) = req.into_parts();
+            let ctx =
+                RequestContext::new(&parts, None, route, conn, certs.as_deref(), &self.shared);
+            if let Err(e) = route.auth.check_certificate(&ctx) {
+                return reply(e);
+            }
+            let req = Request::from_parts(parts, body);
+            return crate::oauth::serve(endpoint, req, route, oauth, conn.scheme(), &self.shared)
+                .await
+                .map(Either::Right);
+        }
         if let Some((path, token_url)) = &route.split_login
             && req.method() == http::Method::POST
             && req.uri().path() == path

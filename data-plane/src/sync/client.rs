@@ -155,6 +155,7 @@ impl SyncClient {
         let (persist_tx, persist_rx) = watch::channel(None::<Snapshot>);
         if let Some(dir) = self.state_dir.clone() {
             tokio::spawn(persist_state_dir(
+                self.shared.clone(),
                 dir,
                 persist_rx.clone(),
                 self.config.encryption_secret.clone(),
@@ -512,6 +513,7 @@ fn apply_flush(idp: &crate::idp::Idp, flush: &CacheFlush) {
 /// Writes the newest applied configuration to the state dir as soon as it is applied; revisions
 /// applied while a write is in flight coalesce into the next one.
 async fn persist_state_dir(
+    shared: Arc<Shared>,
     dir: StateDir,
     mut rx: watch::Receiver<Option<Snapshot>>,
     secret: String,
@@ -521,11 +523,19 @@ async fn persist_state_dir(
         let Some(snapshot) = rx.borrow_and_update().clone() else {
             continue;
         };
+        let revision = i64::try_from(snapshot.revision).unwrap_or(i64::MAX);
         let (dir, secret, group) = (dir.clone(), secret.clone(), group.clone());
         let written =
             tokio::task::spawn_blocking(move || dir.save_config(&snapshot, &secret, &group)).await;
-        if let Ok(Err(e)) = written {
-            tracing::warn!(error = %e, "could not write the configuration to the state dir");
+        match written {
+            Ok(Ok(())) => shared
+                .stats
+                .state_dir_revision
+                .store(revision, Ordering::Relaxed),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not write the configuration to the state dir")
+            }
+            Err(_) => {}
         }
     }
 }

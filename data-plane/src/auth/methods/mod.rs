@@ -7,6 +7,7 @@ pub mod basic;
 pub mod external_oauth;
 pub mod jwt;
 pub mod mtls;
+pub mod oauth2;
 pub mod oidc;
 pub mod token;
 
