@@ -18,6 +18,9 @@
 #        JWT=1                             JWT HS256/RS256/ES256 (verified-token cache hit), RS256 with every token
 #                                          new (COLD_TOKENS=60000 signed by Python `cryptography`), external OAuth
 #                                          introspection cached (Python introspection server on :18020) (0 = skip)
+#        OAUTH=1                           OAuth 2.0 provider: bearer token issued by this edge (cached session),
+#                                          client_credentials at the token endpoint (req/s), and the first use of
+#                                          FIRST_USE_TOKENS=300 tokens at the other gateway (own Redis prefix) (0 = skip)
 # Every server started here is stopped by PID on exit. Needs >= 2 CPUs.
 # Fleet benchmark (simulated edges against a real CP; separate): $BIN/portcullis-bench-storm --nodes 500, see docs/benchmarks.md "Fleet".
 set -euo pipefail
@@ -55,6 +58,8 @@ declare -A URL=(
   [jwt_es256]="http://127.0.0.1:18002/jwtes/"
   [jwt_rs256_cold]="http://127.0.0.1:18002/jwtrs/"
   [introspection]="http://127.0.0.1:18002/intro/"
+  [oauth_bearer]="http://127.0.0.1:18002/oauthb/"
+  [oauth_token]="http://127.0.0.1:18002/oauthb/oauth/token"
 )
 # Request headers per target (auth scenarios of issue 4).
 declare -A HDR=(
@@ -76,16 +81,24 @@ fi
 if [ "${JWT:-1}" = 1 ]; then
   ORDER+=(jwt_hs256 jwt_rs256 jwt_es256 jwt_rs256_cold introspection)
 fi
+if [ "${OAUTH:-1}" = 1 ]; then
+  ORDER+=(oauth_bearer oauth_token)
+fi
 COLD_TOKENS="${COLD_TOKENS:-60000}"
-# Targets whose requests come from a wrk script (one new token each); oha cannot, so the open
-# loop skips them.
-declare -A SCRIPTED=([jwt_rs256_cold]=1)
+OAUTH_CLIENT=bench-client
+OAUTH_SECRET=bench-client-secret-0123456789
+# Targets whose requests come from a wrk script (one new token each, a POST); oha cannot, so
+# the open loop skips them.
+declare -A SCRIPTED=([jwt_rs256_cold]=1 [oauth_token]=1)
 # hdr TARGET: sets H to the wrk/oha header arguments of the target, and POST to what follows
 # the URL (a wrk script's arguments).
 hdr() {
   H=(); POST=()
   if [ -n "${HDR[$1]-}" ]; then H=(-H "${HDR[$1]}"); fi
-  if [ -n "${SCRIPTED[$1]-}" ]; then H=(-s "$HERE/tokens.lua"); POST=(-- "$W/jwt/rs256_many.txt"); fi
+  case "$1" in
+    jwt_rs256_cold) H=(-s "$HERE/tokens.lua"); POST=(-- "$W/jwt/rs256_many.txt") ;;
+    oauth_token) H=(-s "$HERE/oauth_token.lua"); POST=(-- "Basic $(printf %s "$OAUTH_CLIENT:$OAUTH_SECRET" | base64 -w0)") ;;
+  esac
 }
 
 mkdir -p "$W"/{up,px}/{logs,tmp} "$W/results/closed" "$W/results/open" "$W/gw-state"
@@ -331,6 +344,29 @@ if [ "${JWT:-1}" = 1 ]; then
     [ "$code" = 200 ] || die "$t answers $code"
   done
 fi
+if [ "${OAUTH:-1}" = 1 ]; then
+  api_call POST "$API/tyk/policies" "$ADMIN_SECRET" '{"id":"bench-oauth","access_rights":{"oauthb":{"api_id":"oauthb"}}}'
+  [ "$API_CODE" = 200 ] || die "creating the OAuth policy: $API_CODE $API_BODY"
+  tyk_api_upsert "$API" "$ADMIN_SECRET" oauthb \
+    '{"name":"oauthb","api_id":"oauthb","org_id":"bench","use_oauth2":true,"oauth_meta":{"allowed_access_types":["client_credentials"],"allowed_authorize_types":["code"]},"proxy":{"listen_path":"/oauthb/","target_url":"http://127.0.0.1:18000/","strip_listen_path":true}}'
+  api_call POST "$API/tyk/oauth/clients/create" "$ADMIN_SECRET" \
+    "{\"client_id\":\"$OAUTH_CLIENT\",\"secret\":\"$OAUTH_SECRET\",\"api_id\":\"oauthb\",\"policy_id\":\"bench-oauth\",\"redirect_uri\":\"http://127.0.0.1/cb\"}"
+  [ "$API_CODE" = 200 ] || die "creating the OAuth client: $API_CODE $API_BODY"
+  oauth_token() { # oauth_token PORT: prints an access token from the client_credentials grant
+    curl -s --max-time 5 -u "$OAUTH_CLIENT:$OAUTH_SECRET" -d grant_type=client_credentials \
+      "http://127.0.0.1:$1/oauthb/oauth/token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
+  }
+  tok=""
+  for _ in $(seq 1 100); do
+    tok="$(oauth_token 18002 2>/dev/null || true)"
+    [ -n "$tok" ] && break
+    sleep 0.1
+  done
+  [ -n "$tok" ] || die "no OAuth token from the edge's token endpoint"
+  HDR[oauth_bearer]="Authorization: Bearer $tok"
+  code="$(curl -s -o /dev/null -w '%{http_code}' -H "${HDR[oauth_bearer]}" --max-time 5 "${URL[oauth_bearer]}" || true)"
+  [ "$code" = 200 ] || die "oauth_bearer answers $code"
+fi
 for t in "${ORDER[@]}"; do
   [ -n "${SCRIPTED[$t]-}" ] && continue
   hdr "$t"
@@ -464,6 +500,15 @@ print()
 print("errors = non-2xx + socket errors summed over all closed-loop runs (must be 0).")
 print("HTTPS targets are divided by nginx over HTTPS; *_hs targets open a connection (a full handshake) per request.")
 PY
+
+# ---------------------------------------------------------------------------------------------
+if [ "${OAUTH:-1}" = 1 ] && [ "${AUTH:-1}" = 1 ]; then
+  step_begin "OAuth tokens at first use on the other gateway"
+  : >"$W/first_use_tokens.txt"
+  for _ in $(seq 1 "${FIRST_USE_TOKENS:-300}"); do oauth_token 18002 >>"$W/first_use_tokens.txt"; done
+  python3 "$HERE/oauth_first_use.py" 127.0.0.1 18003 /oauthb/ "$W/first_use_tokens.txt" | tee "$W/first_use.txt" >&2
+  step_end
+fi
 
 # ---------------------------------------------------------------------------------------------
 if [ "$PROPAGATION" = 1 ]; then

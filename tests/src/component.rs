@@ -100,6 +100,23 @@ pub struct CpOptions {
     pub previous_ca_secret: Option<String>,
     /// `--api-tls-cert/--api-tls-key`.
     pub api_tls: Option<portcullis_control_plane::config::ApiTls>,
+    /// `--oauth-code-ttl`, `--oauth-token-ttl`, `--oauth-refresh-ttl` (`None`: the defaults).
+    pub oauth_code_ttl: Option<Duration>,
+    pub oauth_token_ttl: Option<Duration>,
+    pub oauth_refresh_ttl: Option<Duration>,
+}
+
+/// The `--oauth-*-ttl` flags of `opts`, the defaults where unset.
+fn oauth_lifetimes(opts: &CpOptions) -> portcullis_control_plane::oauth::OAuthLifetimes {
+    let d = portcullis_control_plane::oauth::OAuthLifetimes::default();
+    let secs = |v: Option<Duration>, default: i64| {
+        v.map_or(default, |v| i64::try_from(v.as_secs()).unwrap_or(i64::MAX))
+    };
+    portcullis_control_plane::oauth::OAuthLifetimes {
+        code_secs: secs(opts.oauth_code_ttl, d.code_secs),
+        token_secs: secs(opts.oauth_token_ttl, d.token_secs),
+        refresh_secs: secs(opts.oauth_refresh_ttl, d.refresh_secs),
+    }
 }
 
 /// A control plane with a management API client.
@@ -158,6 +175,7 @@ impl Cp {
         let any = || "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!());
         let api_listen = opts.api_listen.unwrap_or_else(any);
         let sync_listen = opts.sync_listen.unwrap_or_else(any);
+        let oauth = oauth_lifetimes(&opts);
         let config = portcullis_control_plane::Config {
             api_listen,
             sync_listen,
@@ -168,7 +186,10 @@ impl Cp {
             replica_name: opts.replica.unwrap_or_else(|| "cp-test".into()),
             node_cert_ttl: opts.node_cert_ttl.unwrap_or(Duration::from_secs(3600)),
             max_db_connections: 8,
-            lifetime_rules: Default::default(),
+            lifetime_rules: portcullis_control_plane::lifetime::LifetimeRules {
+                oauth,
+                ..Default::default()
+            },
             sync_limits: opts.sync_limits.unwrap_or_default(),
             allow_master_keys: opts.allow_master_keys,
             ca_secret: opts.ca_secret,
@@ -297,6 +318,10 @@ pub struct DpOptions {
     pub tls_handshake_timeout: Option<Duration>,
     /// `--upstream-certificate` / `--pinned-public-key` (default: none).
     pub upstream_tls: portcullis_data_plane::proxy::upstream_tls::GatewayTls,
+    /// `--oauth-portal-secret` (default: none, so `{listen_path}tyk/oauth/authorize-client` is 404).
+    pub oauth_portal_secret: Option<String>,
+    /// `--oauth-error-status-code`: a status, or `rfc` (default: the gateway's, 403).
+    pub oauth_error_status_code: Option<String>,
 }
 
 /// A gateway.
@@ -358,6 +383,12 @@ impl Dp {
             client_limits: opts.client_limits.unwrap_or_default(),
             upstream_tls: opts.upstream_tls,
             idp: portcullis_data_plane::idp::IdpConfig::default(),
+            oauth: portcullis_data_plane::oauth::OAuthConfig::default()
+                .with_error_status(match opts.oauth_error_status_code.as_deref() {
+                    Some(v) => portcullis_data_plane::oauth::ErrorStatus::parse(v)?,
+                    None => portcullis_data_plane::oauth::ErrorStatus::default(),
+                })
+                .with_portal_secret(opts.oauth_portal_secret.as_deref()),
         };
         let (runner, (proxy_addr, admin_addr, tls_addr, shared)) =
             Runner::spawn(move || async move {
@@ -449,6 +480,11 @@ impl Dp {
 
     pub fn revision(&self) -> i64 {
         self.shared.stats.applied_revision.load(Ordering::Acquire)
+    }
+
+    /// Revision last written to the state dir: what a restart would serve.
+    pub fn saved_revision(&self) -> i64 {
+        self.shared.stats.state_dir_revision.load(Ordering::Relaxed)
     }
 
     pub fn snapshots(&self) -> u64 {

@@ -10,6 +10,7 @@ pub mod component;
 pub mod echo;
 pub mod idp_server;
 pub mod idp_stack;
+pub mod oauth;
 pub mod oidc_provider;
 pub mod own_redis;
 pub mod private_pg;

@@ -10,7 +10,14 @@ use serde_json::{Value, json};
 
 /// Where the virtualenv lives (outside the clone: it is machine state, not project state).
 pub const VENV: &str = "/var/tmp/portcullis-test-venv";
-const PINS: &str = "\"PyJWT[crypto]==2.10.1\" \"cryptography==45.0.7\"";
+/// Exact versions, so every machine runs the same clients. Authlib and requests drive the OAuth
+/// 2.0 grants (`py/oauth_client.py`).
+const PINS: &[&str] = &[
+    "PyJWT[crypto]==2.10.1",
+    "cryptography==45.0.7",
+    "Authlib==1.9.10",
+    "requests==2.34.2",
+];
 const TOOL: &str = include_str!("py/jwt_tool.py");
 
 /// The virtualenv's interpreter, creating the virtualenv first if needed.
@@ -18,10 +25,14 @@ pub fn python() -> PathBuf {
     static READY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     READY
         .get_or_init(|| {
+            // `.ok` holds the pins it was made with: a virtualenv from other pins is remade.
+            let pins = PINS.join(" ");
+            let quoted: Vec<String> = PINS.iter().map(|p| format!("'{p}'")).collect();
+            let quoted = quoted.join(" ");
             let script = format!(
-                "test -x {VENV}/bin/python -a -f {VENV}/.ok || \
+                "test -x {VENV}/bin/python && test \"$(cat {VENV}/.ok 2>/dev/null)\" = '{pins}' || \
                  (rm -rf {VENV} && python3 -m venv {VENV} && \
-                  {VENV}/bin/pip install --quiet {PINS} && touch {VENV}/.ok)"
+                  {VENV}/bin/pip install --quiet {quoted} && printf '%s' '{pins}' > {VENV}/.ok)"
             );
             let status = Command::new("flock")
                 .arg(format!("{VENV}.lock"))

@@ -538,15 +538,15 @@ async fn hardening_edge_unsupported_auth_methods_are_refused_by_the_cp_and_503_a
     let upstream = PyUpstream::start().await;
     let mut hmac = protected_api("hmac-only", &upstream.url());
     hmac["enable_signature_checking"] = json!(true);
-    let mut chain = protected_api("oauth-and-token", &upstream.url());
-    chain["use_oauth2"] = json!(true);
+    let mut chain = protected_api("plugin-and-token", &upstream.url());
+    chain["custom_plugin_auth_enabled"] = json!(true);
     chain["use_standard_auth"] = json!(true);
     chain["base_identity_provided_by"] = json!("auth_token");
     let grpc = tyk_grpc_sample(&upstream.url());
 
     for (api, field) in [
         (&hmac, "enable_signature_checking"),
-        (&chain, "use_oauth2"),
+        (&chain, "custom_plugin_auth_enabled"),
         (&grpc, "enable_coprocess_auth"),
     ] {
         let (status, body) = cp.call(Method::POST, "/tyk/apis", Some(api)).await;
@@ -578,7 +578,7 @@ async fn hardening_edge_unsupported_auth_methods_are_refused_by_the_cp_and_503_a
     dp.wait_for_revision(4).await;
     let key = create_key(
         &cp,
-        json!({"access_rights": rights(&["hmac-only", "oauth-and-token", "grpc-protected", "plain"])}),
+        json!({"access_rights": rights(&["hmac-only", "plugin-and-token", "grpc-protected", "plain"])}),
     )
     .await;
     assert_eq!(
@@ -588,7 +588,7 @@ async fn hardening_edge_unsupported_auth_methods_are_refused_by_the_cp_and_503_a
     let served = upstream.requests().len();
     for (path, method) in [
         ("/hmac-only/x", "hmac_signature"),
-        ("/oauth-and-token/x", "oauth2"),
+        ("/plugin-and-token/x", "custom_plugin_auth"),
         ("/grpc-test-api/x", "coprocess_auth"),
     ] {
         // curl as the client: what a user sees.
@@ -655,7 +655,7 @@ async fn hardening_edge_unsupported_auth_methods_are_refused_by_the_cp_and_503_a
         json!([
             "grpc-protected: coprocess_auth",
             "hmac-only: hmac_signature",
-            "oauth-and-token: oauth2"
+            "plugin-and-token: custom_plugin_auth"
         ])
     );
 }

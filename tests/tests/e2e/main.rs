@@ -21,6 +21,7 @@ mod lifecycle;
 mod limits;
 mod management;
 mod mtls;
+mod oauth;
 mod observability;
 mod oidc;
 mod outages;

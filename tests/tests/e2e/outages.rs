@@ -246,8 +246,9 @@ async fn a_gateway_killed_while_changes_stream_in_resumes_from_its_state_dir_and
             }
         })
     };
-    eventually(Duration::from_secs(10), "some changes applied", || async {
-        (dp.revision() >= 10).then_some(())
+    // The state dir is written just after a revision is applied: stop once it holds one of them.
+    eventually(Duration::from_secs(10), "some changes saved", || async {
+        (dp.saved_revision() >= 10).then_some(())
     })
     .await;
     dp.stop();

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 /// Everything logged by every component of this test process.
 #[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct LogBuffer(Arc<Mutex<Vec<u8>>>);
 
 impl std::io::Write for LogBuffer {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -36,7 +36,7 @@ impl std::io::Write for LogBuffer {
 impl LogBuffer {
     /// Installs the process-wide subscriber (before any component starts, so the harness's own
     /// does not): everything of ours at trace, everything else at debug.
-    fn install() -> Self {
+    pub(crate) fn install() -> Self {
         let buf = Self::default();
         let writer = buf.clone();
         tracing_subscriber::fmt()
@@ -50,19 +50,19 @@ impl LogBuffer {
         buf
     }
 
-    fn bytes(&self) -> Vec<u8> {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
         self.0.lock().unwrap().clone()
     }
 }
 
 /// One place the run wrote to, and what it holds.
-struct Place {
-    name: String,
-    bytes: Vec<u8>,
+pub(crate) struct Place {
+    pub(crate) name: String,
+    pub(crate) bytes: Vec<u8>,
 }
 
 /// A secret and the forms it could be written in.
-struct Secret {
+pub(crate) struct Secret {
     name: &'static str,
     forms: Vec<(String, Vec<u8>)>,
 }
@@ -70,7 +70,7 @@ struct Secret {
 impl Secret {
     /// `value` raw, in hex, and in base64 (standard, URL-safe) at each of the three alignments
     /// it can have inside a longer encoded value.
-    fn new(name: &'static str, value: &[u8]) -> Self {
+    pub(crate) fn new(name: &'static str, value: &[u8]) -> Self {
         assert!(value.len() >= 12, "{name} is too short to search for");
         let mut forms = vec![
             ("plaintext".to_owned(), value.to_vec()),
@@ -128,7 +128,7 @@ fn squashed(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// "<secret> as <form> in <place>" for every form of every secret found anywhere.
-fn leaks(places: &[Place], secrets: &[Secret]) -> Vec<String> {
+pub(crate) fn leaks(places: &[Place], secrets: &[Secret]) -> Vec<String> {
     let mut found = Vec::new();
     for p in places {
         let flat = squashed(&p.bytes);
@@ -144,7 +144,7 @@ fn leaks(places: &[Place], secrets: &[Secret]) -> Vec<String> {
 }
 
 /// Every row of every table of the test database, as Postgres prints it (bytea as hex).
-async fn postgres_places(db: &TestDb) -> Vec<Place> {
+pub(crate) async fn postgres_places(db: &TestDb) -> Vec<Place> {
     let pool = db.pool().await;
     let tables: Vec<(String,)> =
         sqlx::query_as("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
@@ -170,7 +170,7 @@ async fn postgres_places(db: &TestDb) -> Vec<Place> {
 }
 
 /// Every key under `prefix`: its readable value (by type) and its DUMP serialisation.
-async fn redis_places(prefix: &str) -> Vec<Place> {
+pub(crate) async fn redis_places(prefix: &str) -> Vec<Place> {
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let mut keys: Vec<Vec<u8>> = Vec::new();
