@@ -7,7 +7,8 @@
 #   deploy/stack.sh status               show recorded processes and health
 #   deploy/stack.sh down [--purge]       stop recorded processes (TERM, KILL after 5 s); Postgres/Redis stay up.
 #                                        --purge also drops database portcullis_stack and the state dir.
-# Env: PORTCULLIS_STACK_DIR (state dir, default /tmp/portcullis-stack), CARGO_TARGET_DIR
+# Env: PORTCULLIS_STACK_DIR (state dir, default /var/lib/portcullis-stack: secrets, logs, PIDs and the
+#      gateway's state, kept beside the database they belong to, across reboots), CARGO_TARGET_DIR
 #      (default /var/tmp/portcullis-target), STACK_NO_BUILD=1 (use existing binaries),
 #      RUST_LOG (passed through to the binaries).
 # Ports (127.0.0.1): management API 7080, sync 7443, proxy 8080, HTTPS proxy 8443, gateway admin 9080,
@@ -19,7 +20,9 @@ ROOT="$(cd "$HERE/.." && pwd)"
 # shellcheck source-path=SCRIPTDIR source=lib/services.sh
 source "$HERE/lib/services.sh"
 
-STATE="${PORTCULLIS_STACK_DIR:-/tmp/portcullis-stack}"
+STATE="${PORTCULLIS_STACK_DIR:-/var/lib/portcullis-stack}"
+# Where versions before 0.13 kept it (lost with /tmp, while the database stayed).
+OLD_STATE=/tmp/portcullis-stack
 PIDDIR="$STATE/pids"
 LOGDIR="$STATE/logs"
 DB_NAME=portcullis_stack
@@ -134,6 +137,47 @@ secret_file() { # secret_file NAME: prints the secret stored in $STATE/NAME, gen
   cat "$f"
 }
 
+# adopt_old_state: secrets an older version of this script left in /tmp move to $STATE once.
+adopt_old_state() {
+  local f moved=0
+  [ "$STATE" != "$OLD_STATE" ] && [ -d "$OLD_STATE" ] || return 0
+  for f in admin_secret encryption_secret ca_secret; do
+    if [ -s "$OLD_STATE/$f" ] && [ ! -s "$STATE/$f" ]; then
+      (umask 077 && cp "$OLD_STATE/$f" "$STATE/$f")
+      moved=1
+    fi
+  done
+  [ "$moved" = 1 ] && log "    moved the secrets of $OLD_STATE to $STATE (the stack's state now lives there)"
+  return 0
+}
+
+# check_state_matches_database: a database whose node CA was sealed with secrets that are gone
+# (state dir deleted, or /tmp wiped by a reboot under an older version) cannot be used: say so,
+# and what to run, instead of letting the control plane fail on it.
+check_state_matches_database() {
+  local f missing=()
+  for f in encryption_secret ca_secret; do
+    [ -s "$STATE/$f" ] || missing+=("$f")
+  done
+  [ "${#missing[@]}" -gt 0 ] || return 0
+  local has_ca
+  has_ca="$(pg_psql "$(pg_url_for "$DB_NAME")" -c "select count(*) from pg_tables where tablename = 'node_ca'" 2>/dev/null || echo 0)"
+  if [ "$has_ca" = 1 ]; then
+    has_ca="$(pg_psql "$(pg_url_for "$DB_NAME")" -c "select count(*) from node_ca" 2>/dev/null || echo 0)"
+  fi
+  if [ "$has_ca" != 0 ]; then
+    die "database $DB_NAME holds a node CA sealed with secrets that are no longer in $STATE (${missing[*]} missing). Run 'deploy/stack.sh down --purge' (drops the database and $STATE), then 'deploy/stack.sh up'."
+  fi
+}
+
+# explain_cp_failure: the control plane's own refusal of the stored state, turned into the fix.
+explain_cp_failure() {
+  if grep -q "cannot be opened" "$LOGDIR/cp.log" 2>/dev/null; then
+    log "!! the control plane cannot open the state stored in database $DB_NAME with the secrets in $STATE."
+    log "!! Run 'deploy/stack.sh down --purge' (drops the database and $STATE), then 'deploy/stack.sh up'."
+  fi
+}
+
 show_logs_tail() {
   local f
   for f in "$LOGDIR"/*.log; do
@@ -197,6 +241,8 @@ do_up() {
   fi
   if [ ! -x "$BIN/portcullis-cp" ] || [ ! -x "$BIN/portcullis-gw" ]; then die "binaries missing in $BIN"; fi
 
+  adopt_old_state
+  check_state_matches_database
   local admin_secret enc_secret ca_secret
   admin_secret="$(secret_file admin_secret)"
   enc_secret="$(secret_file encryption_secret)"
@@ -215,7 +261,7 @@ do_up() {
     PORTCULLIS_ENCRYPTION_SECRET="$enc_secret" \
     PORTCULLIS_CA_SECRET="$ca_secret" \
     start_bg cp "$BIN/portcullis-cp" serve --api-listen "$API_ADDR" --sync-listen "$SYNC_ADDR"
-  wait_http_code 200 30 "$LAST_PID" "$API/hello"
+  wait_http_code 200 30 "$LAST_PID" "$API/hello" || { explain_cp_failure; exit 1; }
   step_end
 
   step_begin "gateway"
