@@ -57,8 +57,9 @@ impl AuthMethod for OAuth2Bearer {
         let identity = ctx
             .stored_key(token, Provider::OauthKey, ProxyError::OAuthNotAuthorised)
             .await?;
-        // The control plane deletes a client's tokens with it, but a session cached here may
-        // outlive the client by a moment: the configuration in force decides.
+        // A deleted client's tokens stay stored (inactive) until they expire, and a session
+        // cached here may outlive the client by a moment: the configuration in force decides,
+        // with Tyk's "client access was revoked" (docs/oauth.md).
         let client = identity
             .session
             .state
