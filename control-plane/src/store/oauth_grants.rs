@@ -68,6 +68,22 @@ pub enum Rotation {
     NotFound,
 }
 
+/// Every code and refresh token of a client: nothing can be redeemed for it any more.
+async fn delete_codes_and_refresh_tokens(
+    conn: &mut sqlx::PgConnection,
+    client_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM oauth_codes WHERE client_id = $1")
+        .bind(client_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM oauth_refresh_tokens WHERE client_id = $1")
+        .bind(client_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 impl Store {
     /// Access tokens of a client still alive: (key hash, expiry).
     pub async fn list_client_tokens(
@@ -90,14 +106,7 @@ impl Store {
     /// `revoke_all`). Each access token is deleted as a key, so every edge drops it. Returns
     /// how many access tokens were revoked.
     pub async fn revoke_client_tokens(&self, client_id: &str) -> Result<usize, StoreError> {
-        sqlx::query("DELETE FROM oauth_codes WHERE client_id = $1")
-            .bind(client_id)
-            .execute(self.pool())
-            .await?;
-        sqlx::query("DELETE FROM oauth_refresh_tokens WHERE client_id = $1")
-            .bind(client_id)
-            .execute(self.pool())
-            .await?;
+        delete_codes_and_refresh_tokens(&mut *self.pool().acquire().await?, client_id).await?;
         let hashes: Vec<(String,)> = sqlx::query_as(
             "SELECT key_hash FROM keys WHERE oauth_client_id = $1 AND origin = 'oauth'",
         )
@@ -123,14 +132,7 @@ impl Store {
     /// method. A client created again under the same id clears them first.
     pub async fn disable_client_tokens(&self, client_id: &str) -> Result<usize, StoreError> {
         let mut tx = self.pool().begin().await?;
-        sqlx::query("DELETE FROM oauth_codes WHERE client_id = $1")
-            .bind(client_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM oauth_refresh_tokens WHERE client_id = $1")
-            .bind(client_id)
-            .execute(&mut *tx)
-            .await?;
+        delete_codes_and_refresh_tokens(&mut tx, client_id).await?;
         let hashes: Vec<(String,)> = sqlx::query_as(
             "UPDATE keys SET session = jsonb_set(session, '{is_inactive}', 'true'::jsonb),
                  updated_at = now()
