@@ -74,6 +74,11 @@ impl RedisLink {
         &self.prefix
     }
 
+    /// True when a connection is in place and no reconnection is under way.
+    pub fn is_up(&self) -> bool {
+        self.conn.load().is_some() && !self.reconnecting.load(Ordering::Acquire)
+    }
+
     /// A connection to use now, if the link is up.
     pub fn conn(&self) -> Option<ConnectionManager> {
         self.conn.load_full().map(|c| (*c).clone())

@@ -657,6 +657,14 @@ impl Sessions {
                 let _ = writeln!(out, "portcullis_gateway_{name}{labels} {v}");
             }
         };
+        if let Some(link) = self.redis.get() {
+            metric(
+                "redis_up",
+                "gauge",
+                "1 while the link to the regional Redis is connected, 0 while it reconnects.",
+                &[("", u64::from(link.is_up()))],
+            );
+        }
         let len = u64::try_from(self.cache_len()).unwrap_or(u64::MAX);
         let cap = u64::try_from(self.cache_capacity()).unwrap_or(u64::MAX);
         metric(
