@@ -120,6 +120,39 @@ pub struct RunArgs {
     pub idp: IdpArgs,
     #[command(flatten)]
     pub oauth: OAuthArgs,
+    #[command(flatten)]
+    pub plugins: PluginArgs,
+}
+
+/// Custom auth plugins (docs/plugins.md).
+#[derive(Debug, clap::Args)]
+pub struct PluginArgs {
+    /// Tyk's gRPC coprocess plugin server (`coprocess_options.coprocess_grpc_server`):
+    /// `tcp://host:port` or `unix:///path/to/socket`.
+    #[arg(long, env = "PORTCULLIS_COPROCESS_GRPC_SERVER")]
+    pub coprocess_grpc_server: Option<String>,
+    /// Seconds one call to the gRPC plugin server may take before the request gets a 503.
+    #[arg(long, env = "PORTCULLIS_COPROCESS_TIMEOUT", default_value_t = 1.0)]
+    pub coprocess_timeout: f64,
+    /// Folder of JavaScript middleware files (`custom_middleware.auth_check.path` is read
+    /// relative to it; Tyk's `middleware_path`).
+    #[arg(long, env = "PORTCULLIS_MIDDLEWARE_PATH")]
+    pub middleware_path: Option<PathBuf>,
+}
+
+impl PluginArgs {
+    fn to_config(&self) -> Result<crate::plugins::PluginConfig, CliError> {
+        if !(self.coprocess_timeout > 0.0 && self.coprocess_timeout <= 60.0) {
+            return Err(CliError::Plugins(
+                "--coprocess-timeout must be more than 0 and at most 60 seconds".into(),
+            ));
+        }
+        Ok(crate::plugins::PluginConfig {
+            coprocess_grpc_server: self.coprocess_grpc_server.clone().filter(|s| !s.is_empty()),
+            coprocess_timeout: Duration::from_secs_f64(self.coprocess_timeout),
+            middleware_path: self.middleware_path.clone(),
+        })
+    }
 }
 
 /// The OAuth 2.0 provider's endpoints under each `use_oauth2` API (docs/oauth.md).
@@ -249,6 +282,8 @@ pub enum CliError {
     UpstreamTls(#[from] crate::proxy::upstream_tls::GatewayTlsError),
     #[error("{0}")]
     Idp(String),
+    #[error("{0}")]
+    Plugins(String),
 }
 
 /// `30d`, `12h`, `90m`, `3600s`, or a bare number of days.
@@ -344,6 +379,7 @@ impl RunArgs {
             )?,
             idp: self.idp.to_config()?,
             oauth: self.oauth.to_config()?,
+            plugins: self.plugins.to_config()?,
         })
     }
 }

@@ -58,6 +58,8 @@ pub struct Config {
     pub idp: crate::idp::IdpConfig,
     /// The OAuth 2.0 provider's endpoints (`--oauth-error-status-code`, `--oauth-portal-secret`).
     pub oauth: crate::oauth::OAuthConfig,
+    /// Custom auth plugins (`--coprocess-grpc-server`, `--middleware-path`; docs/plugins.md).
+    pub plugins: crate::plugins::PluginConfig,
 }
 
 impl std::fmt::Debug for Config {

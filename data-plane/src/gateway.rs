@@ -145,6 +145,7 @@ async fn connect_redis(
         .map_err(|e| StartError::Redis(e.to_string()))?;
     shared.idp().set_redis(link.clone());
     shared.split_tokens.set_redis(link.clone());
+    shared.upstream_tokens.set_redis(link.clone());
     shared.sessions.set_redis(link);
     Ok(())
 }
@@ -176,8 +177,10 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     let shared = Shared::new();
     shared.set_idp(crate::idp::Idp::new(config.idp.clone()));
     shared.set_oauth(config.oauth.clone());
+    shared.set_plugins(crate::plugins::Plugins::new(config.plugins.clone()));
     shared.idp().set_secret(&config.encryption_secret);
     shared.split_tokens.set_secret(&config.encryption_secret);
+    shared.upstream_tokens.set_secret(&config.encryption_secret);
     // Before any route is built, the state dir's included.
     crate::auth::token::set_stored_secret_key(&config.encryption_secret);
     crate::certs::set_encryption_secret(&config.encryption_secret);

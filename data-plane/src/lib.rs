@@ -14,6 +14,7 @@ pub mod jose;
 pub mod limits;
 pub mod oauth;
 pub mod path;
+pub mod plugins;
 pub mod policies;
 pub mod proxy;
 pub mod redis_link;
@@ -24,6 +25,7 @@ pub mod sessions;
 pub mod shared;
 pub mod sync;
 pub mod tls;
+pub mod upstream_auth;
 
 mod gateway;
 

@@ -41,6 +41,8 @@ pub struct Route {
     pub split_login: Option<(String, String)>,
     /// The OAuth 2.0 provider's endpoints under the listen path (`use_oauth2`); docs/oauth.md.
     pub oauth: Option<Box<crate::oauth::RouteOAuth>>,
+    /// Credentials the gateway adds for the upstream (docs/upstream-auth.md).
+    pub upstream_auth: Option<Arc<crate::upstream_auth::UpstreamAuth>>,
 }
 
 impl Route {
@@ -97,7 +99,8 @@ impl Route {
             authority,
             target_base: target.path().trim_end_matches('/').to_owned(),
             timeout,
-            auth: AuthChain::build(spec, def.idp(), def.oauth())?,
+            auth: AuthChain::build(def)?,
+            upstream_auth: crate::upstream_auth::UpstreamAuth::of(def)?,
             strip_auth_data: spec.strip_auth_data,
             unserved,
             counters: std::sync::OnceLock::new(),

@@ -25,6 +25,10 @@ pub struct Shared {
     pub oauth_relays: crate::oauth::Relays,
     /// The OAuth 2.0 endpoints' settings, set once at start.
     oauth: std::sync::OnceLock<crate::oauth::OAuthConfig>,
+    /// Auth plugin clients and engines, set once at start (docs/plugins.md).
+    plugins: std::sync::OnceLock<crate::plugins::Plugins>,
+    /// Tokens the gateway fetched to call upstreams (docs/upstream-auth.md).
+    pub upstream_tokens: crate::upstream_auth::TokenCache,
 }
 
 impl Shared {
@@ -60,6 +64,17 @@ impl Shared {
     /// Installs the OAuth endpoints' settings (once, at start).
     pub fn set_oauth(&self, oauth: crate::oauth::OAuthConfig) {
         let _ = self.oauth.set(oauth);
+    }
+
+    /// Installs the plugin clients and engines (once, at start).
+    pub fn set_plugins(&self, plugins: crate::plugins::Plugins) {
+        let _ = self.plugins.set(plugins);
+    }
+
+    /// The plugin state; one without a coprocess server or middleware path when none was
+    /// installed (tests).
+    pub fn plugins(&self) -> &crate::plugins::Plugins {
+        self.plugins.get_or_init(Default::default)
     }
 
     /// The OAuth endpoints' settings; Tyk's defaults when none were installed (tests).

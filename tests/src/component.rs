@@ -322,6 +322,8 @@ pub struct DpOptions {
     pub oauth_portal_secret: Option<String>,
     /// `--oauth-error-status-code`: a status, or `rfc` (default: the gateway's, 403).
     pub oauth_error_status_code: Option<String>,
+    /// `--coprocess-grpc-server`, `--coprocess-timeout`, `--middleware-path` (default: none).
+    pub plugins: portcullis_data_plane::plugins::PluginConfig,
 }
 
 /// A gateway.
@@ -389,6 +391,7 @@ impl Dp {
                     None => portcullis_data_plane::oauth::ErrorStatus::default(),
                 })
                 .with_portal_secret(opts.oauth_portal_secret.as_deref()),
+            plugins: opts.plugins,
         };
         let (runner, (proxy_addr, admin_addr, tls_addr, shared)) =
             Runner::spawn(move || async move {

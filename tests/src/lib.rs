@@ -7,6 +7,7 @@
 
 pub mod blackhole;
 pub mod component;
+pub mod coprocess;
 pub mod echo;
 pub mod idp_server;
 pub mod idp_stack;
@@ -16,8 +17,10 @@ pub mod own_redis;
 pub mod private_pg;
 pub mod pyjwt;
 pub mod raw_sync;
+pub mod signatures;
 pub mod sim_node;
 pub mod stack;
+pub mod token_server;
 
 use std::future::Future;
 use std::time::Duration;
@@ -55,4 +58,20 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Installs an npm `package` into `dir` once per machine (a marker file), under a file lock so
+/// concurrent tests do not race (the registry is the only network the tests use).
+pub fn npm_install(dir: &str, package: &str) {
+    let script = format!(
+        "test -f {dir}/.ok || (mkdir -p {dir} && cd {dir} && \
+         (test -f package.json || npm init -y >/dev/null) && \
+         npm install --silent --no-audit --no-fund {package} && touch {dir}/.ok)"
+    );
+    let status = std::process::Command::new("flock")
+        .arg(format!("{dir}.lock"))
+        .args(["sh", "-c", &script])
+        .status()
+        .expect("flock, sh and npm are installed");
+    assert!(status.success(), "installing {package} into {dir} failed");
 }

@@ -15,19 +15,7 @@ const SCRIPT: &str = include_str!("js/oidc_provider.mjs");
 
 fn ensure_installed() {
     static READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    READY.get_or_init(|| {
-        let script = format!(
-            "test -f {DIR}/.ok || (mkdir -p {DIR} && cd {DIR} && \
-             (test -f package.json || npm init -y >/dev/null) && \
-             npm install --silent --no-audit --no-fund {PACKAGE} && touch {DIR}/.ok)"
-        );
-        let status = Command::new("flock")
-            .arg(format!("{DIR}.lock"))
-            .args(["sh", "-c", &script])
-            .status()
-            .expect("flock, sh and npm are installed");
-        assert!(status.success(), "installing {PACKAGE} into {DIR} failed");
-    });
+    READY.get_or_init(|| crate::npm_install(DIR, PACKAGE));
 }
 
 pub struct OidcProvider {

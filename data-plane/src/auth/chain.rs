@@ -1,18 +1,21 @@
 //! A route's authentication chain, built once when the configuration is applied: every
-//! enabled method in Tyk's order, all of which must pass; `base_identity_provided_by` picks
-//! whose session the request then runs under (docs/architecture.md).
+//! enabled method in Tyk's order. In Tyk's mode all of them must pass and
+//! `base_identity_provided_by` picks whose session the request then runs under; in the "any
+//! of" mode (`auth_chain_mode: any`) the first method whose credential is present decides
+//! alone (docs/architecture.md, "The authentication chain").
 
 use http::HeaderValue;
 use http::request::Parts;
-use portcullis_proto::model::idp_auth::IdpSpec;
-use portcullis_proto::model::oauth::OAuthSpec;
-use portcullis_proto::model::{ApiSpec, ValidationError};
+use portcullis_proto::model::{ApiDefinition, ValidationError};
 
 use super::context::RequestContext;
 use super::identity::{Identity, Provider};
 use super::methods::AuthMethod;
 use super::methods::basic::BasicAuth;
+use super::methods::coprocess::CoprocessAuth;
 use super::methods::external_oauth::ExternalOAuth;
+use super::methods::hmac::HmacAuth;
+use super::methods::js_auth::JsAuth;
 use super::methods::jwt::JwtAuth;
 use super::methods::mtls::{CertificateCheck, CertificateToken};
 use super::methods::oauth2::OAuth2Bearer;
@@ -52,6 +55,8 @@ pub struct AuthChain {
     methods: Vec<Box<dyn AuthMethod>>,
     /// Index into `methods` of the method whose identity the request runs under.
     base: usize,
+    /// The first method whose credential is present decides alone.
+    any_of: bool,
     /// Static mTLS, checked before any method (and on keyless APIs).
     certificate_check: Option<CertificateCheck>,
     needs_body: bool,
@@ -59,13 +64,10 @@ pub struct AuthChain {
 }
 
 /// The methods of an API definition, in chain order. A new method adds its line here.
-fn enabled_methods(
-    spec: &ApiSpec,
-    idp: &IdpSpec,
-    oauth: &OAuthSpec,
-) -> Result<Vec<Box<dyn AuthMethod>>, ValidationError> {
+fn enabled_methods(def: &ApiDefinition) -> Result<Vec<Box<dyn AuthMethod>>, ValidationError> {
+    let (spec, idp) = (def.spec(), def.idp());
     let mut methods: Vec<Box<dyn AuthMethod>> = Vec::new();
-    if oauth.use_oauth2 {
+    if def.oauth().use_oauth2 {
         methods.push(Box::new(OAuth2Bearer));
     }
     if idp.external_oauth.enabled {
@@ -79,11 +81,19 @@ fn enabled_methods(
         };
         methods.push(Box::new(BasicAuth::new(name, &spec.basic_auth)));
     }
+    if def.hmac().enable_signature_checking {
+        methods.push(Box::new(HmacAuth::new(def)?));
+    }
     if idp.enable_jwt {
         methods.push(Box::new(JwtAuth::new(spec, idp)?));
     }
     if idp.use_openid {
         methods.push(Box::new(OpenIdConnect::new(spec, idp)?));
+    }
+    match def.plugins().served_driver() {
+        Some("grpc") => methods.push(Box::new(CoprocessAuth::new(def)?)),
+        Some("otto") => methods.push(Box::new(JsAuth::new(def)?)),
+        _ => {}
     }
     // Tyk adds auth token when asked to, or when no other method is enabled.
     if spec.use_standard_auth || methods.is_empty() {
@@ -116,18 +126,15 @@ fn certificate_bound(ctx: &RequestContext<'_>, identity: &Identity) -> Result<()
 }
 
 impl AuthChain {
-    pub fn build(
-        spec: &ApiSpec,
-        idp: &IdpSpec,
-        oauth: &OAuthSpec,
-    ) -> Result<Self, ValidationError> {
+    pub fn build(def: &ApiDefinition) -> Result<Self, ValidationError> {
+        let spec = def.spec();
         let certificate_check = spec
             .use_mutual_tls_auth
             .then(|| CertificateCheck::new(&spec.client_certificates));
         let methods = if spec.use_keyless {
             Vec::new()
         } else {
-            enabled_methods(spec, idp, oauth)?
+            enabled_methods(def)?
         };
         // Unset: every method writes the session in turn in Tyk, so the last one's stands.
         let base = match Provider::parse(&spec.base_identity_provided_by) {
@@ -147,6 +154,7 @@ impl AuthChain {
             needs_certs: certificate_check.is_some() || methods.iter().any(|m| m.needs_certs()),
             methods,
             base,
+            any_of: spec.auth_chain_mode == "any",
             certificate_check,
         })
     }
@@ -179,22 +187,13 @@ impl AuthChain {
     /// success, the first failure otherwise.
     pub async fn run(&self, ctx: &RequestContext<'_>) -> Result<Proven, Failure> {
         self.check_certificate(ctx)?;
+        if self.any_of {
+            return self.run_any_of(ctx).await;
+        }
         let mut base = None;
         let mut others = Vec::new();
         for (i, method) in self.methods.iter().enumerate() {
-            let identity = method.authenticate(ctx).await.map_err(|error| Failure {
-                challenge: (error.status() == http::StatusCode::UNAUTHORIZED)
-                    .then(|| method.challenge().cloned())
-                    .flatten(),
-                error,
-            })?;
-            if let Some(check) = &self.certificate_check {
-                check.check_binding(ctx.conn, &identity)?;
-            }
-            // A key made for a certificate is named after its public fingerprint, so anyone
-            // holding the certificate could compute it: whatever method found it, it only
-            // stands with that certificate presented on this connection.
-            certificate_bound(ctx, &identity)?;
+            let identity = self.prove(method.as_ref(), ctx).await?;
             if i == self.base {
                 base = Some(identity);
             } else {
@@ -204,6 +203,46 @@ impl AuthChain {
         // An API with no usable method is closed, not open.
         let base = base.ok_or_else(|| Failure::from(ProxyError::AuthMissing))?;
         Ok(Proven { base, others })
+    }
+
+    /// One method's identity, bound to the connection's certificate where the API or the key
+    /// asks for it; the method's error and challenge otherwise.
+    async fn prove(
+        &self,
+        method: &dyn AuthMethod,
+        ctx: &RequestContext<'_>,
+    ) -> Result<Identity, Failure> {
+        let identity = method.authenticate(ctx).await.map_err(|error| Failure {
+            challenge: (error.status() == http::StatusCode::UNAUTHORIZED)
+                .then(|| method.challenge().cloned())
+                .flatten(),
+            error,
+        })?;
+        if let Some(check) = &self.certificate_check {
+            check.check_binding(ctx.conn, &identity)?;
+        }
+        // A key made for a certificate is named after its public fingerprint, so anyone
+        // holding the certificate could compute it: whatever method found it, it only
+        // stands with that certificate presented on this connection.
+        certificate_bound(ctx, &identity)?;
+        Ok(identity)
+    }
+
+    /// The "any of" mode: the first method (in Tyk's order) whose credential is present runs
+    /// alone, and its answer is final; a present but invalid credential never falls through to
+    /// a later method. Without any credential, the first method answers as it would alone.
+    async fn run_any_of(&self, ctx: &RequestContext<'_>) -> Result<Proven, Failure> {
+        let method = self
+            .methods
+            .iter()
+            .find(|m| m.presented(ctx))
+            .or_else(|| self.methods.first())
+            .ok_or_else(|| Failure::from(ProxyError::AuthMissing))?;
+        let identity = self.prove(method.as_ref(), ctx).await?;
+        Ok(Proven {
+            base: identity,
+            others: Vec::new(),
+        })
     }
 
     /// The base method's challenge, sent with 401s from the checks after the chain.
@@ -240,7 +279,7 @@ mod tests {
             ApiDefinition::from_value(v).unwrap()
         };
         let providers = |d: &ApiDefinition| -> Vec<Provider> {
-            AuthChain::build(d.spec(), d.idp(), d.oauth())
+            AuthChain::build(d)
                 .unwrap()
                 .methods
                 .iter()

@@ -27,9 +27,33 @@ pub struct RequestContext<'a> {
     /// the route uses certificates.
     pub certs: Option<&'a CertStore>,
     shared: &'a Shared,
-    /// A header the upstream must receive instead of the client's (a split token's rebuilt
-    /// JWT); applied by the proxy after the chain.
-    rewrite: std::sync::Mutex<Option<(HeaderName, HeaderValue)>>,
+    /// Headers the upstream must receive instead of the client's (a split token's rebuilt
+    /// JWT, a plugin's changes); applied by the proxy after the chain.
+    edits: std::sync::Mutex<RequestEdits>,
+}
+
+/// What the chain asks the proxy to change in the request before it goes upstream (after
+/// `strip_auth_data`).
+#[derive(Debug, Default)]
+pub struct RequestEdits {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+impl RequestEdits {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+
+    /// Applies removals, then sets (a set header replaces every earlier value).
+    pub fn apply(self, headers: &mut http::HeaderMap) {
+        for name in self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in self.set {
+            headers.insert(name, value);
+        }
+    }
 }
 
 impl<'a> RequestContext<'a> {
@@ -48,7 +72,7 @@ impl<'a> RequestContext<'a> {
             conn,
             certs,
             shared,
-            rewrite: std::sync::Mutex::new(None),
+            edits: std::sync::Mutex::default(),
         }
     }
 
@@ -58,15 +82,30 @@ impl<'a> RequestContext<'a> {
 
     /// Asks the proxy to send `value` in `name` upstream.
     pub fn rewrite_header(&self, name: HeaderName, value: HeaderValue) {
-        *self.rewrite.lock().unwrap_or_else(|p| p.into_inner()) = Some((name, value));
-    }
-
-    /// The header a method asked to rewrite, if any.
-    pub fn take_rewrite(&self) -> Option<(HeaderName, HeaderValue)> {
-        self.rewrite
+        self.edits
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take()
+            .set
+            .push((name, value));
+    }
+
+    /// Asks the proxy to drop `name` before the request goes upstream.
+    pub fn remove_header(&self, name: HeaderName) {
+        self.edits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove
+            .push(name);
+    }
+
+    /// What the methods asked to change upstream.
+    pub fn take_edits(&self) -> RequestEdits {
+        std::mem::take(&mut *self.edits.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Gateway-wide plugin clients and engines (docs/plugins.md).
+    pub fn plugins(&self) -> &'a crate::plugins::Plugins {
+        self.shared.plugins()
     }
 
     /// True when the configuration in force holds the OAuth client `client_id` (a deleted

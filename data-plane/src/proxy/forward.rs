@@ -13,7 +13,6 @@ use super::upstream::{self, Reserved, SendError};
 use super::upstream_tls::{TlsFailure, UpstreamTls};
 use super::{ProxyBody, RequestBody, UpstreamClient};
 use crate::error::ProxyError;
-use crate::request_metrics::LatencyHistogram;
 use crate::router::Route;
 use std::sync::Arc;
 use std::time::Instant;
@@ -94,8 +93,9 @@ pub async fn forward(
     req: Request<RequestBody>,
     conn: &ConnInfo,
     default_timeout: Duration,
-    latency: &LatencyHistogram,
+    shared: &crate::shared::Shared,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let latency = &shared.requests.upstream_latency;
     let (mut parts, body) = req.into_parts();
     let path_and_query = upstream_path_and_query(route, &parts.uri).ok_or(ProxyError::Upstream)?;
     let client_authority = parts.uri.authority().cloned();
@@ -120,6 +120,10 @@ pub async fn forward(
         parts.headers.insert(HOST, h);
     }
     add_forwarded(&mut parts.headers, conn.remote.ip(), conn.scheme());
+    // Last: a signature covers the headers and path the upstream will read.
+    if let Some(auth) = &route.upstream_auth {
+        auth.apply(&mut parts, shared).await?;
+    }
     // A reference-counted copy; turned into text only when a log line needs it.
     let request_id = parts.headers.get(REQUEST_ID).cloned();
 

@@ -249,7 +249,7 @@ impl Proxy {
                     Ok(e) => e,
                     Err(failure) => return challenge(failure),
                 };
-                let rewrite = ctx.take_rewrite();
+                let edits = ctx.take_edits();
                 match self
                     .limiter
                     .check(&self.shared.sessions, effective.limits_for(&route.api_id))
@@ -264,9 +264,10 @@ impl Proxy {
                 if route.strip_auth_data {
                     route.auth.strip(&mut parts);
                 }
-                // After stripping: the rebuilt split token is for the upstream.
-                if let Some((name, value)) = rewrite {
-                    parts.headers.insert(name, value);
+                // After stripping: the rebuilt split token and a plugin's headers are for the
+                // upstream.
+                if !edits.is_empty() {
+                    edits.apply(&mut parts.headers);
                 }
                 Request::from_parts(parts, body)
             }
@@ -279,7 +280,7 @@ impl Proxy {
             req,
             conn,
             self.default_timeout,
-            &self.shared.requests.upstream_latency,
+            &self.shared,
         )
         .await
         {

@@ -5,9 +5,12 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::hmac::HmacSpec;
 use super::idp_auth::IdpSpec;
 use super::json::{null_as_default, parse_object, typed_view};
 use super::oauth::OAuthSpec;
+use super::plugins::PluginSpec;
+use super::upstream_auth::UpstreamAuthSpec;
 use super::{ValidationError, bounds, generate_id};
 
 /// The typed fields of an API definition that Portcullis acts on.
@@ -71,6 +74,10 @@ pub struct ApiSpec {
     /// Whose session the request runs under when several methods are enabled.
     #[serde(default, deserialize_with = "null_as_default")]
     pub base_identity_provided_by: String,
+    /// `all` (Tyk: every enabled method must pass) or `any` (the first method whose
+    /// credential is present decides); empty means `all` (docs/architecture.md).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub auth_chain_mode: String,
 }
 
 /// Tyk Classic `basic_auth` section.
@@ -211,6 +218,12 @@ pub struct ApiDefinition {
     idp: IdpSpec,
     /// The built-in OAuth 2.0 provider (docs/oauth.md).
     oauth: OAuthSpec,
+    /// Request signatures (docs/hmac.md).
+    hmac: HmacSpec,
+    /// Custom auth plugins (docs/plugins.md).
+    plugins: PluginSpec,
+    /// How the gateway authenticates to the upstream (docs/upstream-auth.md).
+    upstream_auth: UpstreamAuthSpec,
 }
 
 impl ApiDefinition {
@@ -222,13 +235,14 @@ impl ApiDefinition {
             spec.api_id = generate_id();
             raw.insert("api_id".into(), Value::String(spec.api_id.clone()));
         }
-        let idp = typed_view(&raw)?;
-        let oauth = typed_view(&raw)?;
         let def = Self {
+            idp: typed_view(&raw)?,
+            oauth: typed_view(&raw)?,
+            hmac: typed_view(&raw)?,
+            plugins: typed_view(&raw)?,
+            upstream_auth: typed_view(&raw)?,
             raw,
             spec,
-            idp,
-            oauth,
         };
         def.validate()?;
         Ok(def)
@@ -240,13 +254,14 @@ impl ApiDefinition {
             return Err(ValidationError::new("body", "expected a JSON object"));
         };
         let spec = typed_view(&raw)?;
-        let idp = typed_view(&raw)?;
-        let oauth = typed_view(&raw)?;
         let def = Self {
+            idp: typed_view(&raw)?,
+            oauth: typed_view(&raw)?,
+            hmac: typed_view(&raw)?,
+            plugins: typed_view(&raw)?,
+            upstream_auth: typed_view(&raw)?,
             raw,
             spec,
-            idp,
-            oauth,
         };
         def.validate()?;
         Ok(def)
@@ -271,6 +286,21 @@ impl ApiDefinition {
     /// The built-in OAuth 2.0 provider's settings.
     pub fn oauth(&self) -> &OAuthSpec {
         &self.oauth
+    }
+
+    /// Request-signature settings.
+    pub fn hmac(&self) -> &HmacSpec {
+        &self.hmac
+    }
+
+    /// Custom auth plugin settings.
+    pub fn plugins(&self) -> &PluginSpec {
+        &self.plugins
+    }
+
+    /// Upstream-authentication settings.
+    pub fn upstream_auth(&self) -> &UpstreamAuthSpec {
+        &self.upstream_auth
     }
 
     pub fn api_id(&self) -> &str {
@@ -299,6 +329,7 @@ impl ApiDefinition {
                     .flat_map(|v| v.split(','))
                     .map(str::trim),
             )
+            .chain(self.upstream_auth.certificate_refs())
             .filter(|id| !id.is_empty())
     }
 
@@ -425,6 +456,15 @@ impl ApiDefinition {
         validate_certificate_fields(s)?;
         self.idp.validate()?;
         self.oauth.validate()?;
+        self.hmac.validate()?;
+        self.plugins.validate()?;
+        self.upstream_auth.validate()?;
+        if !matches!(s.auth_chain_mode.as_str(), "" | "all" | "any") {
+            return Err(ValidationError::new(
+                "auth_chain_mode",
+                "must be all or any",
+            ));
+        }
         let enabled = match s.base_identity_provided_by.as_str() {
             "jwt_claim" => Some(self.idp.enable_jwt),
             "oidc_user" => Some(self.idp.use_openid),
@@ -458,7 +498,7 @@ pub const IDENTITY_PROVIDERS: &[&str] = &[
     "custom_auth",
 ];
 
-fn certificate_id(field: &str, id: &str) -> Result<(), ValidationError> {
+pub(super) fn certificate_id(field: &str, id: &str) -> Result<(), ValidationError> {
     if id.is_empty()
         || id.len() > bounds::MAX_CERTIFICATE_ID_BYTES
         || id

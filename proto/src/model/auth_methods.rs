@@ -24,6 +24,10 @@ pub const IMPLEMENTED: &[&str] = &[
     "external_oauth",
     "openid_connect",
     "oauth2",
+    "hmac_signature",
+    "auth_chain_any",
+    "coprocess_auth.grpc",
+    "coprocess_auth.otto",
 ];
 
 /// A field that enables a method this build does not implement.
@@ -35,13 +39,15 @@ pub struct Unsupported {
     pub method: &'static str,
 }
 
-/// Flags that turn a method on, in Tyk's chain order (HMAC, custom plugins); `enabled` is the
-/// path of the boolean inside the definition.
-const FLAGS: &[(&str, &str)] = &[
-    ("enable_signature_checking", "hmac_signature"),
-    ("custom_plugin_auth_enabled", "custom_plugin_auth"),
+/// Flags that turn a method on that this build never serves; `enabled` is the path of the
+/// boolean inside the definition. Plugin auth (`enable_coprocess_auth`,
+/// `custom_plugin_auth_enabled`) is served for the `grpc` and `otto` drivers only.
+const FLAGS: &[(&str, &str)] = &[("use_go_plugin_auth", "go_plugin_auth")];
+
+/// The plugin-auth switches, refused when `custom_middleware.driver` is not one served.
+const PLUGIN_FLAGS: &[(&str, &str)] = &[
     ("enable_coprocess_auth", "coprocess_auth"),
-    ("use_go_plugin_auth", "go_plugin_auth"),
+    ("custom_plugin_auth_enabled", "custom_plugin_auth"),
 ];
 
 /// Fields of an `auth_configs.authToken` entry that move where the key is read from; the edge
@@ -107,6 +113,18 @@ pub fn unsupported(def: &ApiDefinition) -> Vec<Unsupported> {
             method,
         })
         .collect();
+    let plugins = def.plugins();
+    if plugins.auth_enabled() && plugins.served_driver().is_none() {
+        out.extend(
+            PLUGIN_FLAGS
+                .iter()
+                .filter(|(path, _)| is_true(at(&raw, path)))
+                .map(|(path, method)| Unsupported {
+                    field: (*path).to_owned(),
+                    method,
+                }),
+        );
+    }
     let spec = def.spec();
     let configs = raw.get("auth_configs");
     let token_runs = spec.use_standard_auth || !spec.use_basic_auth;
@@ -166,14 +184,14 @@ mod tests {
     fn each_flag_names_its_method_and_field() {
         for (field, method, extra) in [
             (
-                "enable_signature_checking",
-                "hmac_signature",
-                json!({"enable_signature_checking": true}),
-            ),
-            (
                 "enable_coprocess_auth",
                 "coprocess_auth",
-                json!({"enable_coprocess_auth": true}),
+                json!({"enable_coprocess_auth": true, "custom_middleware": {"driver": "python"}}),
+            ),
+            (
+                "custom_plugin_auth_enabled",
+                "custom_plugin_auth",
+                json!({"custom_plugin_auth_enabled": true, "custom_middleware": {"driver": "goplugin"}}),
             ),
             (
                 "use_go_plugin_auth",
@@ -195,6 +213,7 @@ mod tests {
         assert!(methods(json!({"use_basic_auth": true})).is_empty());
         assert!(methods(json!({"enable_jwt": false, "use_oauth2": null})).is_empty());
         assert!(methods(json!({"use_oauth2": true})).is_empty());
+        assert!(methods(json!({"enable_signature_checking": true})).is_empty());
         assert!(
             methods(json!({"enable_jwt": true, "jwt_source": "https://idp.example/jwks"}))
                 .is_empty()
@@ -251,7 +270,7 @@ mod tests {
     }
 
     #[test]
-    fn tyk_grpc_auth_plugin_sample_is_refused() {
+    fn tyk_grpc_auth_plugin_sample_is_served_and_other_drivers_refused() {
         // Shape of Tyk's apps/coprocess_grpc_app_sample_protected.json.
         let sample = json!({
             "name": "Tyk Test API - gRPC Protected",
@@ -269,7 +288,10 @@ mod tests {
             "proxy": {"listen_path": "/grpc-test-api/", "target_url": "http://httpbin.org/",
                 "strip_listen_path": true}
         });
-        let found = unsupported(&ApiDefinition::from_value(sample).unwrap());
+        assert!(unsupported(&ApiDefinition::from_value(sample.clone()).unwrap()).is_empty());
+        let mut python = sample;
+        python["custom_middleware"]["driver"] = json!("python");
+        let found = unsupported(&ApiDefinition::from_value(python).unwrap());
         assert_eq!(
             found,
             [Unsupported {

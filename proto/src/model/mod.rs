@@ -6,11 +6,14 @@ mod api_definition;
 pub mod auth_methods;
 pub mod bounds;
 pub mod certificate;
+pub mod hmac;
 pub mod idp_auth;
 mod json;
 pub mod oauth;
+pub mod plugins;
 mod policy;
 mod session;
+pub mod upstream_auth;
 
 pub use api_definition::{
     ApiDefinition, ApiSpec, AuthTokenSpec, BasicAuthSpec, IDENTITY_PROVIDERS, ProxySpec,

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step should stop a test loudly
 
 mod auth_chain;
+mod auth_chain_any;
 mod auth_token;
 mod backup;
 mod certs_api;
@@ -16,6 +17,7 @@ mod hardening_proxy;
 mod hardening_review;
 mod hardening_secrets;
 mod hardening_sync;
+mod hmac;
 mod jwt;
 mod lifecycle;
 mod limits;
@@ -25,10 +27,13 @@ mod oauth;
 mod observability;
 mod oidc;
 mod outages;
+mod plugins_grpc;
+mod plugins_js;
 mod proxy;
 mod resilience;
 mod secrets_at_rest;
 mod split_token;
 mod statuses;
 mod tls_edge;
+mod upstream_auth;
 mod upstream_tls;

@@ -369,6 +369,20 @@ impl AuthMethod for BasicAuth {
         self.from_body.is_some()
     }
 
+    fn presented(&self, ctx: &RequestContext<'_>) -> bool {
+        match &self.from_body {
+            Some((user_re, _)) => ctx
+                .body
+                .is_some_and(|b| user_re.is_match(&String::from_utf8_lossy(b))),
+            None => ctx
+                .parts
+                .headers
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.as_bytes().get(..6))
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"basic ")),
+        }
+    }
+
     async fn authenticate(&self, ctx: &RequestContext<'_>) -> Result<Identity, ProxyError> {
         let (user, password) = self.credentials(ctx.parts, ctx.body)?;
         let identity = ctx

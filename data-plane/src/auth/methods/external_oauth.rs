@@ -268,6 +268,14 @@ impl AuthMethod for ExternalOAuth {
         Provider::OauthKey
     }
 
+    fn presented(&self, ctx: &RequestContext<'_>) -> bool {
+        !super::other_scheme(ctx.parts, self.reader.header())
+            && self
+                .reader
+                .find(ctx.parts)
+                .is_some_and(|t| self.introspection.is_some() || super::looks_like_jwt(&t))
+    }
+
     async fn authenticate(&self, ctx: &RequestContext<'_>) -> Result<Identity, ProxyError> {
         let token = self
             .reader

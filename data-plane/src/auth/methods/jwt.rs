@@ -370,6 +370,13 @@ impl AuthMethod for JwtAuth {
         Provider::JwtClaim
     }
 
+    fn presented(&self, ctx: &RequestContext<'_>) -> bool {
+        !super::other_scheme(ctx.parts, self.reader.header())
+            && self.reader.find(ctx.parts).is_some_and(|t| {
+                super::looks_like_jwt(&t) || (self.split && split_token::is_signature(&t))
+            })
+    }
+
     async fn authenticate(&self, ctx: &RequestContext<'_>) -> Result<Identity, ProxyError> {
         let mut token = self.reader.find(ctx.parts).ok_or(ProxyError::JwtMissing)?;
         if self.split && split_token::is_signature(&token) {

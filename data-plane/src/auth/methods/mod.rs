@@ -4,7 +4,10 @@
 //! in one place. Adding a method: a file here plus one line in `super::chain::build`.
 
 pub mod basic;
+pub mod coprocess;
 pub mod external_oauth;
+pub mod hmac;
+pub mod js_auth;
 pub mod jwt;
 pub mod mtls;
 pub mod oauth2;
@@ -33,6 +36,10 @@ pub trait AuthMethod: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// True when the request carries this method's kind of credential (valid or not). The
+    /// "any of" chain lets the first method that says so decide (docs/architecture.md).
+    fn presented(&self, ctx: &RequestContext<'_>) -> bool;
+
     /// Proves who the request comes from, or answers with the method's error.
     async fn authenticate(&self, ctx: &RequestContext<'_>) -> Result<Identity, ProxyError>;
 
@@ -43,4 +50,22 @@ pub trait AuthMethod: Send + Sync + std::fmt::Debug {
     fn challenge(&self) -> Option<&HeaderValue> {
         None
     }
+}
+
+/// Three dot-separated segments: what a JWT (JWS compact form) looks like. Opaque tokens and
+/// API keys do not, so the "any of" chain can tell a JWT method's credential from theirs.
+pub fn looks_like_jwt(token: &str) -> bool {
+    token.bytes().filter(|b| *b == b'.').count() == 2
+}
+
+/// True when `header` holds a credential of a scheme other than Bearer (`Basic …`,
+/// `Signature …`): never a token for the token methods of the "any of" chain, which would
+/// otherwise send a password or a key to an identity provider.
+pub fn other_scheme(parts: &Parts, header: &http::HeaderName) -> bool {
+    parts
+        .headers
+        .get(header)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once([' ', '\t']))
+        .is_some_and(|(scheme, _)| !scheme.eq_ignore_ascii_case("bearer"))
 }

@@ -204,6 +204,10 @@ impl AuthMethod for CertificateToken {
         true
     }
 
+    fn presented(&self, ctx: &RequestContext<'_>) -> bool {
+        ctx.conn.peer_leaf().is_some()
+    }
+
     async fn authenticate(&self, ctx: &RequestContext<'_>) -> Result<Identity, ProxyError> {
         let Some(leaf) = ctx.conn.peer_leaf() else {
             return Err(ProxyError::CertRequired);

@@ -49,6 +49,10 @@ impl AuthMethod for OAuth2Bearer {
         Provider::OauthKey
     }
 
+    fn presented(&self, ctx: &RequestContext<'_>) -> bool {
+        bearer(ctx.parts).is_ok_and(|t| !super::looks_like_jwt(t))
+    }
+
     async fn authenticate(&self, ctx: &RequestContext<'_>) -> Result<Identity, ProxyError> {
         let token = bearer(ctx.parts)?;
         if token.len() > MAX_TOKEN {

@@ -91,6 +91,14 @@ impl AuthMethod for OpenIdConnect {
         Provider::OidcUser
     }
 
+    fn presented(&self, ctx: &RequestContext<'_>) -> bool {
+        !super::other_scheme(ctx.parts, self.reader.header())
+            && self
+                .reader
+                .find(ctx.parts)
+                .is_some_and(|t| super::looks_like_jwt(&t))
+    }
+
     async fn authenticate(&self, ctx: &RequestContext<'_>) -> Result<Identity, ProxyError> {
         let token = self.reader.find(ctx.parts).ok_or(ProxyError::AuthMissing)?;
         let jws = jose::decode(&token).map_err(|_| ProxyError::OidcNotAuthorised)?;

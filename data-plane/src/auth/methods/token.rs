@@ -338,6 +338,10 @@ impl AuthMethod for TokenAuth {
         Provider::AuthToken
     }
 
+    fn presented(&self, ctx: &RequestContext<'_>) -> bool {
+        self.credential(ctx.parts, None).is_ok()
+    }
+
     async fn authenticate(&self, ctx: &RequestContext<'_>) -> Result<Identity, ProxyError> {
         let key = self.credential(ctx.parts, None)?;
         let identity = ctx
