@@ -148,6 +148,74 @@ async fn delete_at(
         })
 }
 
+/// The sealing field of a key's HMAC secret (doc id: the key's hash, docs/hmac.md).
+const HMAC_STRING_FIELD: &str = "hmac_string";
+/// Bytes of randomness in a generated HMAC secret (hex-encoded in the session).
+const HMAC_SECRET_BYTES: usize = 32;
+
+/// Seals the session's `hmac_string` for the key `hash` before it reaches a table or the
+/// change log; returns the plaintext when this call chose or received a new one. An omitted
+/// secret keeps the stored one (a PUT echoing GET sends the sealed value back); `generate`
+/// (`/tyk/keys/create`) makes one for an HMAC key without it, as Tyk.
+fn seal_hmac(
+    state: &ApiState,
+    hash: &str,
+    value: &mut Value,
+    existing: Option<&Value>,
+    generate: bool,
+) -> Result<Option<String>, ApiError> {
+    use portcullis_proto::sealed_field;
+    let given = value[HMAC_STRING_FIELD]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let enabled = value["hmac_enabled"].as_bool().unwrap_or(false);
+    let plain = if given.is_empty() {
+        if let Some(old) = existing
+            .and_then(|e| e[HMAC_STRING_FIELD].as_str())
+            .filter(|o| !o.is_empty())
+        {
+            value[HMAC_STRING_FIELD] = json!(old);
+            return Ok(None);
+        }
+        if !(generate && enabled) {
+            return Ok(None);
+        }
+        let mut bytes = [0u8; HMAC_SECRET_BYTES];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        hex::encode(bytes)
+    } else if sealed_field::is_sealed(&given) {
+        // Only a value sealed for this very key is kept: another key's would not open at the edge.
+        sealed_field::open(&state.stored_secrets, hash, HMAC_STRING_FIELD, &given)
+            .map_err(|e| ValidationError::new(HMAC_STRING_FIELD, e.to_string()))?;
+        return Ok(None);
+    } else {
+        if given.len() > 1024 {
+            return Err(
+                ValidationError::new(HMAC_STRING_FIELD, "must be at most 1024 bytes").into(),
+            );
+        }
+        given
+    };
+    value[HMAC_STRING_FIELD] = json!(sealed_field::seal(
+        &state.stored_secrets,
+        hash,
+        HMAC_STRING_FIELD,
+        &plain
+    ));
+    Ok(Some(plain))
+}
+
+/// The create answer: Tyk's fields, plus the HMAC secret in plaintext when this call set it
+/// (the only time it is shown; GET returns the sealed value).
+fn added(key: &str, hash: &str, hmac: Option<String>, action: &str) -> Json<Value> {
+    let mut answer = json!({"key": key, "status": "ok", "action": action, "key_hash": hash});
+    if let Some(h) = hmac {
+        answer[HMAC_STRING_FIELD] = json!(h);
+    }
+    Json(answer)
+}
+
 /// Tyk's wording for a key without access rights.
 const NO_RIGHTS: &str =
     "Failed to create key, keys must have at least one Access Rights record set.";
@@ -198,6 +266,19 @@ async fn checked(
 /// A key with a `certificate` (dynamic mTLS) is named after it, as Tyk: `{org_id}{sha256 hex of
 /// the certificate}`, and its session's `certificate` is the store id (docs/keys.md).
 pub async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    create_key(state, body, false).await
+}
+
+/// `POST /tyk/keys/create`: as `POST /tyk/keys`, and an HMAC key without `hmac_string` gets a
+/// generated one (Tyk).
+pub async fn create_generating(
+    State(state): State<ApiState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    create_key(state, body, true).await
+}
+
+async fn create_key(state: ApiState, body: Bytes, generate: bool) -> Result<Json<Value>, ApiError> {
     let (mut session, spec) = checked(&state, &body, None, true).await?;
     let delete_at = delete_at(&state, &spec).await?;
     let org = session["org_id"].as_str().unwrap_or_default().to_owned();
@@ -216,15 +297,14 @@ pub async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Json<V
         key
     };
     let hash = key_hash(&key);
+    let hmac = seal_hmac(&state, &hash, &mut session, None, generate)?;
     state
         .store
         .put_key(&hash, &session, delete_at)
         .await
         .map_err(ApiError::from_store(NOT_FOUND_GET))?;
     tracing::info!(key_hash = %hash, "key created");
-    Ok(Json(
-        json!({"key": key, "status": "ok", "action": "added", "key_hash": hash}),
-    ))
+    Ok(added(&key, &hash, hmac, "added"))
 }
 
 /// `POST /tyk/keys/{key}`: a caller-chosen key, or a basic-auth user name. Over a session an
@@ -254,7 +334,8 @@ pub async fn create_named(
         )
         .into());
     }
-    let (session, spec) = checked(&state, &body, existing.as_ref(), existing.is_none()).await?;
+    let (mut session, spec) = checked(&state, &body, existing.as_ref(), existing.is_none()).await?;
+    let hmac = seal_hmac(&state, &hash, &mut session, existing.as_ref(), false)?;
     if !spec.certificate.is_empty() {
         return Err(ValidationError::new(
             "certificate",
@@ -268,9 +349,7 @@ pub async fn create_named(
         .put_key(&hash, &session, delete_at)
         .await
         .map_err(ApiError::from_store(NOT_FOUND_GET))?;
-    Ok(Json(
-        json!({"key": key, "status": "ok", "action": "added", "key_hash": hash}),
-    ))
+    Ok(added(&key, &hash, hmac, "added"))
 }
 
 /// `PUT /tyk/keys/{key}`: a session an edge made stays edge-made (a later report replaces it).
@@ -287,7 +366,8 @@ pub async fn update(
         .get_key(&hash)
         .await
         .map_err(ApiError::from_store(NOT_FOUND_PUT))?;
-    let (session, spec) = checked(&state, &body, Some(&existing), false).await?;
+    let (mut session, spec) = checked(&state, &body, Some(&existing), false).await?;
+    let hmac = seal_hmac(&state, &hash, &mut session, Some(&existing), false)?;
     // The key was named after its certificate: another one would break that link.
     if spec.certificate != existing["certificate"].as_str().unwrap_or_default() {
         return Err(ValidationError::new(
@@ -302,9 +382,7 @@ pub async fn update(
         .update_key(&hash, &session, delete_at)
         .await
         .map_err(ApiError::from_store(NOT_FOUND_PUT))?;
-    Ok(Json(
-        json!({"key": key, "status": "ok", "action": "modified", "key_hash": hash}),
-    ))
+    Ok(added(&key, &hash, hmac, "modified"))
 }
 
 pub async fn get(

@@ -86,7 +86,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/tyk/cache/jwks/{api_id}", delete(cache::flush_jwks_api))
         .route("/tyk/keys", get(keys::list).post(keys::create))
         .route("/tyk/keys/", get(keys::list).post(keys::create))
-        .route("/tyk/keys/create", post(keys::create))
+        .route("/tyk/keys/create", post(keys::create_generating))
         .route(
             "/tyk/keys/{key}",
             get(keys::get)

@@ -94,8 +94,15 @@ pub struct SessionSpec {
     pub basic_auth_data: Option<BasicAuthData>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub hmac_enabled: bool,
+    /// The HMAC secret; sealed at rest (`sealed:v1:...`, docs/hmac.md).
     #[serde(default, deserialize_with = "null_as_default")]
     pub hmac_string: String,
+    /// RSA signatures (`rsa-sha256`): allowed when set, with `rsa_certificate_id`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub enable_http_signature_validation: bool,
+    /// Store id of the certificate whose public key verifies `rsa-sha256` signatures.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub rsa_certificate_id: String,
     /// Seconds; 0 = no per-key lifetime.
     #[serde(default, deserialize_with = "null_as_default")]
     pub session_lifetime: i64,
