@@ -1,8 +1,16 @@
-//! Generates the sync protocol code. Needs `protoc` (Debian: protobuf-compiler) on PATH or in PROTOC.
+//! Generates the sync protocol code and the client of Tyk's gRPC coprocess protocol. Needs
+//! `protoc` (Debian: protobuf-compiler) on PATH or in PROTOC.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Resource bodies are shared between many streams: `Bytes` makes that a refcount bump.
         .bytes(".portcullis.sync.v1.Resource.body")
         .compile_protos(&["proto/portcullis/sync/v1/sync.proto"], &["proto"])?;
+    // The gateway only calls plugin servers; it never serves the Dispatcher.
+    tonic_prost_build::configure()
+        .build_server(false)
+        .compile_protos(
+            &["proto/coprocess/coprocess_object.proto"],
+            &["proto/coprocess"],
+        )?;
     Ok(())
 }

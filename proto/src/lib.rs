@@ -17,5 +17,12 @@ pub mod sync {
     tonic::include_proto!("portcullis.sync.v1");
 }
 
+/// Generated tonic/prost code for Tyk's gRPC coprocess protocol (package `coprocess`), the
+/// gateway's client of custom auth plugin servers (docs/plugins.md).
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod coprocess {
+    tonic::include_proto!("coprocess");
+}
+
 /// Version of the sync protocol spoken by this build.
 pub const PROTOCOL_VERSION: u32 = 1;
