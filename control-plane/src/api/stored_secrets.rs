@@ -53,6 +53,7 @@ fn secret_fields(def: &ApiDefinition) -> Vec<(String, String, String)> {
             ));
         }
     }
+    upstream_secrets(def, &mut out);
     // The webhook secret of the OAuth provider's notifications (docs/oauth.md).
     let shared = &def.oauth().notifications.shared_secret;
     if !shared.is_empty() {
@@ -65,8 +66,39 @@ fn secret_fields(def: &ApiDefinition) -> Vec<(String, String, String)> {
     out
 }
 
+/// The credentials the gateway presents to the upstream (docs/upstream-auth.md): sealed
+/// whether or not their section is enabled, since a disabled section is one PUT from use.
+fn upstream_secrets(def: &ApiDefinition, out: &mut Vec<(String, String, String)>) {
+    let ua = def.upstream_auth();
+    let oauth = &ua.upstream_auth.oauth;
+    for (field, secret) in [
+        ("request_signing.secret", &ua.request_signing.secret),
+        (
+            "upstream_auth.basic_auth.password",
+            &ua.upstream_auth.basic_auth.password,
+        ),
+        (
+            "upstream_auth.oauth.client_credentials.client_secret",
+            &oauth.client_credentials.client_secret,
+        ),
+        (
+            "upstream_auth.oauth.password.client_secret",
+            &oauth.password.client_secret,
+        ),
+        (
+            "upstream_auth.oauth.password.password",
+            &oauth.password.password,
+        ),
+    ] {
+        if !secret.is_empty() {
+            let pointer = format!("/{}", field.replace('.', "/"));
+            out.push((field.to_owned(), pointer, secret.clone()));
+        }
+    }
+}
+
 /// `def` with its secrets sealed (the Mashery signature secret, HMAC JWT sources, external
-/// OAuth client secrets, the OAuth notifications' shared secret). A value that is already sealed (a PUT sending back what GET
+/// OAuth client secrets, the OAuth notifications' shared secret, upstream credentials). A value that is already sealed (a PUT sending back what GET
 /// returned) is kept as it is, once it is known to open for this API and field.
 pub fn seal_api(def: ApiDefinition, key: &EnvelopeKey) -> Result<ApiDefinition, ValidationError> {
     let fields = secret_fields(&def);
@@ -176,6 +208,69 @@ mod tests {
         assert_eq!(
             kept.idp().jwt_source,
             "https://idp.example/.well-known/jwks.json"
+        );
+    }
+
+    #[test]
+    fn upstream_credentials_are_sealed_for_their_field() {
+        let key = sealed_field::key("cp-test-encryption-secret-0123456789ab");
+        let body = json!({
+            "api_id": "up", "use_keyless": true,
+            "proxy": {"listen_path": "/up/", "target_url": "http://127.0.0.1:1"},
+            "request_signing": {"is_enabled": true, "secret": "signing-secret-1",
+                "key_id": "k", "algorithm": "hmac-sha256"},
+            "upstream_auth": {"enabled": true,
+                "basic_auth": {"enabled": false, "username": "u", "password": "basic-pass-1"},
+                "oauth": {"enabled": true, "allowed_authorize_types": ["password"],
+                    "client_credentials": {"client_id": "c", "client_secret": "cc-secret-1",
+                        "token_url": "https://idp.example/token"},
+                    "password": {"client_id": "c", "client_secret": "pw-client-secret-1",
+                        "username": "svc", "password": "pw-grant-pass-1",
+                        "token_url": "https://idp.example/token"}}},
+        });
+        let def = ApiDefinition::parse(body.to_string().as_bytes()).unwrap();
+        let sealed = seal_api(def, &key).unwrap();
+        let text = sealed.to_value().to_string();
+        let ua = sealed.upstream_auth();
+        let oauth = &ua.upstream_auth.oauth;
+        for (field, stored, plain) in [
+            (
+                "request_signing.secret",
+                &ua.request_signing.secret,
+                "signing-secret-1",
+            ),
+            (
+                "upstream_auth.basic_auth.password",
+                &ua.upstream_auth.basic_auth.password,
+                "basic-pass-1",
+            ),
+            (
+                "upstream_auth.oauth.client_credentials.client_secret",
+                &oauth.client_credentials.client_secret,
+                "cc-secret-1",
+            ),
+            (
+                "upstream_auth.oauth.password.client_secret",
+                &oauth.password.client_secret,
+                "pw-client-secret-1",
+            ),
+            (
+                "upstream_auth.oauth.password.password",
+                &oauth.password.password,
+                "pw-grant-pass-1",
+            ),
+        ] {
+            assert!(!text.contains(plain), "{plain} left in {text}");
+            assert!(sealed_field::is_sealed(stored), "{field}: {stored}");
+            assert_eq!(
+                sealed_field::open(&key, "up", field, stored).unwrap(),
+                plain
+            );
+        }
+        assert_eq!(oauth.password.username, "svc");
+        assert_eq!(
+            seal_api(sealed.clone(), &key).unwrap().to_value(),
+            sealed.to_value()
         );
     }
 

@@ -114,11 +114,24 @@ impl Idp {
         url: &str,
         form: String,
     ) -> Result<(u16, Bytes), IdpError> {
-        self.call_status(url, Some(form), true).await
+        self.call_status(url, Some(form), true, None).await
+    }
+
+    /// `POST url` with a form and, when given, an `Authorization` header: the token request
+    /// of upstream OAuth (docs/upstream-auth.md), `client_secret_basic` or not.
+    pub(crate) async fn post_form_authorized(
+        &self,
+        url: &str,
+        form: String,
+        authorization: Option<&str>,
+    ) -> Result<Bytes, IdpError> {
+        self.call_status(url, Some(form), false, authorization)
+            .await
+            .map(|(_, body)| body)
     }
 
     async fn call(&self, url: &str, form: Option<String>) -> Result<Bytes, IdpError> {
-        self.call_status(url, form, false)
+        self.call_status(url, form, false, None)
             .await
             .map(|(_, body)| body)
     }
@@ -128,6 +141,7 @@ impl Idp {
         url: &str,
         form: Option<String>,
         client_errors: bool,
+        authorization: Option<&str>,
     ) -> Result<(u16, Bytes), IdpError> {
         let (uri, host) = check_url(url)?;
         let Some(client) = &self.fetcher.client else {
@@ -144,10 +158,13 @@ impl Idp {
             drop(permit);
             return self.stats.fetched(Err(IdpError::Unavailable(Why::Busy)));
         };
-        let builder = Request::builder()
+        let mut builder = Request::builder()
             .uri(uri)
             .header(header::ACCEPT, "application/json")
             .header(header::USER_AGENT, USER_AGENT);
+        if let Some(a) = authorization {
+            builder = builder.header(header::AUTHORIZATION, a);
+        }
         let request = match form {
             Some(form) => builder
                 .method(Method::POST)
