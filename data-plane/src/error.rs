@@ -29,6 +29,13 @@ pub enum ProxyError {
     BasicNotPair,
     #[error("User not authorised")]
     UserNotAuthorised,
+    /// Every HMAC/RSA signature failure (docs/hmac.md): one message, as Tyk.
+    #[error("Authorization field missing, malformed or invalid")]
+    HmacInvalid,
+    #[error("Certificate not found")]
+    HmacCertNotFound,
+    #[error("Certificate doesn't contain RSA Public key")]
+    HmacCertNotRsa,
     #[error("Body do not contain username")]
     BodyNoUser,
     #[error("Body do not contain password")]
@@ -132,12 +139,51 @@ pub enum ProxyError {
     /// A request path the gateway refuses to normalise (see `crate::path`).
     #[error("{0}")]
     BadPath(#[from] crate::path::PathError),
+    /// Upstream authentication cannot be applied, e.g. the request-signing certificate is
+    /// not in the store (Tyk answers its request-signing misconfigurations with 500).
+    #[error("{0}")]
+    UpstreamAuthConfig(&'static str),
+    /// The upstream's OAuth token endpoint is down, slow or answered garbage.
+    #[error("The upstream OAuth token endpoint is unavailable")]
+    UpstreamTokenUnavailable,
+    /// The upstream's OAuth token endpoint refused the gateway's client credentials.
+    #[error("The upstream OAuth token endpoint refused the gateway's credentials")]
+    UpstreamTokenRefused,
+    /// A JavaScript auth middleware answered the request itself (docs/plugins-js.md): a
+    /// refusal rendered as `{"error": message}`, or with `raw` its own body as it is.
+    #[error("{message}")]
+    JsAnswer {
+        status: StatusCode,
+        message: std::sync::Arc<str>,
+        headers: std::sync::Arc<[(http::HeaderName, HeaderValue)]>,
+        raw: bool,
+    },
+    /// The JavaScript middleware failed: load error, exception, deadline, memory limit.
+    #[error("{0}")]
+    JsFailed(&'static str),
+    /// JavaScript middleware cannot run here (no `--middleware-path`, all engines busy).
+    #[error("{0}")]
+    JsUnavailable(&'static str),
+    /// A gRPC plugin answered the request itself (Tyk's `return_overrides`, or its answers
+    /// for a missing session or token): status, headers and body are the plugin's.
+    #[error("{}", .0.message)]
+    PluginAnswer(std::sync::Arc<crate::plugins::coprocess::Answer>),
+    /// The gRPC plugin could not be asked: not configured, down, too slow, breaker open, busy.
+    #[error("custom auth plugin {hook:?} is unavailable: {reason}")]
+    PluginUnavailable {
+        hook: std::sync::Arc<str>,
+        reason: &'static str,
+    },
 }
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Signature { status, .. } => *status,
+            Self::Signature { status, .. } | Self::JsAnswer { status, .. } => *status,
+            Self::JsFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::JsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PluginAnswer(answer) => answer.status,
+            Self::PluginUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::AuthMissing
             | Self::KeyExpired
@@ -158,6 +204,7 @@ impl ProxyError {
             | Self::BodyNoPassword
             | Self::BodyUserGroup
             | Self::BodyPasswordGroup
+            | Self::HmacInvalid
             | Self::JwtMissing
             | Self::ExternalMissing
             | Self::OAuthMissing
@@ -175,7 +222,12 @@ impl ProxyError {
             | Self::JwtClaims(_)
             | Self::OAuthNotAuthorised
             | Self::OAuthClientRevoked => StatusCode::FORBIDDEN,
-            Self::ExternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ExternalError | Self::HmacCertNotFound | Self::HmacCertNotRsa => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            Self::UpstreamAuthConfig(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::UpstreamTokenUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamTokenRefused => StatusCode::BAD_GATEWAY,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream | Self::UpstreamTls(_) => StatusCode::BAD_GATEWAY,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -187,6 +239,18 @@ impl ProxyError {
 
     /// The response body, built without serde: the messages are fixed strings without quotes.
     pub fn into_response(self) -> Response<Full<Bytes>> {
+        if let Self::PluginAnswer(answer) = &self {
+            return answer.response();
+        }
+        if let Self::JsAnswer {
+            status,
+            message,
+            headers,
+            raw,
+        } = &self
+        {
+            return js_answer(*status, message, headers, *raw);
+        }
         // Messages can be operator-defined (signature errors): escape them as JSON.
         let body = format!(
             "{{\n    \"error\": {}\n}}",
@@ -200,6 +264,35 @@ impl ProxyError {
         );
         resp
     }
+}
+
+/// A script's own answer: its headers over Tyk's error body (or its raw body).
+fn js_answer(
+    status: StatusCode,
+    message: &str,
+    headers: &[(http::HeaderName, HeaderValue)],
+    raw: bool,
+) -> Response<Full<Bytes>> {
+    let body = if raw {
+        Bytes::copy_from_slice(message.as_bytes())
+    } else {
+        Bytes::from(format!(
+            "{{\n    \"error\": {}\n}}",
+            serde_json::Value::String(message.to_owned())
+        ))
+    };
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    if !raw {
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    for (name, value) in headers {
+        resp.headers_mut().insert(name.clone(), value.clone());
+    }
+    resp
 }
 
 /// An answer of the OAuth 2.0 endpoints the edge serves itself: RFC 6749 §5.2's

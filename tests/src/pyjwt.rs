@@ -17,6 +17,17 @@ const PINS: &[&str] = &[
     "cryptography==45.0.7",
     "Authlib==1.9.10",
     "requests==2.34.2",
+    // Verifies the gateway's upstream request signatures (tests/src/token_server.rs).
+    "httpsig==1.3.0",
+    "pycryptodome==3.24.1",
+    "six==1.17.0",
+    // httpsig imports pkg_resources, which setuptools removed in 81.
+    "setuptools==80.9.0",
+    // A Tyk gRPC coprocess plugin server (tests/src/coprocess.rs), its protos compiled at test
+    // time.
+    "grpcio==1.85.1",
+    "grpcio-tools==1.85.1",
+    "protobuf==7.36.2",
 ];
 const TOOL: &str = include_str!("py/jwt_tool.py");
 
