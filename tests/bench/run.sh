@@ -18,6 +18,9 @@
 #        JWT=1                             JWT HS256/RS256/ES256 (verified-token cache hit), RS256 with every token
 #                                          new (COLD_TOKENS=60000 signed by Python `cryptography`), external OAuth
 #                                          introspection cached (Python introspection server on :18020) (0 = skip)
+#        HMAC=1                            HMAC-SHA256 signed requests (draft-cavage `Signature`, one fixed signed
+#                                          Date, no skew window) and a keyless API signing its upstream requests
+#                                          with hmac-sha256 (`request_signing`) (0 = skip)
 #        OAUTH=1                           OAuth 2.0 provider: bearer token issued by this edge (cached session),
 #                                          client_credentials at the token endpoint (req/s), and the first use of
 #                                          FIRST_USE_TOKENS=300 tokens at the other gateway (own Redis prefix) (0 = skip)
@@ -60,6 +63,8 @@ declare -A URL=(
   [introspection]="http://127.0.0.1:18002/intro/"
   [oauth_bearer]="http://127.0.0.1:18002/oauthb/"
   [oauth_token]="http://127.0.0.1:18002/oauthb/oauth/token"
+  [hmac_sha256]="http://127.0.0.1:18002/hmacb/"
+  [upstream_signed]="http://127.0.0.1:18002/signb/"
 )
 # Request headers per target (auth scenarios of issue 4).
 declare -A HDR=(
@@ -84,6 +89,9 @@ fi
 if [ "${OAUTH:-1}" = 1 ]; then
   ORDER+=(oauth_bearer oauth_token)
 fi
+if [ "${HMAC:-1}" = 1 ]; then
+  ORDER+=(hmac_sha256 upstream_signed)
+fi
 COLD_TOKENS="${COLD_TOKENS:-60000}"
 OAUTH_CLIENT=bench-client
 OAUTH_SECRET=bench-client-secret-0123456789
@@ -98,6 +106,7 @@ hdr() {
   case "$1" in
     jwt_rs256_cold) H=(-s "$HERE/tokens.lua"); POST=(-- "$W/jwt/rs256_many.txt") ;;
     oauth_token) H=(-s "$HERE/oauth_token.lua"); POST=(-- "Basic $(printf %s "$OAUTH_CLIENT:$OAUTH_SECRET" | base64 -w0)") ;;
+    hmac_sha256) H+=(-H "Date: $HMAC_DATE") ;;
   esac
 }
 
@@ -366,6 +375,31 @@ if [ "${OAUTH:-1}" = 1 ]; then
   HDR[oauth_bearer]="Authorization: Bearer $tok"
   code="$(curl -s -o /dev/null -w '%{http_code}' -H "${HDR[oauth_bearer]}" --max-time 5 "${URL[oauth_bearer]}" || true)"
   [ "$code" = 200 ] || die "oauth_bearer answers $code"
+fi
+if [ "${HMAC:-1}" = 1 ]; then
+  HMAC_SECRET="$(openssl rand -hex 24)"
+  tyk_api_upsert "$API" "$ADMIN_SECRET" hmacb \
+    '{"name":"hmacb","api_id":"hmacb","enable_signature_checking":true,"hmac_allowed_clock_skew":-1,"proxy":{"listen_path":"/hmacb/","target_url":"http://127.0.0.1:18000/","strip_listen_path":true}}'
+  api_call POST "$API/tyk/keys/bench-hmac-key" "$ADMIN_SECRET" \
+    "{\"hmac_enabled\":true,\"hmac_string\":\"$HMAC_SECRET\",\"access_rights\":{\"hmacb\":{\"api_id\":\"hmacb\"}}}"
+  [ "$API_CODE" = 200 ] || die "creating the HMAC key: $API_CODE $API_BODY"
+  tyk_api_upsert "$API" "$ADMIN_SECRET" signb \
+    '{"name":"signb","api_id":"signb","use_keyless":true,"request_signing":{"is_enabled":true,"secret":"bench-upstream-signing-secret","key_id":"bench","algorithm":"hmac-sha256"},"proxy":{"listen_path":"/signb/","target_url":"http://127.0.0.1:18000/","strip_listen_path":true}}'
+  # One signature over a fixed Date (the API has no skew window): the edge still checks it on
+  # every request.
+  HMAC_DATE="$(LC_ALL=C date -u '+%a, %d %b %Y %H:%M:%S GMT')"
+  HMAC_SIG="$(printf 'date: %s' "$HMAC_DATE" | openssl dgst -sha256 -hmac "$HMAC_SECRET" -binary | base64 -w0 \
+    | python3 -c 'import sys,urllib.parse; print(urllib.parse.quote(sys.stdin.read().strip(), safe=""))')"
+  HDR[hmac_sha256]="Authorization: Signature keyId=\"bench-hmac-key\",algorithm=\"hmac-sha256\",headers=\"date\",signature=\"$HMAC_SIG\""
+  for t in hmac_sha256 upstream_signed; do
+    code=000
+    for _ in $(seq 1 100); do
+      code="$(curl -s -o /dev/null -w '%{http_code}' -H "Date: $HMAC_DATE" ${HDR[$t]:+-H "${HDR[$t]}"} --max-time 5 "${URL[$t]}" || true)"
+      [ "$code" = 200 ] && break
+      sleep 0.1
+    done
+    [ "$code" = 200 ] || die "$t answers $code"
+  done
 fi
 for t in "${ORDER[@]}"; do
   [ -n "${SCRIPTED[$t]-}" ] && continue
