@@ -21,6 +21,9 @@
 #        HMAC=1                            HMAC-SHA256 signed requests (draft-cavage `Signature`, one fixed signed
 #                                          Date, no skew window) and a keyless API signing its upstream requests
 #                                          with hmac-sha256 (`request_signing`) (0 = skip)
+#        PLUGIN=1                          a gRPC coprocess auth plugin (the tests' Python grpcio server, `bench` hook,
+#                                          on the load generator's CPU; needs the test venv, built by the tests)
+#                                          through a third gateway on :18004, against token auth (0 = skip)
 #        OAUTH=1                           OAuth 2.0 provider: bearer token issued by this edge (cached session),
 #                                          client_credentials at the token endpoint (req/s), and the first use of
 #                                          FIRST_USE_TOKENS=300 tokens at the other gateway (own Redis prefix) (0 = skip)
@@ -65,6 +68,7 @@ declare -A URL=(
   [oauth_token]="http://127.0.0.1:18002/oauthb/oauth/token"
   [hmac_sha256]="http://127.0.0.1:18002/hmacb/"
   [upstream_signed]="http://127.0.0.1:18002/signb/"
+  [plugin_grpc]="http://127.0.0.1:18004/plugb/"
 )
 # Request headers per target (auth scenarios of issue 4).
 declare -A HDR=(
@@ -91,6 +95,15 @@ if [ "${OAUTH:-1}" = 1 ]; then
 fi
 if [ "${HMAC:-1}" = 1 ]; then
   ORDER+=(hmac_sha256 upstream_signed)
+fi
+PLUGIN_PY="${PLUGIN_PY:-/var/tmp/portcullis-test-venv/bin/python}"
+if [ "${PLUGIN:-1}" = 1 ] && [ ! -x "$PLUGIN_PY" ]; then
+  log "no $PLUGIN_PY (run the tests once to build the venv): skipping the plugin target"
+  PLUGIN=0
+fi
+if [ "${PLUGIN:-1}" = 1 ]; then
+  ORDER+=(plugin_grpc)
+  HDR[plugin_grpc]="Authorization: good-bench"
 fi
 COLD_TOKENS="${COLD_TOKENS:-60000}"
 OAUTH_CLIENT=bench-client
@@ -400,6 +413,35 @@ if [ "${HMAC:-1}" = 1 ]; then
     done
     [ "$code" = 200 ] || die "$t answers $code"
   done
+fi
+if [ "${PLUGIN:-1}" = 1 ]; then
+  start "$LG_CPU" plugin-server "$PLUGIN_PY" "$ROOT/tests/src/py/coprocess_server.py" \
+    "$ROOT/proto/proto/coprocess" "$W/plugin-counts.json"
+  PLUGIN_PORT=""
+  for _ in $(seq 1 100); do
+    PLUGIN_PORT="$(head -n1 "$W/plugin-server.log" 2>/dev/null | tr -dc 0-9)"
+    [ -n "$PLUGIN_PORT" ] && break
+    sleep 0.2
+  done
+  [ -n "$PLUGIN_PORT" ] || die "the plugin server printed no port (see $W/plugin-server.log)"
+  bootstrap_token "$API" "$ADMIN_SECRET" default
+  RUST_LOG="${RUST_LOG:-warn}" \
+    PORTCULLIS_WORKER_THREADS=1 \
+    PORTCULLIS_BOOTSTRAP_TOKEN="$BOOT_TOKEN" \
+    PORTCULLIS_ENCRYPTION_SECRET="$ENC_SECRET" \
+    start "$PX_CPU" portcullis-gw-plugin "$BIN/portcullis-gw" run --listen 127.0.0.1:18004 \
+    --tls-listen 127.0.0.1:18014 --admin-listen 127.0.0.1:19082 --control-plane https://127.0.0.1:17443 \
+    --ca-hash "$BOOT_CA_HASH" --redis-url "redis://127.0.0.1:16379" --redis-prefix gw3: \
+    --coprocess-grpc-server "tcp://127.0.0.1:$PLUGIN_PORT"
+  tyk_api_upsert "$API" "$ADMIN_SECRET" plugb \
+    '{"name":"plugb","api_id":"plugb","enable_coprocess_auth":true,"custom_middleware":{"driver":"grpc","auth_check":{"name":"bench"}},"proxy":{"listen_path":"/plugb/","target_url":"http://127.0.0.1:18000/","strip_listen_path":true}}'
+  code=000
+  for _ in $(seq 1 150); do
+    code="$(curl -s -o /dev/null -w '%{http_code}' -H "${HDR[plugin_grpc]}" --max-time 5 "${URL[plugin_grpc]}" || true)"
+    [ "$code" = 200 ] && break
+    sleep 0.2
+  done
+  [ "$code" = 200 ] || die "plugin_grpc answers $code"
 fi
 for t in "${ORDER[@]}"; do
   [ -n "${SCRIPTED[$t]-}" ] && continue
