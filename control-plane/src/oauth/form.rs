@@ -13,6 +13,10 @@ impl<'a> Form<'a> {
     pub fn new(fields: &'a [(String, String)]) -> Result<Self, OAuthError> {
         let mut out: Vec<(&str, &str)> = Vec::with_capacity(fields.len());
         for (name, value) in fields {
+            // Postgres text cannot hold NUL: refused here rather than failing the lookup.
+            if name.contains('\0') || value.contains('\0') {
+                return Err(OAuthError::InvalidRequest("a parameter holds a NUL byte"));
+            }
             if out.iter().any(|(n, _)| *n == name.as_str()) {
                 return Err(OAuthError::InvalidRequest(
                     "a parameter was sent more than once",
@@ -57,6 +61,8 @@ mod tests {
         assert_eq!(form.get("b"), None);
         assert_eq!(form.get("c"), None);
         let f = fields(&[("redirect_uri", "x"), ("redirect_uri", "y")]);
+        assert!(matches!(Form::new(&f), Err(OAuthError::InvalidRequest(_))));
+        let f = fields(&[("api_id", "a\0b")]);
         assert!(matches!(Form::new(&f), Err(OAuthError::InvalidRequest(_))));
     }
 }

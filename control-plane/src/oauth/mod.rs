@@ -148,6 +148,10 @@ impl OAuthServer {
 
     /// The API, if it exists and uses the built-in provider.
     async fn api(&self, api_id: &str) -> Result<OAuthApi, OAuthError> {
+        // No stored id holds NUL, and Postgres would refuse the query.
+        if api_id.contains('\0') {
+            return Err(OAuthError::ApiNotFound);
+        }
         let value = match self.store.get_api(api_id).await {
             Ok(v) => v,
             Err(StoreError::NotFound) => return Err(OAuthError::ApiNotFound),
