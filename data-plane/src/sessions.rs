@@ -65,6 +65,19 @@ pub struct Session {
     /// An earlier revocation of this identity, kept by the control plane on the sessions made
     /// after it: tokens issued at or before it stay refused.
     pub tokens_after: i64,
+    /// The opened `hmac_string` (docs/hmac.md): unsealed at the first signed request, not at
+    /// every one; `None` inside when it does not open.
+    hmac_secret: OpenedSecret,
+}
+
+/// A secret opened from the session, never shown by `Debug`.
+#[derive(Default)]
+struct OpenedSecret(std::sync::OnceLock<Option<String>>);
+
+impl std::fmt::Debug for OpenedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// The meta-data field Tyk stores a JWT session's key id in (the control plane checks a
@@ -88,7 +101,13 @@ impl Session {
             token_made,
             revoked_at: 0,
             tokens_after,
+            hmac_secret: OpenedSecret::default(),
         }
+    }
+
+    /// The session's HMAC secret, opened once with `open` and kept as long as the session.
+    pub fn hmac_secret(&self, open: impl FnOnce() -> Option<String>) -> Option<&str> {
+        self.hmac_secret.0.get_or_init(open).as_deref()
     }
 
     /// Tokens issued at or before this (unix seconds) are refused for this session.

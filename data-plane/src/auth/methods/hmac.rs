@@ -336,15 +336,20 @@ impl AuthMethod for HmacAuth {
             if !spec.hmac_enabled || spec.hmac_string.is_empty() {
                 return Err(ProxyError::HmacInvalid);
             }
-            let secret = crate::auth::stored_secrets::open(
-                &identity.key_hash,
-                HMAC_STRING_FIELD,
-                &spec.hmac_string,
-            )
-            .map_err(|_| {
-                tracing::warn!(key_hash = %identity.key_hash, "hmac_string does not open with this gateway's --encryption-secret");
-                ProxyError::HmacInvalid
-            })?;
+            let secret = identity
+                .session
+                .hmac_secret(|| {
+                    crate::auth::stored_secrets::open(
+                        &identity.key_hash,
+                        HMAC_STRING_FIELD,
+                        &spec.hmac_string,
+                    )
+                    .map_err(|_| {
+                        tracing::warn!(key_hash = %identity.key_hash, "hmac_string does not open with this gateway's --encryption-secret");
+                    })
+                    .ok()
+                })
+                .ok_or(ProxyError::HmacInvalid)?;
             hmac_matches(alg, secret.as_bytes(), &strings, &sig)
         } else if params.algorithm == "rsa-sha256" {
             if !spec.enable_http_signature_validation || spec.rsa_certificate_id.is_empty() {
