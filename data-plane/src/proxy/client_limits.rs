@@ -27,6 +27,10 @@ pub struct ClientLimits {
     pub h2_keepalive_timeout: Duration,
     /// How request paths are normalised (`--allow-encoded-slashes`).
     pub path_rules: crate::path::PathRules,
+    /// WebSockets and other `Upgrade`s are tunnelled (`--disable-websockets` turns it off).
+    pub websockets: bool,
+    /// An upgraded connection that moves no byte either way for this long is closed.
+    pub upgrade_idle_timeout: Duration,
 }
 
 impl Default for ClientLimits {
@@ -44,6 +48,8 @@ impl Default for ClientLimits {
             h2_keepalive_interval: Some(Duration::from_secs(30)),
             h2_keepalive_timeout: Duration::from_secs(20),
             path_rules: crate::path::PathRules::default(),
+            websockets: true,
+            upgrade_idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -135,6 +141,14 @@ pub struct ClientArgs {
     /// Forward `%2F` in request paths (kept encoded) instead of answering 400, as Tyk does.
     #[arg(long, env = "PORTCULLIS_ALLOW_ENCODED_SLASHES")]
     pub allow_encoded_slashes: bool,
+    /// Forward `Upgrade` requests (WebSockets) as plain requests instead of tunnelling them
+    /// (Tyk's `http_server_options.enable_websockets: false`).
+    #[arg(long, env = "PORTCULLIS_DISABLE_WEBSOCKETS")]
+    pub disable_websockets: bool,
+    /// Seconds an upgraded (WebSocket) connection may carry no byte either way before both
+    /// sides are closed.
+    #[arg(long, env = "PORTCULLIS_UPGRADE_IDLE_TIMEOUT", default_value_t = 300.0)]
+    pub upgrade_idle_timeout: f64,
 }
 
 fn seconds(flag: &'static str, got: f64, min: f64, max: f64) -> Result<Duration, LimitError> {
@@ -186,6 +200,7 @@ impl ClientLimits {
         self.max_connections = self.max_connections.clamp(1, 1 << 20);
         self.h2_max_concurrent_streams = self.h2_max_concurrent_streams.clamp(1, 100_000);
         self.h2_max_pending_resets = self.h2_max_pending_resets.clamp(1, 100_000);
+        self.upgrade_idle_timeout = wait(self.upgrade_idle_timeout);
         self
     }
 }
@@ -243,6 +258,13 @@ impl ClientArgs {
             path_rules: crate::path::PathRules {
                 allow_encoded_slashes: self.allow_encoded_slashes,
             },
+            websockets: !self.disable_websockets,
+            upgrade_idle_timeout: seconds(
+                "--upgrade-idle-timeout",
+                self.upgrade_idle_timeout,
+                0.1,
+                MAX_WAIT,
+            )?,
         })
     }
 }
@@ -284,6 +306,7 @@ mod tests {
             ("--h2-max-concurrent-streams", "0"),
             ("--h2-keepalive-interval", "inf"),
             ("--h2-keepalive-timeout", "0"),
+            ("--upgrade-idle-timeout", "0"),
         ] {
             let err = parse(&[&format!("{flag}={value}")]).unwrap_err();
             assert!(err.to_string().starts_with(flag), "{err}");

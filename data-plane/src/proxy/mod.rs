@@ -425,6 +425,12 @@ impl Proxy {
         &self.limits
     }
 
+    /// The rate limiter the gateway's flags chose (docs/limits.md).
+    pub fn with_limiter(mut self, limiter: Limiter) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
     /// Gateway-wide upstream certificates and pins (docs/certificates.md, "Upstream TLS").
     pub fn with_upstream_tls(mut self, gateway: upstream_tls::GatewayTls) -> Self {
         self.upstream_tls.set_gateway(gateway);

@@ -190,7 +190,26 @@ pub struct ProxySpec {
     pub timeout: f64,
     #[serde(default, deserialize_with = "null_as_default")]
     pub transport: TransportSpec,
+    /// Round robin over `target_list` instead of `target_url` (docs/gateway.md, "Load
+    /// balancing").
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub enable_load_balancing: bool,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub target_list: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub service_discovery: ServiceDiscoverySpec,
 }
+
+/// `proxy.service_discovery`: stored; turning it on is refused, since upstreams come only
+/// from `target_url` or `target_list` here.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct ServiceDiscoverySpec {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub use_discovery_service: bool,
+}
+
+/// Most upstreams one API may balance over.
+pub const MAX_TARGETS: usize = 256;
 
 /// `proxy.transport`: how the edge speaks TLS to the upstream.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -363,7 +382,33 @@ impl ApiDefinition {
                 "must start with / and contain no white space",
             ));
         }
-        validate_target_url(&s.proxy.target_url)?;
+        // A balanced API may leave target_url empty: Tyk ignores it then.
+        if !(s.proxy.enable_load_balancing && s.proxy.target_url.is_empty()) {
+            validate_target_url("proxy.target_url", &s.proxy.target_url)?;
+        }
+        if s.proxy.enable_load_balancing {
+            if s.proxy.target_list.is_empty() {
+                return Err(ValidationError::new(
+                    "proxy.target_list",
+                    "must name at least one upstream when proxy.enable_load_balancing is true",
+                ));
+            }
+            if s.proxy.target_list.len() > MAX_TARGETS {
+                return Err(ValidationError::new(
+                    "proxy.target_list",
+                    format!("must name at most {MAX_TARGETS} upstreams"),
+                ));
+            }
+            for t in &s.proxy.target_list {
+                validate_target_url("proxy.target_list", t)?;
+            }
+        }
+        if s.proxy.service_discovery.use_discovery_service {
+            return Err(ValidationError::new(
+                "proxy.service_discovery.use_discovery_service",
+                "service discovery is not supported; list the upstreams in proxy.target_list",
+            ));
+        }
         if s.domain
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || c == '/')
@@ -640,15 +685,18 @@ fn http_token(s: &str) -> Option<&str> {
     ok.then_some(s)
 }
 
-fn validate_target_url(target: &str) -> Result<(), ValidationError> {
-    let field = "proxy.target_url";
+fn validate_target_url(field: &'static str, target: &str) -> Result<(), ValidationError> {
     if target.is_empty() {
         return Err(ValidationError::new(field, "is required"));
     }
     let url = url::Url::parse(target)
         .map_err(|e| ValidationError::new(field, format!("not an absolute URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(ValidationError::new(field, "scheme must be http or https"));
+    // h2c: HTTP/2 without TLS (prior knowledge), as Tyk writes it for gRPC upstreams.
+    if !matches!(url.scheme(), "http" | "https" | "h2c") {
+        return Err(ValidationError::new(
+            field,
+            "scheme must be http, https or h2c",
+        ));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(ValidationError::new(field, "has no host"));
