@@ -14,6 +14,7 @@ pub mod idp_stack;
 pub mod oauth;
 pub mod oidc_provider;
 pub mod own_redis;
+pub mod peers;
 pub mod private_pg;
 pub mod pyjwt;
 pub mod raw_sync;
@@ -21,6 +22,7 @@ pub mod signatures;
 pub mod sim_node;
 pub mod stack;
 pub mod token_server;
+pub mod traffic;
 
 use std::future::Future;
 use std::time::Duration;

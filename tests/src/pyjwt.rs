@@ -28,6 +28,9 @@ const PINS: &[&str] = &[
     "grpcio==1.85.1",
     "grpcio-tools==1.85.1",
     "protobuf==7.36.2",
+    // WebSocket peers (tests/src/py/ws_server.py, ws_client.py): an implementation of RFC 6455
+    // independent of the gateway's tunnel.
+    "websockets==17.4",
 ];
 const TOOL: &str = include_str!("py/jwt_tool.py");
 

@@ -1,0 +1,64 @@
+# A gRPC upstream written with grpcio: generic handlers on raw bytes (no generated code), service
+# portcullis.test.Echo. Prints its port first. Methods:
+#   Unary          replies JSON {"body": request, "metadata": {name: value}} (what it received),
+#                  with initial metadata x-initial: hello and trailing metadata x-trailer: done
+#   Fail           aborts with NOT_FOUND "no such thing" (a trailers-only answer)
+#   FailLate       sends one message, then ends with ABORTED "gave up midway" (in trailers)
+#   ServerStream   request is a count n: replies "msg-0" .. "msg-(n-1)", trailer x-count: n
+#   ClientStream   replies the requests joined with "+"
+#   Bidi           echoes every request as it arrives ("echo:" + request)
+import json
+import sys
+from concurrent import futures
+
+import grpc
+
+
+def unary(request, context):
+    context.send_initial_metadata((("x-initial", "hello"),))
+    context.set_trailing_metadata((("x-trailer", "done"),))
+    metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+    return json.dumps({"body": request.decode(), "metadata": metadata}).encode()
+
+
+def fail(request, context):
+    context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+
+
+def fail_late(request, context):
+    yield b"first"
+    context.abort(grpc.StatusCode.ABORTED, "gave up midway")
+
+
+def server_stream(request, context):
+    n = int(request.decode())
+    for i in range(n):
+        yield f"msg-{i}".encode()
+    context.set_trailing_metadata((("x-count", str(n)),))
+
+
+def client_stream(requests, context):
+    return b"+".join(requests)
+
+
+def bidi(requests, context):
+    for r in requests:
+        yield b"echo:" + r
+
+
+handlers = {
+    "Unary": grpc.unary_unary_rpc_method_handler(unary),
+    "Fail": grpc.unary_unary_rpc_method_handler(fail),
+    "FailLate": grpc.unary_stream_rpc_method_handler(fail_late),
+    "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
+    "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
+    "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+}
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("portcullis.test.Echo",
+                                                                      handlers),))
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+print(port, flush=True)
+sys.stdout.close()
+server.wait_for_termination()

@@ -1,0 +1,160 @@
+//! gRPC through the gateway: a grpcio client speaking HTTP/2 without TLS to the gateway's plain
+//! listener, an API with an `h2c://` target (Tyk's name for a gRPC upstream) and auth token,
+//! and a grpcio server behind it (`py/grpc_client.py`, `py/grpc_server.py`): the key from
+//! metadata, status codes and messages from trailers, custom metadata both ways, and
+//! streaming in each direction.
+
+use portcullis_tests::idp_stack::{Stack, api};
+use portcullis_tests::peers::{GRPC_CLIENT, GRPC_SERVER, PyPeer, py_client};
+use portcullis_tests::traffic::key_for;
+use serde_json::{Value, json};
+
+const SERVICE: &str = "/portcullis.test.Echo/";
+
+/// A gateway with an auth-token API on the gRPC service's path, proxied to a grpcio server
+/// over h2c, and a key for it.
+async fn setup() -> (Stack, PyPeer, String) {
+    let upstream = PyPeer::start(GRPC_SERVER, &[]).await;
+    let mut s = Stack::start().await;
+    let mut grpc = api(
+        "grpc",
+        &format!("h2c://127.0.0.1:{}/", upstream.port),
+        json!({}),
+    );
+    grpc["proxy"]["listen_path"] = json!(SERVICE);
+    grpc["proxy"]["strip_listen_path"] = json!(false);
+    s.create(&[grpc], &[]).await;
+    let key = key_for(&s.cp, &["grpc"]).await;
+    (s, upstream, key)
+}
+
+/// Runs `calls` through the gateway with `metadata`; one result per call.
+async fn calls(s: &Stack, metadata: Value, calls: Value) -> Vec<Value> {
+    let got = py_client(
+        GRPC_CLIENT,
+        json!({"target": s.dp.proxy_addr.to_string(), "metadata": metadata, "calls": calls}),
+    )
+    .await;
+    got.as_array().expect("a list").clone()
+}
+
+fn unary(method: &str, request: &str) -> Value {
+    json!({"kind": "unary", "method": format!("{SERVICE}{method}"), "requests": [request]})
+}
+
+#[tokio::test]
+async fn unary_calls_need_the_key_and_carry_metadata_both_ways() {
+    let (s, _upstream, key) = setup().await;
+
+    let got = calls(&s, json!([]), json!([unary("Unary", "hi")])).await;
+    assert_eq!(
+        got[0]["code"], "UNAUTHENTICATED",
+        "no key: the gateway's 401 is what the client sees: {got:?}"
+    );
+    assert_eq!(got[0]["responses"], json!([]));
+    let got = calls(
+        &s,
+        json!([["authorization", "not-a-key"]]),
+        json!([unary("Unary", "hi")]),
+    )
+    .await;
+    assert_eq!(
+        got[0]["code"], "PERMISSION_DENIED",
+        "unknown key: the gateway's 403: {got:?}"
+    );
+
+    let got = calls(
+        &s,
+        json!([["authorization", key], ["x-client", "e2e"]]),
+        json!([unary("Unary", "hi")]),
+    )
+    .await;
+    assert_eq!(got[0]["code"], "OK", "{got:?}");
+    let answer: Value = serde_json::from_str(got[0]["responses"][0].as_str().unwrap()).unwrap();
+    assert_eq!(answer["body"], "hi");
+    assert_eq!(
+        answer["metadata"]["x-client"], "e2e",
+        "request metadata reaches the upstream: {answer}"
+    );
+    assert_eq!(
+        got[0]["initial"]["x-initial"], "hello",
+        "response headers arrive: {got:?}"
+    );
+    assert_eq!(
+        got[0]["trailing"]["x-trailer"], "done",
+        "custom trailing metadata arrives: {got:?}"
+    );
+}
+
+#[tokio::test]
+async fn error_statuses_and_messages_arrive_as_the_server_sent_them() {
+    let (s, _upstream, key) = setup().await;
+    let got = calls(
+        &s,
+        json!([["authorization", key]]),
+        json!([
+            unary("Fail", "x"),
+            {"kind": "server_stream", "method": format!("{SERVICE}FailLate"), "requests": ["x"]},
+            unary("NoSuchMethod", "x"),
+        ]),
+    )
+    .await;
+    assert_eq!(
+        (got[0]["code"].as_str(), got[0]["details"].as_str()),
+        (Some("NOT_FOUND"), Some("no such thing")),
+        "a trailers-only error: {got:?}"
+    );
+    assert_eq!(
+        (
+            got[1]["code"].as_str(),
+            got[1]["details"].as_str(),
+            &got[1]["responses"]
+        ),
+        (Some("ABORTED"), Some("gave up midway"), &json!(["first"])),
+        "an error in the trailers after a message: {got:?}"
+    );
+    assert_eq!(
+        got[2]["code"], "UNIMPLEMENTED",
+        "the server's own answer to an unknown method: {got:?}"
+    );
+}
+
+#[tokio::test]
+async fn streams_in_each_direction_deliver_every_message() {
+    let (s, _upstream, key) = setup().await;
+    let n = 200;
+    let expected: Vec<String> = (0..n).map(|i| format!("msg-{i}")).collect();
+    let sent: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    let got = calls(
+        &s,
+        json!([["authorization", key]]),
+        json!([
+            {"kind": "server_stream", "method": format!("{SERVICE}ServerStream"),
+             "requests": [n.to_string()]},
+            {"kind": "client_stream", "method": format!("{SERVICE}ClientStream"),
+             "requests": sent},
+            {"kind": "bidi", "method": format!("{SERVICE}Bidi"), "requests": sent},
+        ]),
+    )
+    .await;
+    assert_eq!(got[0]["code"], "OK", "{:?}", got[0]);
+    assert_eq!(got[0]["responses"], json!(expected), "server streaming");
+    assert_eq!(
+        got[0]["trailing"]["x-count"],
+        n.to_string(),
+        "the trailer after the stream"
+    );
+    assert_eq!(
+        (got[1]["code"].as_str(), &got[1]["responses"]),
+        (Some("OK"), &json!([sent.join("+")])),
+        "client streaming: {:?}",
+        got[1]
+    );
+    let echoed: Vec<String> = sent.iter().map(|m| format!("echo:{m}")).collect();
+    assert_eq!(
+        (got[2]["code"].as_str(), &got[2]["responses"]),
+        (Some("OK"), &json!(echoed)),
+        "bidi, each request sent only after the previous reply arrived: {:?}",
+        got[2]
+    );
+}
