@@ -22,10 +22,10 @@ pub struct Route {
     pub preserve_host_header: bool,
     pub keyless: bool,
     pub active: bool,
-    pub scheme: Scheme,
-    pub authority: Authority,
-    /// Path prefix of `target_url`, without a trailing slash ("" for the root).
-    pub target_base: String,
+    /// The upstream (`target_url`, or the first of `target_list` when balanced).
+    pub target: Target,
+    /// Round robin over `target_list` (`proxy.enable_load_balancing`); `None`: one target.
+    pub balancer: Option<Box<crate::proxy::balance::Balancer>>,
     /// `proxy.timeout` when set; otherwise the gateway default applies.
     pub timeout: Option<Duration>,
     /// The authentication chain (no methods for keyless APIs; static mTLS may still apply).
@@ -45,32 +45,74 @@ pub struct Route {
     pub upstream_auth: Option<Arc<crate::upstream_auth::UpstreamAuth>>,
 }
 
-impl Route {
-    pub fn from_definition(def: &ApiDefinition) -> Result<Self, ValidationError> {
-        let spec = def.spec();
-        let target: url::Url = spec.proxy.target_url.parse().map_err(|e| {
-            ValidationError::new("proxy.target_url", format!("not an absolute URL: {e}"))
-        })?;
-        let scheme = match target.scheme() {
-            "http" => Scheme::HTTP,
-            "https" => Scheme::HTTPS,
+/// One upstream of an API.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `http` for `h2c` targets too: h2c is cleartext.
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Path prefix, without a trailing slash ("" for the root).
+    pub base: String,
+    /// HTTP/2 without TLS, by prior knowledge (`h2c://`, Tyk's way to name gRPC upstreams).
+    pub h2c: bool,
+}
+
+impl Target {
+    fn parse(field: &'static str, url: &str) -> Result<Self, ValidationError> {
+        let target: url::Url = url
+            .parse()
+            .map_err(|e| ValidationError::new(field, format!("not an absolute URL: {e}")))?;
+        let (scheme, h2c) = match target.scheme() {
+            "http" => (Scheme::HTTP, false),
+            "https" => (Scheme::HTTPS, false),
+            "h2c" => (Scheme::HTTP, true),
             other => {
                 return Err(ValidationError::new(
-                    "proxy.target_url",
+                    field,
                     format!("unsupported scheme {other}"),
                 ));
             }
         };
         let host = target
             .host_str()
-            .ok_or_else(|| ValidationError::new("proxy.target_url", "has no host"))?;
-        let authority = match target.port() {
+            .ok_or_else(|| ValidationError::new(field, "has no host"))?;
+        // `url` knows no default port for h2c.
+        let port = target.port().or(h2c.then_some(80));
+        let authority = match port {
             Some(p) => format!("{host}:{p}"),
             None => host.to_owned(),
         };
-        let authority: Authority = authority.parse().map_err(|_| {
-            ValidationError::new("proxy.target_url", "host is not a valid authority")
-        })?;
+        let authority: Authority = authority
+            .parse()
+            .map_err(|_| ValidationError::new(field, "host is not a valid authority"))?;
+        Ok(Self {
+            scheme,
+            authority,
+            base: target.path().trim_end_matches('/').to_owned(),
+            h2c,
+        })
+    }
+}
+
+impl Route {
+    pub fn from_definition(def: &ApiDefinition) -> Result<Self, ValidationError> {
+        let spec = def.spec();
+        let p = &spec.proxy;
+        let balanced = p.enable_load_balancing && !p.target_list.is_empty();
+        let balancer = if balanced {
+            let targets = p
+                .target_list
+                .iter()
+                .map(|t| Target::parse("proxy.target_list", t))
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(Box::new(crate::proxy::balance::Balancer::new(targets)))
+        } else {
+            None
+        };
+        let target = match &balancer {
+            Some(b) => b.first().clone(),
+            None => Target::parse("proxy.target_url", &p.target_url)?,
+        };
         // Validation bounds the timeout; clamped anyway so no value can panic here.
         let timeout = (spec.proxy.timeout > 0.0).then(|| {
             Duration::try_from_secs_f64(spec.proxy.timeout)
@@ -80,7 +122,13 @@ impl Route {
                 ))
         });
         let unserved = crate::auth::Unserved::of(def);
-        let upstream_tls = crate::proxy::upstream_tls::ApiTls::of(spec, &scheme, &authority);
+        // A balanced API's TLS settings follow its first https target (docs/gateway.md).
+        let tls_target = balancer
+            .as_ref()
+            .and_then(|b| b.targets().find(|t| t.scheme == Scheme::HTTPS))
+            .unwrap_or(&target);
+        let upstream_tls =
+            crate::proxy::upstream_tls::ApiTls::of(spec, &tls_target.scheme, &tls_target.authority);
         // Requests are matched in normal form (crate::path), so the listen path is too: a
         // `/api//v1/` or `/%7Euser/` would otherwise match nothing and let its traffic
         // fall through to a shorter, perhaps keyless, listen path.
@@ -95,9 +143,8 @@ impl Route {
             preserve_host_header: spec.proxy.preserve_host_header,
             keyless: spec.use_keyless && unserved.is_none(),
             active: spec.active,
-            scheme,
-            authority,
-            target_base: target.path().trim_end_matches('/').to_owned(),
+            target,
+            balancer,
             timeout,
             auth: AuthChain::build(def)?,
             upstream_auth: crate::upstream_auth::UpstreamAuth::of(def)?,
@@ -293,7 +340,7 @@ mod tests {
         );
         assert_eq!(t.lookup(None, "/p/1").unwrap().api_id, "any");
         assert!(t.lookup(None, "/q").is_none());
-        assert_eq!(route("r", "", "/").target_base, "/base");
+        assert_eq!(route("r", "", "/").target.base, "/base");
     }
 
     #[test]

@@ -24,6 +24,10 @@
 #        PLUGIN=1                          a gRPC coprocess auth plugin (the tests' Python grpcio server, `bench` hook,
 #                                          on the load generator's CPU; needs the test venv, built by the tests)
 #                                          through a third gateway on :18004, against token auth (0 = skip)
+#        HAPROXY=1                         HAProxy (1 thread, CPU 1, keep-alive to the upstream) on :18005 as a second
+#                                          peer of the keyless target, when haproxy is installed (0 = skip)
+#        H2=1                              HTTP/2 clients: h2load -c1 -m64 (h2c prior knowledge) against nginx with
+#                                          `http2` on :18006 and the keyless API, when h2load is installed (0 = skip)
 #        OAUTH=1                           OAuth 2.0 provider: bearer token issued by this edge (cached session),
 #                                          client_credentials at the token endpoint (req/s), and the first use of
 #                                          FIRST_USE_TOKENS=300 tokens at the other gateway (own Redis prefix) (0 = skip)
@@ -81,6 +85,12 @@ declare -A HDR=(
   [portcullis_tls_hs]="Connection: close"
 )
 ORDER=(direct nginx portcullis)
+if [ "${HAPROXY:-1}" = 1 ] && command -v haproxy >/dev/null; then
+  ORDER+=(haproxy)
+  URL[haproxy]="http://127.0.0.1:18005/"
+else
+  HAPROXY=0
+fi
 if [ "${AUTH:-1}" = 1 ]; then
   ORDER+=(token_cached token_redis token_rl_quota basic_cached)
 fi
@@ -164,7 +174,7 @@ ensure_cargo
 ensure_protoc
 ensure_postgres
 OHA="${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}"
-for p in 17080 17443 18000 18001 18002 18011 18012 18020 19080; do
+for p in 17080 17443 18000 18001 18002 18005 18006 18011 18012 18020 19080; do
   if port_open "$p"; then die "127.0.0.1:$p is already in use (another benchmark or stack running?)"; fi
 done
 step_end
@@ -232,6 +242,15 @@ http {
     }
   }
   server {
+    listen 127.0.0.1:18006 http2 backlog=4096;
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering on;
+    }
+  }
+  server {
     listen 127.0.0.1:18011 ssl backlog=4096;
     ssl_certificate $W/tls.crt;
     ssl_certificate_key $W/tls.key;
@@ -247,6 +266,22 @@ http {
   }
 }
 EOF
+cat >"$W/px/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 16384
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 75s
+  timeout server 75s
+  http-reuse always
+frontend bench
+  bind 127.0.0.1:18005
+  default_backend up
+backend up
+  server up1 127.0.0.1:18000
+EOF
 ulimit -n 65536 2>/dev/null || ulimit -n 16384 2>/dev/null || true
 
 # fresh database, fresh secrets for every run
@@ -258,6 +293,9 @@ printf '%s\n' "$ADMIN_SECRET" >"$W/admin_secret"
 
 start "$LG_CPU" upstream-nginx nginx -p "$W/up" -e "$W/up/logs/error.log" -c "$W/up/nginx.conf"
 start "$PX_CPU" proxy-nginx nginx -p "$W/px" -e "$W/px/logs/error.log" -c "$W/px/nginx.conf"
+if [ "${HAPROXY:-1}" = 1 ]; then
+  start "$PX_CPU" proxy-haproxy haproxy -db -f "$W/px/haproxy.cfg"
+fi
 # The gateways' regional Redis, with the load generator (perf.md §5), nothing kept on disk.
 ensure_cmd redis-server redis-server
 start "$LG_CPU" redis redis-server --port 16379 --bind 127.0.0.1 --save '' --appendonly no

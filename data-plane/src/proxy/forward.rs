@@ -1,7 +1,6 @@
 //! Building the upstream request from the client's and relaying the answer.
 
 use crate::conn::ConnInfo;
-use std::time::Duration;
 
 use http::header::{HOST, HeaderValue};
 use http::uri::PathAndQuery;
@@ -9,11 +8,12 @@ use http::{Request, Response, Uri, Version};
 use http_body_util::Either;
 
 use super::headers::{add_forwarded, remove_hop_by_hop};
+use super::tunnel::Upgrade;
 use super::upstream::{self, Reserved, SendError};
-use super::upstream_tls::{TlsFailure, UpstreamTls};
-use super::{ProxyBody, RequestBody, UpstreamClient};
+use super::upstream_tls::TlsFailure;
+use super::{ProxyBody, RequestBody};
 use crate::error::ProxyError;
-use crate::router::Route;
+use crate::router::{Route, Target};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,7 +22,7 @@ const REQUEST_ID: &str = "x-request-id";
 
 /// The upstream path: the target's base path joined with what follows the listen path
 /// (or the whole path when `strip_listen_path` is off), with one slash between them.
-pub fn upstream_path_and_query(route: &Route, uri: &Uri) -> Option<PathAndQuery> {
+pub fn upstream_path_and_query(base: &str, route: &Route, uri: &Uri) -> Option<PathAndQuery> {
     let path = uri.path();
     let rest = if route.strip_listen_path {
         let lp = route.listen_path.trim_end_matches('/');
@@ -31,10 +31,9 @@ pub fn upstream_path_and_query(route: &Route, uri: &Uri) -> Option<PathAndQuery>
         path
     };
     let query = uri.query();
-    let mut out = String::with_capacity(
-        route.target_base.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1,
-    );
-    out.push_str(&route.target_base);
+    let mut out =
+        String::with_capacity(base.len() + rest.len() + query.map_or(0, |q| q.len() + 1) + 1);
+    out.push_str(base);
     if !rest.starts_with('/') {
         out.push('/');
     }
@@ -84,86 +83,159 @@ fn text(v: Option<&HeaderValue>) -> &str {
     v.and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The client's view of the request that each attempt (one per balanced target) rebuilds the
+/// upstream request from.
+struct Origin {
+    uri: Uri,
+    authority: Option<http::uri::Authority>,
+}
+
+/// Points the request at `target`: its path, and the Host it expects.
+fn aim(
+    route: &Route,
+    target: &Target,
+    origin: &Origin,
+    parts: &mut http::request::Parts,
+) -> Result<(), ProxyError> {
+    // Origin-form (`GET /path?q`): what an upstream that is not a proxy expects (RFC 9112
+    // §3.2.1). The pooled client adds scheme and authority back to pick its connection.
+    parts.uri = Uri::from(
+        upstream_path_and_query(&target.base, route, &origin.uri).ok_or(ProxyError::Upstream)?,
+    );
+    if route.preserve_host_header {
+        // HTTP/2 clients send :authority instead of Host.
+        if !parts.headers.contains_key(HOST)
+            && let Some(a) = origin
+                .authority
+                .as_ref()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(HOST, a);
+        }
+    } else if target.scheme != http::uri::Scheme::HTTP || target.h2c {
+        // The pooled client writes the target's authority itself: as Host on HTTP/1.1, as
+        // :authority on HTTP/2, where a Host besides it is refused (RFC 9113 §8.3.1).
+        parts.headers.remove(HOST);
+    } else if let Ok(h) = HeaderValue::from_str(target.authority.as_str()) {
+        parts.headers.insert(HOST, h);
+    }
+    Ok(())
+}
+
+/// True when the client's `TE` accepts trailers: gRPC needs `te: trailers` to reach the
+/// upstream, though TE is otherwise hop-by-hop.
+fn wants_trailers(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+}
+
 pub async fn forward(
-    client: &UpstreamClient,
-    tls: &UpstreamTls,
+    proxy: &super::Proxy,
     reserved: &Arc<Reserved>,
     route: &Arc<Route>,
     req: Request<RequestBody>,
     conn: &ConnInfo,
-    default_timeout: Duration,
-    shared: &crate::shared::Shared,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let shared = &*proxy.shared;
     let latency = &shared.requests.upstream_latency;
     let (mut parts, body) = req.into_parts();
-    let path_and_query = upstream_path_and_query(route, &parts.uri).ok_or(ProxyError::Upstream)?;
-    let client_authority = parts.uri.authority().cloned();
-    // Origin-form (`GET /path?q`): what an upstream that is not a proxy expects (RFC 9112
-    // §3.2.1). The pooled client adds scheme and authority back to pick its connection.
-    parts.uri = Uri::from(path_and_query);
+    let origin = Origin {
+        authority: parts.uri.authority().cloned(),
+        uri: std::mem::take(&mut parts.uri),
+    };
     let client_version = parts.version;
+    let upgrade = if proxy.limits.websockets {
+        Upgrade::take(&mut parts)
+    } else {
+        None
+    };
     parts.version = Version::HTTP_11;
+    let trailers = wants_trailers(&parts.headers);
     remove_hop_by_hop(&mut parts.headers);
-    if route.preserve_host_header {
-        // HTTP/2 clients send :authority instead of Host.
-        if !parts.headers.contains_key(HOST)
-            && let Some(a) = client_authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(HOST, a);
-        }
-    } else if route.scheme != http::uri::Scheme::HTTP {
-        // The pooled client writes the target's authority itself: as Host on HTTP/1.1, as
-        // :authority on HTTP/2, where a Host besides it is refused (RFC 9113 §8.3.1).
-        parts.headers.remove(HOST);
-    } else if let Ok(h) = HeaderValue::from_str(route.authority.as_str()) {
-        parts.headers.insert(HOST, h);
+    if trailers {
+        parts
+            .headers
+            .insert(http::header::TE, HeaderValue::from_static("trailers"));
+    }
+    // The gateway answers `100 Continue` itself when it starts reading the body (after auth),
+    // so an expectation is not the upstream's to meet again.
+    parts.headers.remove(http::header::EXPECT);
+    if let Some(u) = &upgrade {
+        u.restore(&mut parts.headers);
     }
     add_forwarded(&mut parts.headers, conn.remote.ip(), conn.scheme());
-    // Last: a signature covers the headers and path the upstream will read.
-    if let Some(auth) = &route.upstream_auth {
-        auth.apply(&mut parts, shared).await?;
-    }
     // A reference-counted copy; turned into text only when a log line needs it.
     let request_id = parts.headers.get(REQUEST_ID).cloned();
-
-    // Plain HTTP pays one comparison here; TLS routes look up their table's resolved client.
-    let tls_client;
-    let client = if route.scheme == http::uri::Scheme::HTTP {
-        client
-    } else {
-        match tls.client_for(route) {
-            Ok(c) => {
-                tls_client = c;
-                &tls_client.client
-            }
-            Err(failure) => {
-                return Err(tls_refused(
-                    route,
-                    request_id.as_ref(),
-                    failure,
-                    "the API's upstream TLS settings cannot be used (see the earlier warning)",
-                ));
+    let timeout = route.timeout.unwrap_or(proxy.default_timeout);
+    let started = Instant::now();
+    let attempts = async {
+        let mut req = Request::from_parts(parts, body);
+        let Some(balancer) = &route.balancer else {
+            return send_to(
+                proxy,
+                reserved,
+                route,
+                &route.target,
+                &origin,
+                req,
+                upgrade.is_some(),
+            )
+            .await;
+        };
+        let mut last = None;
+        for (index, target) in balancer.plan() {
+            match send_to(
+                proxy,
+                reserved,
+                route,
+                target,
+                &origin,
+                req,
+                upgrade.is_some(),
+            )
+            .await
+            {
+                Ok(resp) => {
+                    balancer.mark_up(index);
+                    return Ok(resp);
+                }
+                Err(Failed::Send(mut e)) if e.is_connect() => {
+                    balancer.mark_down(index);
+                    // A request that never left can go to the next target.
+                    match e.take_unsent() {
+                        Some(unsent) => {
+                            req = unsent;
+                            last = Some(Failed::Send(e));
+                        }
+                        None => return Err(Failed::Send(e)),
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
+        Err(last.unwrap_or(Failed::Proxy(ProxyError::Upstream)))
     };
-    let timeout = route.timeout.unwrap_or(default_timeout);
-    let started = Instant::now();
-    let sent = upstream::send(
-        client,
-        reserved,
-        &route.scheme,
-        &route.authority,
-        Request::from_parts(parts, body),
-    );
-    let upstream = tokio::time::timeout(timeout, sent).await;
+    let upstream = tokio::time::timeout(timeout, attempts).await;
     latency.observe(started.elapsed());
     let mut resp = match upstream {
         Ok(Ok(resp)) => resp,
-        Ok(Err(SendError::Tls { failure, detail })) => {
+        Ok(Err(Failed::Proxy(e))) => return Err(e),
+        Ok(Err(Failed::Tls(failure))) => {
+            return Err(tls_refused(
+                route,
+                request_id.as_ref(),
+                failure,
+                "the API's upstream TLS settings cannot be used (see the earlier warning)",
+            ));
+        }
+        Ok(Err(Failed::Send(SendError::Tls { failure, detail }))) => {
             return Err(tls_refused(route, request_id.as_ref(), failure, &detail));
         }
-        Ok(Err(e)) => {
+        Ok(Err(Failed::Send(e))) => {
             if log_now() {
                 tracing::warn!(api_id = %route.api_id, request_id = text(request_id.as_ref()), error = %e, "upstream request failed");
             }
@@ -176,7 +248,59 @@ pub async fn forward(
             return Err(ProxyError::Timeout);
         }
     };
-    remove_hop_by_hop(resp.headers_mut());
-    *resp.version_mut() = client_version;
+    match upgrade.and_then(|u| u.answer(&mut resp, proxy.limits.upgrade_idle_timeout)) {
+        Some(tunnel) => reserved.hold_tunnel(tunnel),
+        None => {
+            remove_hop_by_hop(resp.headers_mut());
+            *resp.version_mut() = client_version;
+        }
+    }
     Ok(resp.map(Either::Left))
+}
+
+/// Why one attempt got no response.
+enum Failed {
+    Send(SendError),
+    Tls(TlsFailure),
+    Proxy(ProxyError),
+}
+
+/// One attempt: the request aimed at `target`, signed if the API signs, and sent.
+async fn send_to(
+    proxy: &super::Proxy,
+    reserved: &Arc<Reserved>,
+    route: &Arc<Route>,
+    target: &Target,
+    origin: &Origin,
+    req: Request<RequestBody>,
+    upgrade: bool,
+) -> Result<Response<upstream::UpstreamBody>, Failed> {
+    let (mut parts, body) = req.into_parts();
+    aim(route, target, origin, &mut parts).map_err(Failed::Proxy)?;
+    // Last: a signature covers the headers and path the upstream will read.
+    if let Some(auth) = &route.upstream_auth {
+        auth.apply(&mut parts, &proxy.shared)
+            .await
+            .map_err(Failed::Proxy)?;
+    }
+    let req = Request::from_parts(parts, body);
+    if target.h2c {
+        return upstream::pooled(&proxy.h2c, &target.scheme, &target.authority, req)
+            .await
+            .map_err(Failed::Send);
+    }
+    // Plain HTTP pays one comparison here; TLS routes look up their table's resolved client.
+    let tls_client;
+    let client = if target.scheme == http::uri::Scheme::HTTP {
+        &proxy.client
+    } else {
+        tls_client = proxy.upstream_tls.client_for(route).map_err(Failed::Tls)?;
+        &tls_client.client
+    };
+    let sent = if upgrade {
+        upstream::send_upgrade(client, &target.scheme, &target.authority, req).await
+    } else {
+        upstream::send(client, reserved, &target.scheme, &target.authority, req).await
+    };
+    sent.map_err(Failed::Send)
 }

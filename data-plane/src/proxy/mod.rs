@@ -1,10 +1,12 @@
 //! The proxy server: accepts HTTP/1.1 and HTTP/2 (h2c) clients, routes each request and
 //! forwards it to the upstream with a pooled client, streaming bodies both ways.
 
+pub mod balance;
 mod client_limits;
 mod forward;
 pub mod head_timer;
 pub mod headers;
+mod tunnel;
 mod upstream;
 pub mod upstream_tls;
 
@@ -40,6 +42,9 @@ pub type RequestBody = Either<Incoming, Full<Bytes>>;
 
 type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
+/// `h2c://` upstreams: HTTP/2 by prior knowledge, without TLS.
+type H2cClient = Client<HttpConnector, RequestBody>;
+
 /// Largest request body an auth method may read (basic auth from the body).
 const MAX_AUTH_BODY: usize = 1024 * 1024;
 
@@ -47,6 +52,7 @@ const MAX_AUTH_BODY: usize = 1024 * 1024;
 pub struct Proxy {
     shared: Arc<Shared>,
     client: UpstreamClient,
+    h2c: H2cClient,
     idle: Arc<upstream::IdleUpstreams>,
     upstream_tls: upstream_tls::UpstreamTls,
     limiter: Limiter,
@@ -70,7 +76,12 @@ impl Proxy {
             .with_provider_and_webpki_roots(provider)?
             .https_or_http()
             .enable_http1()
-            .wrap_connector(http);
+            .wrap_connector(http.clone());
+        let h2c = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
@@ -79,6 +90,7 @@ impl Proxy {
             upstream_tls: upstream_tls::UpstreamTls::new(shared.clone(), Default::default())?,
             shared,
             client,
+            h2c,
             idle: Arc::default(),
             limiter: Limiter::default(),
             default_timeout,
@@ -272,18 +284,7 @@ impl Proxy {
                 Request::from_parts(parts, body)
             }
         };
-        match forward::forward(
-            &self.client,
-            &self.upstream_tls,
-            reserved,
-            route,
-            req,
-            conn,
-            self.default_timeout,
-            &self.shared,
-        )
-        .await
-        {
+        match forward::forward(self, reserved, route, req, conn).await {
             Ok(resp) => match rate_info {
                 Some(info) => with_rate_headers(resp, info),
                 None => resp,
@@ -451,6 +452,7 @@ pub async fn connection<I>(
 {
     let remote = conn.remote;
     let reserved = Arc::new(upstream::Reserved::new(proxy.idle.clone()));
+    let tunnels = reserved.clone();
     let counted = activity.clone();
     let for_service = proxy.clone();
     let service = service_fn(move |req| {
@@ -461,7 +463,7 @@ pub async fn connection<I>(
         async move { Ok::<_, Infallible>(proxy.handle(req, &conn, &reserved).await) }
     });
     let io = TokioIo::new(head_timer::CountingIo::new(io, activity.clone()));
-    let conn = builder.serve_connection(io, service);
+    let conn = builder.serve_connection_with_upgrades(io, service);
     let mut conn = std::pin::pin!(conn);
     // hyper's own timers start only once the protocol is known: the first request must also
     // arrive within the header timeout, which bounds a client trickling the HTTP/2 preface or
@@ -496,5 +498,9 @@ pub async fn connection<I>(
     };
     if let Err(e) = ended {
         tracing::debug!(error = %e, %remote, "client connection ended with an error");
+    }
+    // An upgraded connection lives on as a tunnel, and keeps its connection slot.
+    if let Some(tunnel) = tunnels.take_tunnel() {
+        let _ = tunnel.await;
     }
 }

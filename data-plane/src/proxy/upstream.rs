@@ -34,6 +34,12 @@ pub enum SendError {
         failure: TlsFailure,
         detail: String,
     },
+    /// No connection to the upstream could be made, so the request was not sent; `unsent` is
+    /// the request when it could be kept, for another target (`balance`).
+    Connect {
+        unsent: Option<Box<Request<RequestBody>>>,
+        detail: String,
+    },
     Other(String),
 }
 
@@ -46,9 +52,23 @@ impl From<String> for SendError {
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Tls { detail, .. } => f.write_str(detail),
+            Self::Tls { detail, .. } | Self::Connect { detail, .. } => f.write_str(detail),
             Self::Other(e) => f.write_str(e),
         }
+    }
+}
+
+/// Takes the request back out of a failed connect, for another target.
+impl SendError {
+    pub fn take_unsent(&mut self) -> Option<Request<RequestBody>> {
+        match self {
+            Self::Connect { unsent, .. } => unsent.take().map(|b| *b),
+            _ => None,
+        }
+    }
+
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Self::Connect { .. })
     }
 }
 
@@ -63,6 +83,9 @@ enum Slot {
 pub struct Reserved {
     slot: Mutex<Slot>,
     idle: Arc<IdleUpstreams>,
+    /// The byte tunnel of an upgraded request (`tunnel`): the client connection's task waits
+    /// for it, so a tunnel holds its connection slot.
+    tunnel: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Reserved {
@@ -70,7 +93,16 @@ impl Reserved {
         Self {
             slot: Mutex::new(Slot::Empty),
             idle,
+            tunnel: Mutex::new(None),
         }
+    }
+
+    pub fn hold_tunnel(&self, task: tokio::task::JoinHandle<()>) {
+        *self.tunnel.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+    }
+
+    pub fn take_tunnel(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.tunnel.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -213,7 +245,7 @@ impl Body for UpstreamBody {
     }
 }
 
-async fn connect(authority: &Authority) -> Result<Sender, String> {
+async fn tcp(authority: &Authority) -> std::io::Result<TcpStream> {
     let port = authority.port_u16().unwrap_or(80);
     let stream = TcpStream::connect((
         authority
@@ -222,18 +254,63 @@ async fn connect(authority: &Authority) -> Result<Sender, String> {
             .trim_end_matches(']'),
         port,
     ))
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// A new HTTP/1.1 connection; `upgrades` keeps it able to become a tunnel after a 101.
+async fn connect(
+    authority: &Authority,
+    req: Request<RequestBody>,
+    upgrades: bool,
+) -> Result<(Sender, Request<RequestBody>), SendError> {
+    let stream = match tcp(authority).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(SendError::Connect {
+                unsent: Some(Box::new(req)),
+                detail: e.to_string(),
+            });
+        }
+    };
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "upstream connection ended");
-        }
-    });
-    Ok(sender)
+        .map_err(|e| SendError::Other(e.to_string()))?;
+    if upgrades {
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+    } else {
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+    }
+    Ok((sender, req))
+}
+
+/// Sends an `Upgrade` request on a connection of its own, which becomes the tunnel's upstream
+/// side after a 101 and is never pooled.
+pub async fn send_upgrade(
+    client: &UpstreamClient,
+    scheme: &Scheme,
+    authority: &Authority,
+    req: Request<RequestBody>,
+) -> Result<Response<UpstreamBody>, SendError> {
+    if *scheme != Scheme::HTTP {
+        // The pooled TLS client keeps its HTTP/1.1 connections upgradable.
+        return pooled(client, scheme, authority, req).await;
+    }
+    let (mut s, req) = connect(authority, req, true).await?;
+    let resp = s
+        .send_request(req)
+        .await
+        .map_err(|e| SendError::Other(e.to_string()))?;
+    Ok(resp.map(UpstreamBody::pooled))
 }
 
 /// Sends `req`, whose URI is origin-form, to the upstream at `scheme://authority`. The raw
@@ -274,7 +351,7 @@ pub async fn send(
             },
         }
     }
-    let mut s = connect(authority).await?;
+    let (mut s, req) = connect(authority, req, false).await?;
     let resp = s
         .send_request(req)
         .await
@@ -300,12 +377,15 @@ fn give_back(
 
 /// The pooled client needs the absolute URI to choose a connection; it sends origin-form on
 /// HTTP/1.1 and the `:scheme`/`:authority` pseudo-headers on HTTP/2.
-async fn pooled(
-    client: &UpstreamClient,
+pub async fn pooled<C>(
+    client: &hyper_util::client::legacy::Client<C, RequestBody>,
     scheme: &Scheme,
     authority: &Authority,
     req: Request<RequestBody>,
-) -> Result<Response<UpstreamBody>, SendError> {
+) -> Result<Response<UpstreamBody>, SendError>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
     let (mut parts, body) = req.into_parts();
     let mut uri = std::mem::take(&mut parts.uri).into_parts();
     uri.scheme = Some(scheme.clone());
@@ -318,6 +398,10 @@ async fn pooled(
         .map(|r| r.map(UpstreamBody::pooled))
         .map_err(|e| match upstream_tls::classify(&e) {
             Some((failure, detail)) => SendError::Tls { failure, detail },
+            None if e.is_connect() => SendError::Connect {
+                unsent: None,
+                detail: e.to_string(),
+            },
             None => SendError::Other(e.to_string()),
         })
 }

@@ -95,7 +95,7 @@ async fn concurrent_writers_end_in_the_same_state_everywhere_without_gaps() {
             let route = table.lookup(None, &format!("/{id}/x")).unwrap();
             assert_eq!(&route.api_id, id);
             assert_eq!(
-                format!("http://{}{}/", route.authority, route.target_base),
+                format!("http://{}{}/", route.target.authority, route.target.base),
                 *target
             );
         }
