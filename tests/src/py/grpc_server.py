@@ -1,6 +1,6 @@
 # A gRPC upstream written with grpcio: generic handlers on raw bytes (no generated code), service
-# portcullis.test.Echo. Prints its port first. Methods:
-#   Unary          replies JSON {"body": request, "metadata": {name: value}} (what it received),
+# portcullis.test.Echo, named argv[1] (default "grpc"). Prints its port first. Methods:
+#   Unary          replies JSON {"body": request, "metadata": {name: value}, "server": name},
 #                  with initial metadata x-initial: hello and trailing metadata x-trailer: done
 #   Fail           aborts with NOT_FOUND "no such thing" (a trailers-only answer)
 #   FailLate       sends one message, then ends with ABORTED "gave up midway" (in trailers)
@@ -13,12 +13,14 @@ from concurrent import futures
 
 import grpc
 
+NAME = sys.argv[1] if len(sys.argv) > 1 else "grpc"
+
 
 def unary(request, context):
     context.send_initial_metadata((("x-initial", "hello"),))
     context.set_trailing_metadata((("x-trailer", "done"),))
     metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
-    return json.dumps({"body": request.decode(), "metadata": metadata}).encode()
+    return json.dumps({"body": request.decode(), "metadata": metadata, "server": NAME}).encode()
 
 
 def fail(request, context):

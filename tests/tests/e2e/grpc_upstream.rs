@@ -5,6 +5,7 @@
 //! streaming in each direction.
 
 use portcullis_tests::idp_stack::{Stack, api};
+use portcullis_tests::keyless_api;
 use portcullis_tests::peers::{GRPC_CLIENT, GRPC_SERVER, PyPeer, py_client};
 use portcullis_tests::traffic::key_for;
 use serde_json::{Value, json};
@@ -157,4 +158,31 @@ async fn streams_in_each_direction_deliver_every_message() {
         "bidi, each request sent only after the previous reply arrived: {:?}",
         got[2]
     );
+}
+
+#[tokio::test]
+async fn calls_on_one_client_connection_are_balanced_over_h2c_targets() {
+    let one = PyPeer::start(GRPC_SERVER, &["one"]).await;
+    let two = PyPeer::start(GRPC_SERVER, &["two"]).await;
+    let mut s = Stack::start().await;
+    let mut grpc = keyless_api("grpc-lb", SERVICE, "");
+    grpc["proxy"]["strip_listen_path"] = json!(false);
+    grpc["proxy"]["enable_load_balancing"] = json!(true);
+    grpc["proxy"]["target_list"] = json!([
+        format!("h2c://127.0.0.1:{}/", one.port),
+        format!("h2c://127.0.0.1:{}/", two.port)
+    ]);
+    s.create(&[grpc], &[]).await;
+    // One channel: every call is a stream on the same HTTP/2 connection to the gateway.
+    let got = calls(&s, json!([]), json!(vec![unary("Unary", "x"); 6])).await;
+    let mut servers: Vec<String> = got
+        .iter()
+        .map(|r| {
+            assert_eq!(r["code"], "OK", "{r}");
+            let answer: Value = serde_json::from_str(r["responses"][0].as_str().unwrap()).unwrap();
+            answer["server"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    servers.sort();
+    assert_eq!(servers, ["one", "one", "one", "two", "two", "two"]);
 }

@@ -86,6 +86,23 @@ async fn requests_go_round_robin_and_skip_an_upstream_that_is_down() {
 }
 
 #[tokio::test]
+async fn a_target_url_beside_the_list_is_ignored() {
+    let a = named("a", 0).await;
+    let b = named("b", 0).await;
+    // Tyk's exported definitions keep a target_url next to the list; nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut api = balanced_api(&[a.url("/"), b.url("/")]);
+    api["proxy"]["target_url"] = json!(format!("http://{closed}/"));
+    let mut s = Stack::start().await;
+    s.create(&[api], &[]).await;
+    let both = BTreeMap::from([("a".into(), 5), ("b".into(), 5)]);
+    assert_eq!(spread(&s, 10).await, both, "only the list is used");
+}
+
+#[tokio::test]
 async fn the_control_plane_refuses_service_discovery_and_an_empty_target_list() {
     let s = Stack::start().await;
     let refused = |field: &'static str, api: Value| {
