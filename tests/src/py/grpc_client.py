@@ -1,7 +1,8 @@
 # A gRPC client written with grpcio (HTTP/2 without TLS, prior knowledge), driven by one JSON
 # command in argv[1]: {"target": "127.0.0.1:port", "metadata": [[k, v], ...], "calls": [...]}.
 # Each call is {"kind": "unary"|"server_stream"|"client_stream"|"bidi", "method": "/pkg.Svc/M",
-# "requests": [str, ...]}; a unary or server-streaming call sends requests[0]. Bidi sends each
+# "requests": [str, ...]}; a unary or server-streaming call sends requests[0]; a server-streaming
+# call with "cancel_after": n cancels the call once n replies arrived. Bidi sends each
 # request only after the reply to the previous one arrived (ping-pong: proves both directions
 # stream). Prints a JSON list, one result per call: {"code", "details", "responses",
 # "initial", "trailing"}.
@@ -63,6 +64,8 @@ def run(channel, c):
             responses.append(r.decode())
             if kind == "bidi":
                 replied.put(None)
+            if len(responses) == c.get("cancel_after"):
+                call.cancel()
     except grpc.RpcError:
         pass
     return outcome(call, responses)

@@ -7,8 +7,11 @@
 #   ServerStream   request is a count n: replies "msg-0" .. "msg-(n-1)", trailer x-count: n
 #   ClientStream   replies the requests joined with "+"
 #   Bidi           echoes every request as it arrives ("echo:" + request)
+#   Endless        "tick" every 20 ms for 10 minutes: within a test only a cancel ends it
+#   Cancelled      replies how many Endless calls have ended so far
 import json
 import sys
+import time
 from concurrent import futures
 
 import grpc
@@ -48,6 +51,22 @@ def bidi(requests, context):
         yield b"echo:" + r
 
 
+cancelled = []
+
+
+def endless(request, context):
+    context.add_callback(lambda: cancelled.append(1))
+    for _ in range(30000):
+        if not context.is_active():
+            return
+        yield b"tick"
+        time.sleep(0.02)
+
+
+def cancelled_count(request, context):
+    return str(len(cancelled)).encode()
+
+
 handlers = {
     "Unary": grpc.unary_unary_rpc_method_handler(unary),
     "Fail": grpc.unary_unary_rpc_method_handler(fail),
@@ -55,6 +74,8 @@ handlers = {
     "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
     "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
     "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+    "Endless": grpc.unary_stream_rpc_method_handler(endless),
+    "Cancelled": grpc.unary_unary_rpc_method_handler(cancelled_count),
 }
 server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
 server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("portcullis.test.Echo",

@@ -4,10 +4,12 @@
 //! metadata, status codes and messages from trailers, custom metadata both ways, and
 //! streaming in each direction.
 
+use std::time::Duration;
+
 use portcullis_tests::idp_stack::{Stack, api};
-use portcullis_tests::keyless_api;
 use portcullis_tests::peers::{GRPC_CLIENT, GRPC_SERVER, PyPeer, py_client};
 use portcullis_tests::traffic::key_for;
+use portcullis_tests::{eventually, keyless_api};
 use serde_json::{Value, json};
 
 const SERVICE: &str = "/portcullis.test.Echo/";
@@ -158,6 +160,33 @@ async fn streams_in_each_direction_deliver_every_message() {
         "bidi, each request sent only after the previous reply arrived: {:?}",
         got[2]
     );
+}
+
+#[tokio::test]
+async fn a_client_that_cancels_a_stream_cancels_the_upstream_call() {
+    let (s, _upstream, key) = setup().await;
+    let metadata = json!([["authorization", key]]);
+    let got = calls(
+        &s,
+        metadata.clone(),
+        json!([{"kind": "server_stream", "method": format!("{SERVICE}Endless"),
+                "requests": ["x"], "cancel_after": 3}]),
+    )
+    .await;
+    assert_eq!(
+        (got[0]["code"].as_str(), &got[0]["responses"]),
+        (Some("CANCELLED"), &json!(["tick", "tick", "tick"])),
+        "{got:?}"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the upstream call ending",
+        || async {
+            let got = calls(&s, metadata.clone(), json!([unary("Cancelled", "x")])).await;
+            (got[0]["responses"] == json!(["1"])).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -83,6 +83,16 @@ async fn requests_go_round_robin_and_skip_an_upstream_that_is_down() {
         "There was a problem proxying the request",
         "every upstream down: Tyk's answer"
     );
+
+    // Every target is marked down now, yet still tried: one back is served at once.
+    let a_port = upstreams[0].port;
+    upstreams[0] = named("a", a_port).await;
+    let (status, body) = s.dp.get("/lb/x").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "a"),
+        "with every target down the gateway still tries them"
+    );
 }
 
 #[tokio::test]

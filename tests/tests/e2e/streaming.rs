@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
-use portcullis_tests::idp_stack::Stack;
+use portcullis_tests::idp_stack::{Stack, api};
 use portcullis_tests::peers::{PyPeer, STREAM_SERVER, curl, peak_rss_kib, sh};
 use portcullis_tests::traffic::stack_with;
 use portcullis_tests::{DpOptions, eventually, keyless_api};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// A gateway (with `upstream_timeout`) and the streaming upstream behind keyless `/st/`.
 async fn setup(upstream_timeout: Duration) -> (Stack, PyPeer) {
@@ -40,6 +40,13 @@ async fn read_until(resp: &mut reqwest::Response, so_far: &mut String, wanted: &
     }
 }
 
+/// Reads what is left of `resp` (an HTTP/2 stream may end with an empty DATA frame).
+async fn read_to_end(resp: &mut reqwest::Response, so_far: &mut String) {
+    while let Some(chunk) = resp.chunk().await.expect("the stream ends cleanly") {
+        so_far.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
 async fn release(upstream: &PyPeer) {
     let resp = reqwest::get(upstream.url("/_release"))
         .await
@@ -59,7 +66,7 @@ async fn events_and_chunks_reach_the_client_before_the_upstream_sends_the_next()
     read_until(&mut resp, &mut text, "data: one\n\n").await;
     release(&upstream).await;
     read_until(&mut resp, &mut text, "data: two\n\n").await;
-    assert!(resp.chunk().await.unwrap().is_none(), "the stream ends");
+    read_to_end(&mut resp, &mut text).await;
     assert_eq!(text, "data: one\n\ndata: two\n\n");
 
     let mut resp = reqwest::get(s.dp.url("/st/chunks?n=4")).await.unwrap();
@@ -69,13 +76,33 @@ async fn events_and_chunks_reach_the_client_before_the_upstream_sends_the_next()
         read_until(&mut resp, &mut text, &format!("chunk-{i};")).await;
         release(&upstream).await;
     }
-    assert!(resp.chunk().await.unwrap().is_none());
+    read_to_end(&mut resp, &mut text).await;
     assert_eq!(text, "chunk-0;chunk-1;chunk-2;chunk-3;");
 }
 
 #[tokio::test]
+async fn events_reach_an_http2_client_as_they_are_sent() {
+    let (s, upstream) = setup(Duration::from_secs(10)).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut resp = h2.get(s.dp.url("/st/sse")).send().await.unwrap();
+    assert_eq!(
+        (resp.status(), resp.version()),
+        (reqwest::StatusCode::OK, reqwest::Version::HTTP_2)
+    );
+    let mut text = String::new();
+    read_until(&mut resp, &mut text, "data: one\n\n").await;
+    release(&upstream).await;
+    read_until(&mut resp, &mut text, "data: two\n\n").await;
+    read_to_end(&mut resp, &mut text).await;
+    assert_eq!(text, "data: one\n\ndata: two\n\n");
+}
+
+#[tokio::test]
 async fn an_expect_100_continue_post_gets_its_100_and_the_body_through() {
-    let (s, _upstream) = setup(Duration::from_secs(10)).await;
+    let (s, upstream) = setup(Duration::from_secs(10)).await;
     // curl waits this long for the 100 before sending the body anyway; the 100 must come.
     let (code, out, err) = curl(vec![
         "-v".into(),
@@ -99,6 +126,28 @@ async fn an_expect_100_continue_post_gets_its_100_and_the_body_through() {
         (Some(22), Some("the body after the 100")),
         "the upstream received the body: {got}"
     );
+
+    // Refused before the body is wanted: the client gets the refusal, not a wait.
+    let mut s = s;
+    s.create(&[api("keyed", &upstream.url("/"), json!({}))], &[])
+        .await;
+    let (code, out, err) = curl(vec![
+        "--expect100-timeout".into(),
+        "30".into(),
+        "-H".into(),
+        "Expect: 100-continue".into(),
+        "--data-binary".into(),
+        "never wanted".into(),
+        "-w".into(),
+        "\n%{http_code}".into(),
+        s.dp.url("/keyed/upload"),
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let (body, status) = out.rsplit_once('\n').unwrap();
+    assert_eq!(status, "401", "{out}");
+    let body: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{out}"));
+    assert_eq!(body["error"], "Authorization field missing");
 }
 
 #[tokio::test]
@@ -117,6 +166,22 @@ async fn a_gibibyte_each_way_streams_with_flat_memory() {
     assert_eq!(code, 0, "{out}");
     let got: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}"));
     assert_eq!(got["bytes"], GIB, "the upstream counted every byte: {got}");
+
+    // And with a Content-Length: a sparse file reads as zeros without touching the disk.
+    let file = std::env::temp_dir().join(format!("portcullis-gib-{}", uuid::Uuid::new_v4()));
+    std::fs::File::create(&file).unwrap().set_len(GIB).unwrap();
+    let (code, out, err) = curl(vec![
+        "-X".into(),
+        "POST".into(),
+        "-T".into(),
+        file.to_string_lossy().into_owned(),
+        s.dp.url("/st/upload"),
+    ])
+    .await;
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(code, 0, "{err}");
+    let got: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}"));
+    assert_eq!(got["bytes"], GIB, "sized upload: {got}");
 
     let (code, out, err) = curl(vec![
         "-o".into(),

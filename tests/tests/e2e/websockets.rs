@@ -243,3 +243,18 @@ async fn an_idle_tunnel_is_closed_after_the_upgrade_idle_timeout() {
         "the gateway closes the idle tunnel"
     );
 }
+
+#[tokio::test]
+async fn an_upgrade_to_an_upstream_that_is_down_is_answered_502() {
+    let (s, mut upstream, key) = setup(ClientLimits::default()).await;
+    upstream.stop();
+    let got = py_client(
+        WS_CLIENT,
+        json!({"op": "handshake", "url": ws_url(&s, "/ws/echo"),
+               "headers": {"Authorization": key}}),
+    )
+    .await;
+    assert_eq!(got["status"], 502, "{got}");
+    let body: Value = serde_json::from_str(got["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["error"], "There was a problem proxying the request");
+}
