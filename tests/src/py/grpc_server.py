@@ -1,5 +1,6 @@
 # A gRPC upstream written with grpcio: generic handlers on raw bytes (no generated code), service
-# portcullis.test.Echo, named argv[1] (default "grpc"). Prints its port first. Methods:
+# portcullis.test.Echo, named argv[1] (default "grpc"); with argv[2] and argv[3] (certificate
+# and key PEM files) it serves TLS, HTTP/2 by ALPN. Prints its port first. Methods:
 #   Unary          replies JSON {"body": request, "metadata": {name: value}, "server": name},
 #                  with initial metadata x-initial: hello and trailing metadata x-trailer: done
 #   Fail           aborts with NOT_FOUND "no such thing" (a trailers-only answer)
@@ -80,7 +81,12 @@ handlers = {
 server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
 server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("portcullis.test.Echo",
                                                                       handlers),))
-port = server.add_insecure_port("127.0.0.1:0")
+if len(sys.argv) > 3:
+    with open(sys.argv[2], "rb") as cert, open(sys.argv[3], "rb") as key:
+        credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+else:
+    port = server.add_insecure_port("127.0.0.1:0")
 server.start()
 print(port, flush=True)
 sys.stdout.close()

@@ -7,7 +7,9 @@
 #               {"ok": count, "errors": [a few distinct failures]}
 #   held_open   ws A open and echoing, a plain GET of "plain_url" meanwhile, A echoes again,
 #               A closes, ws B echoes: {"plain_status", "plain_body", "a", "b"}
-#   idle        echo once, then wait up to "wait" s for a message: {"closed": bool}
+#   idle        echo "active" messages "interval" s apart (at least one), then wait up to
+#               "wait" s for a message: {"active": [true, ...], "closed": bool}
+#   server_close  ask the upstream to close: {"code", "reason"} of the close frame received
 #   refused_then_plain  over one raw HTTP/1.1 connection: an upgrade request to "refuse_path",
 #               then a plain GET of "plain_path": {"refused": {"status", "body", "headers"},
 #               "plain_status", "same_connection"}
@@ -18,6 +20,7 @@ import json
 import os
 import sys
 import threading
+import time
 import urllib.parse
 import urllib.request
 
@@ -96,14 +99,27 @@ def run():
                 "b": third}
     if op == "idle":
         with open_ws() as ws:
-            echo_on(ws, [{"text": "wake"}])
+            active = []
+            for i in range(max(1, cmd.get("active", 1))):
+                if i > 0:
+                    time.sleep(cmd.get("interval", 0))
+                active += echo_on(ws, [{"text": f"active {i}"}])
             try:
                 ws.recv(timeout=cmd["wait"])
-                return {"closed": False, "why": "a message arrived"}
+                return {"active": active, "closed": False, "why": "a message arrived"}
             except ConnectionClosed:
-                return {"closed": True}
+                return {"active": active, "closed": True}
             except TimeoutError:
-                return {"closed": False, "why": "still open"}
+                return {"active": active, "closed": False, "why": "still open"}
+    if op == "server_close":
+        with open_ws() as ws:
+            ws.send("close-me")
+            try:
+                ws.recv(timeout=30)
+                return {"why": "a message arrived"}
+            except ConnectionClosed as e:
+                rcvd = e.rcvd
+                return {"code": rcvd.code if rcvd else None, "reason": rcvd.reason if rcvd else None}
     if op == "refused_then_plain":
         u = urllib.parse.urlsplit(cmd["url"])
         conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)

@@ -4,7 +4,8 @@
 #               [{"path": ..., "headers": [[name, value], ...]}, ...]
 #   /refuse...  refuses the upgrade: 403, body "upgrade refused by upstream", X-Refused-By
 #   anything    with an Upgrade header: the WebSocket handshake, then every message is echoed;
-#               without one: 200 {"plain": true, "path": ...} (a plain GET to a WebSocket path)
+#               without one: 200 {"plain": true, "path": ...} (a plain GET to a WebSocket path);
+#               the message "close-me" is answered by a close, code 4000 reason "bye"
 # Pings are off, so an idle tunnel carries no byte at all.
 import asyncio
 import json
@@ -36,6 +37,9 @@ async def process_request(connection, request):
 
 async def echo(ws):
     async for message in ws:
+        if message == "close-me":
+            await ws.close(4000, "bye")
+            return
         await ws.send(message)
 
 

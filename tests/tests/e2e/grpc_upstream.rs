@@ -215,3 +215,61 @@ async fn calls_on_one_client_connection_are_balanced_over_h2c_targets() {
     servers.sort();
     assert_eq!(servers, ["one", "one", "one", "two", "two", "two"]);
 }
+
+#[tokio::test]
+async fn grpc_reaches_an_https_upstream_speaking_h2_by_alpn() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("pc-grpc-tls-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let upstream = PyPeer::start(
+        GRPC_SERVER,
+        &[
+            "tls",
+            &cert_file.to_string_lossy(),
+            &key_file.to_string_lossy(),
+        ],
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let mut s = Stack::start().await;
+    let mut grpc = keyless_api(
+        "grpc-tls",
+        SERVICE,
+        &format!("https://localhost:{}/", upstream.port),
+    );
+    grpc["proxy"]["strip_listen_path"] = json!(false);
+    // Certificate checks have their own tests (upstream_tls.rs); this one is about ALPN.
+    grpc["proxy"]["transport"] = json!({"ssl_insecure_skip_verify": true});
+    s.create(&[grpc], &[]).await;
+    let got = calls(
+        &s,
+        json!([]),
+        json!([
+            unary("Unary", "over tls"),
+            unary("Fail", "x"),
+            {"kind": "bidi", "method": format!("{SERVICE}Bidi"), "requests": ["a", "b"]},
+        ]),
+    )
+    .await;
+    assert_eq!(got[0]["code"], "OK", "{got:?}");
+    let answer: Value = serde_json::from_str(got[0]["responses"][0].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (answer["server"].as_str(), answer["body"].as_str()),
+        (Some("tls"), Some("over tls"))
+    );
+    assert_eq!(got[0]["trailing"]["x-trailer"], "done", "{got:?}");
+    assert_eq!(
+        (got[1]["code"].as_str(), got[1]["details"].as_str()),
+        (Some("NOT_FOUND"), Some("no such thing")),
+        "{got:?}"
+    );
+    assert_eq!(got[2]["responses"], json!(["echo:a", "echo:b"]), "{got:?}");
+}

@@ -229,18 +229,19 @@ async fn an_idle_tunnel_is_closed_after_the_upgrade_idle_timeout() {
         ..Default::default()
     })
     .await;
-    // Neither side pings, so after the first echo no byte moves; the client waits far longer
-    // than the timeout for the close.
+    // Neither side pings, so after the last echo no byte moves; the client waits far longer
+    // than the timeout for the close. Before that, 20 echoes a tenth of the timeout apart
+    // keep the tunnel open for twice the timeout.
     let got = py_client(
         WS_CLIENT,
-        json!({"op": "idle", "url": ws_url(&s, "/ws/echo"), "wait": 60,
-               "headers": {"Authorization": key}}),
+        json!({"op": "idle", "url": ws_url(&s, "/ws/echo"), "active": 20, "interval": 0.1,
+               "wait": 60, "headers": {"Authorization": key}}),
     )
     .await;
     assert_eq!(
         got,
-        json!({"closed": true}),
-        "the gateway closes the idle tunnel"
+        json!({"active": vec![true; 20], "closed": true}),
+        "a busy tunnel stays open; the gateway closes it once idle"
     );
 }
 
@@ -257,4 +258,16 @@ async fn an_upgrade_to_an_upstream_that_is_down_is_answered_502() {
     assert_eq!(got["status"], 502, "{got}");
     let body: Value = serde_json::from_str(got["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["error"], "There was a problem proxying the request");
+}
+
+#[tokio::test]
+async fn a_close_from_the_upstream_reaches_the_client_with_its_code() {
+    let (s, _upstream, key) = setup(ClientLimits::default()).await;
+    let got = py_client(
+        WS_CLIENT,
+        json!({"op": "server_close", "url": ws_url(&s, "/ws/echo"),
+               "headers": {"Authorization": key}}),
+    )
+    .await;
+    assert_eq!(got, json!({"code": 4000, "reason": "bye"}));
 }
