@@ -1,5 +1,6 @@
 # A gRPC client written with grpcio (HTTP/2 without TLS, prior knowledge), driven by one JSON
-# command in argv[1]: {"target": "127.0.0.1:port", "metadata": [[k, v], ...], "calls": [...]}.
+# command in argv[1]: {"target": "127.0.0.1:port", "metadata": [[k, v], ...], "calls": [...]};
+# with "ca_file" it speaks TLS (HTTP/2 by ALPN) trusting that CA instead.
 # Each call is {"kind": "unary"|"server_stream"|"client_stream"|"bidi", "method": "/pkg.Svc/M",
 # "requests": [str, ...]}; a unary or server-streaming call sends requests[0]; a server-streaming
 # call with "cancel_after": n cancels the call once n replies arrived. Bidi sends each
@@ -71,5 +72,10 @@ def run(channel, c):
     return outcome(call, responses)
 
 
-with grpc.insecure_channel(cmd["target"]) as channel:
+if "ca_file" in cmd:
+    with open(cmd["ca_file"], "rb") as f:
+        channel = grpc.secure_channel(cmd["target"], grpc.ssl_channel_credentials(f.read()))
+else:
+    channel = grpc.insecure_channel(cmd["target"])
+with channel:
     print(json.dumps([run(channel, c) for c in cmd["calls"]]))

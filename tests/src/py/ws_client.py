@@ -1,5 +1,6 @@
 # A WebSocket client written with the `websockets` package, driven by one JSON command in
-# argv[1]; prints one JSON result. Every command takes "url" (ws://...) and "headers".
+# argv[1]; prints one JSON result. Every command takes "url" (ws://... or wss://...),
+# "headers" and, for wss, "ca_file" (the CA to trust).
 #   handshake   connect and close: {"status": 101} or the refusal {"status", "body", "headers"}
 #   echo        send "messages" ({"text": s} or {"binary": n random bytes}) one by one; each
 #               reply must equal what was sent: {"status": 101, "echoed": [true, ...]}
@@ -18,6 +19,7 @@ import base64
 import http.client
 import json
 import os
+import ssl
 import sys
 import threading
 import time
@@ -31,7 +33,8 @@ cmd = json.loads(sys.argv[1])
 
 
 def open_ws():
-    return connect(cmd["url"], additional_headers=cmd.get("headers", {}), proxy=None,
+    tls = ssl.create_default_context(cafile=cmd["ca_file"]) if "ca_file" in cmd else None
+    return connect(cmd["url"], ssl=tls, additional_headers=cmd.get("headers", {}), proxy=None,
                    max_size=None, ping_interval=None, open_timeout=30, close_timeout=5)
 
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use portcullis_tests::idp_stack::{Stack, api};
 use portcullis_tests::peers::{GRPC_CLIENT, GRPC_SERVER, PyPeer, py_client};
-use portcullis_tests::traffic::key_for;
+use portcullis_tests::traffic::{LocalhostCert, key_for};
 use portcullis_tests::{eventually, keyless_api};
 use serde_json::{Value, json};
 
@@ -17,12 +17,17 @@ const SERVICE: &str = "/portcullis.test.Echo/";
 /// A gateway with an auth-token API on the gRPC service's path, proxied to a grpcio server
 /// over h2c, and a key for it.
 async fn setup() -> (Stack, PyPeer, String) {
+    let s = Stack::start().await;
+    setup_on(s, json!({})).await
+}
+
+/// As [`setup`] on `s`, with `fields` merged into the API definition.
+async fn setup_on(mut s: Stack, fields: Value) -> (Stack, PyPeer, String) {
     let upstream = PyPeer::start(GRPC_SERVER, &[]).await;
-    let mut s = Stack::start().await;
     let mut grpc = api(
         "grpc",
         &format!("h2c://127.0.0.1:{}/", upstream.port),
-        json!({}),
+        fields,
     );
     grpc["proxy"]["listen_path"] = json!(SERVICE);
     grpc["proxy"]["strip_listen_path"] = json!(false);
@@ -272,4 +277,35 @@ async fn grpc_reaches_an_https_upstream_speaking_h2_by_alpn() {
         "{got:?}"
     );
     assert_eq!(got[2]["responses"], json!(["echo:a", "echo:b"]), "{got:?}");
+}
+
+#[tokio::test]
+async fn grpc_over_tls_to_the_gateway_works_by_alpn_h2() {
+    let s = Stack::start().await;
+    let cert = LocalhostCert::upload(&s.cp).await;
+    let (s, _upstream, key) = setup_on(s, json!({"certificates": [cert.id]})).await;
+    cert.wait_served(&s.dp).await;
+    let got = py_client(
+        GRPC_CLIENT,
+        json!({"target": format!("localhost:{}", s.dp.tls_addr.port()),
+               "ca_file": cert.ca_file, "metadata": [["authorization", key]],
+               "calls": [unary("Unary", "hi"), unary("Fail", "x"),
+                         {"kind": "bidi", "method": format!("{SERVICE}Bidi"),
+                          "requests": ["a", "b"]}]}),
+    )
+    .await;
+    assert_eq!(
+        (
+            got[0]["code"].as_str(),
+            got[0]["trailing"]["x-trailer"].as_str()
+        ),
+        (Some("OK"), Some("done")),
+        "{got}"
+    );
+    assert_eq!(
+        (got[1]["code"].as_str(), got[1]["details"].as_str()),
+        (Some("NOT_FOUND"), Some("no such thing")),
+        "{got}"
+    );
+    assert_eq!(got[2]["responses"], json!(["echo:a", "echo:b"]), "{got}");
 }

@@ -11,7 +11,7 @@ use portcullis_data_plane::proxy::ClientLimits;
 use portcullis_tests::DpOptions;
 use portcullis_tests::idp_stack::{Stack, api};
 use portcullis_tests::peers::{PyPeer, WS_CLIENT, WS_SERVER, py_client};
-use portcullis_tests::traffic::{key_for, stack_with};
+use portcullis_tests::traffic::{LocalhostCert, key_for, stack_with};
 use serde_json::{Value, json};
 
 /// A gateway with `limits`, a WebSocket upstream behind the auth-token API `/ws/`, and a key.
@@ -270,4 +270,23 @@ async fn a_close_from_the_upstream_reaches_the_client_with_its_code() {
     )
     .await;
     assert_eq!(got, json!({"code": 4000, "reason": "bye"}));
+}
+
+#[tokio::test]
+async fn a_websocket_over_the_tls_listener_echoes() {
+    let (mut s, upstream, _) = setup(ClientLimits::default()).await;
+    let cert = LocalhostCert::upload(&s.cp).await;
+    let mut wss = api("wss", &upstream.url("/"), json!({}));
+    wss["certificates"] = json!([cert.id]);
+    s.create(&[wss], &[]).await;
+    let key = key_for(&s.cp, &["wss"]).await;
+    cert.wait_served(&s.dp).await;
+    let got = py_client(
+        WS_CLIENT,
+        json!({"op": "echo", "url": format!("wss://localhost:{}/wss/echo", s.dp.tls_addr.port()),
+               "ca_file": cert.ca_file, "headers": {"Authorization": key},
+               "messages": [{"text": "over tls"}, {"binary": 1 << 16}]}),
+    )
+    .await;
+    assert_eq!(got, json!({"status": 101, "echoed": [true, true]}));
 }
