@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use portcullis_tests::idp_stack::Stack;
-use portcullis_tests::peers::{NAMED_SERVER, PyPeer};
+use portcullis_tests::peers::{NAMED_SERVER, PyPeer, STREAM_SERVER};
 use portcullis_tests::{eventually, keyless_api};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -110,6 +110,39 @@ async fn a_target_url_beside_the_list_is_ignored() {
     s.create(&[api], &[]).await;
     let both = BTreeMap::from([("a".into(), 5), ("b".into(), 5)]);
     assert_eq!(spread(&s, 10).await, both, "only the list is used");
+}
+
+#[tokio::test]
+async fn a_request_with_a_body_is_retried_whole_on_the_next_target() {
+    let one = PyPeer::start(STREAM_SERVER, &[]).await;
+    let two = PyPeer::start(STREAM_SERVER, &[]).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut api = balanced_api(&[format!("http://{dead}/"), one.url("/"), two.url("/")]);
+    api["proxy"]["target_url"] = json!(one.url("/"));
+    let mut s = Stack::start().await;
+    s.create(&[api], &[]).await;
+    let client = reqwest::Client::new();
+    for i in 0..6 {
+        let body = format!("body number {i}");
+        let resp = client
+            .post(s.dp.url("/lb/upload"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "request {i}: {text}");
+        let got: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (got["bytes"].as_u64(), got["head"].as_str()),
+            (Some(body.len() as u64), Some(body.as_str())),
+            "request {i}: the upstream got the whole body"
+        );
+    }
 }
 
 #[tokio::test]

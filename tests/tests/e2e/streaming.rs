@@ -151,7 +151,7 @@ async fn an_expect_100_continue_post_gets_its_100_and_the_body_through() {
 }
 
 #[tokio::test]
-async fn a_gibibyte_each_way_streams_with_flat_memory() {
+async fn gibibytes_each_way_stream_with_flat_memory() {
     const GIB: u64 = 1 << 30;
     const BUDGET_KIB: u64 = 200 * 1024;
     let (s, _upstream) = setup(Duration::from_secs(600)).await;
@@ -193,6 +193,27 @@ async fn a_gibibyte_each_way_streams_with_flat_memory() {
     .await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, format!("200 {GIB}"), "the client received every byte");
+
+    // The same both ways for an HTTP/2 client (h2c): flow control on one side, TCP on the other.
+    let (code, out) = sh(format!(
+        "head -c {GIB} /dev/zero | curl -s --http2-prior-knowledge -T - -X POST {}",
+        s.dp.url("/st/upload")
+    ))
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let got: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}"));
+    assert_eq!(got["bytes"], GIB, "HTTP/2 upload: {got}");
+    let (code, out, err) = curl(vec![
+        "--http2-prior-knowledge".into(),
+        "-o".into(),
+        "/dev/null".into(),
+        "-w".into(),
+        "%{http_version} %{http_code} %{size_download}".into(),
+        s.dp.url(&format!("/st/big?bytes={GIB}")),
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("2 200 {GIB}"), "HTTP/2 download");
 
     let grown = peak_rss_kib().saturating_sub(before);
     assert!(
