@@ -281,3 +281,40 @@ async fn local_quota_refuses_with_tyks_403_and_is_shared_through_redis() {
         9
     );
 }
+
+/// With `local`, a Redis outage lifts only the quota: the rate limit is counted in-process.
+#[tokio::test]
+async fn local_keeps_enforcing_the_rate_while_redis_is_down() {
+    let region = region().await;
+    let redis = portcullis_tests::own_redis::OwnRedis::on_free_port().await;
+    let dp = Dp::start(
+        &region.cp,
+        DpOptions {
+            token: Some(region.cp.token("default").await),
+            redis_url: Some(redis.url()),
+            no_local_session_cache: true,
+            rate_limiter: Some(RateLimiterKind::Local),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    dp.wait_for_revision(1).await;
+    let key = region.key(session(1, 3600, -1)).await;
+    assert_eq!(status(&dp, &key).await, StatusCode::OK);
+    assert_eq!(status(&dp, &key).await, StatusCode::TOO_MANY_REQUESTS);
+    let quota = region.key(session(100, 60, 1)).await;
+    assert_eq!(status(&dp, &quota).await, StatusCode::OK);
+    assert_eq!(status(&dp, &quota).await, StatusCode::FORBIDDEN);
+    drop(redis);
+    assert_eq!(
+        status(&dp, &key).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the rate limit holds without Redis"
+    );
+    assert_eq!(
+        status(&dp, &quota).await,
+        StatusCode::OK,
+        "the quota cannot be counted, so it is not enforced"
+    );
+}
