@@ -20,7 +20,7 @@ use crate::redis_link::RedisLink;
 
 /// Shards, so concurrent requests for different keys rarely wait on one lock.
 const SHARDS: usize = 64;
-/// Counters kept per gateway (about 100 bytes each plus the scope).
+/// Counters kept per gateway: about 200 bytes each with its scope, so some 50 MB at most.
 pub(super) const MAX_CELLS: usize = 1 << 18;
 /// Idle counters dropped per request, from the least recently used end: enough to keep pace
 /// with the counters requests add, bounded so no request pays for a long sweep.
