@@ -20,6 +20,7 @@ mod hardening_sync;
 mod hmac;
 mod jwt;
 mod lifecycle;
+mod limiters;
 mod limits;
 mod management;
 mod mtls;
