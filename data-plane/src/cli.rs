@@ -80,6 +80,15 @@ pub struct RunArgs {
     pub redis_url: Option<String>,
     #[arg(long, env = "PORTCULLIS_REDIS_PREFIX", default_value = "portcullis:")]
     pub redis_prefix: String,
+    /// How rate limits are counted (docs/limits.md): gcra (in Redis, O(1)), sliding-log (in
+    /// Redis, Tyk's default), local (in this gateway's memory; quotas stay in Redis).
+    #[arg(
+        long,
+        env = "PORTCULLIS_RATE_LIMITER",
+        value_enum,
+        default_value_t = crate::limits::RateLimiterKind::Gcra
+    )]
+    pub rate_limiter: crate::limits::RateLimiterKind,
     /// Look every session up in Redis instead of caching it in-process for up to 10 s.
     #[arg(long, env = "PORTCULLIS_DISABLE_LOCAL_SESSION_CACHE")]
     pub disable_local_session_cache: bool,
@@ -360,6 +369,7 @@ impl RunArgs {
                 .clone()
                 .or_else(|| std::env::var("REDIS_URL").ok()),
             redis_prefix: self.redis_prefix.clone(),
+            rate_limiter: self.rate_limiter,
             local_session_cache: !self.disable_local_session_cache,
             redis_ca_pem: match &self.redis_ca_cert {
                 Some(p) => Some(std::fs::read(p).map_err(|e| CliError::RedisCa {
@@ -403,6 +413,25 @@ mod tests {
         args.extend_from_slice(extra);
         let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
         cli.run.to_config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_rate_limiter_defaults_to_gcra_and_takes_the_three_names() {
+        use crate::limits::RateLimiterKind;
+        assert_eq!(parse(&[]).unwrap().rate_limiter, RateLimiterKind::Gcra);
+        for (name, kind) in [
+            ("gcra", RateLimiterKind::Gcra),
+            ("sliding-log", RateLimiterKind::SlidingLog),
+            ("local", RateLimiterKind::Local),
+        ] {
+            assert_eq!(parse(&["--rate-limiter", name]).unwrap().rate_limiter, kind);
+        }
+        assert!(
+            parse(&["--rate-limiter", "leaky"])
+                .unwrap_err()
+                .contains("sliding-log"),
+            "a wrong name lists the right ones"
+        );
     }
 
     #[test]

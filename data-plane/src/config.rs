@@ -38,6 +38,8 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Prefix of every Redis key this gateway writes (`--redis-prefix`), to share one Redis.
     pub redis_prefix: String,
+    /// How rate limits are counted (`--rate-limiter`, docs/limits.md).
+    pub rate_limiter: crate::limits::RateLimiterKind,
     /// Skip the in-process session cache (`--disable-local-session-cache`), as Tyk's
     /// `disable_cached_session_state`.
     pub local_session_cache: bool,

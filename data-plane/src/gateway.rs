@@ -254,7 +254,8 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
             config.upstream_timeout,
             config.client_limits.clone(),
         )?
-        .with_upstream_tls(config.upstream_tls.clone()),
+        .with_upstream_tls(config.upstream_tls.clone())
+        .with_limiter(crate::limits::Limiter::new(config.rate_limiter)),
     );
     let tls_addr = tls_listener.as_ref().map(|(_, a)| *a);
     let tls_task = tls_listener.map(|(listener, _)| {

@@ -68,6 +68,20 @@ pub struct Session {
     /// The opened `hmac_string` (docs/hmac.md): unsealed at the first signed request, not at
     /// every one; `None` inside when it does not open.
     hmac_secret: OpenedSecret,
+    /// The session's policies as last applied, and the policy index they were applied from:
+    /// a request under the same index reuses them instead of merging policies again.
+    effective: arc_swap::ArcSwapOption<Applied>,
+}
+
+/// Entitlements applied from one policy index.
+#[derive(Debug)]
+struct Applied {
+    /// Held weakly: a newer index replaces the entry, and an old index's memory is not kept
+    /// alive by the sessions that used it (its allocation is, so its address is never reused
+    /// while this entry exists).
+    index: std::sync::Weak<crate::policies::PolicyIndex>,
+    key_hash: String,
+    value: Arc<crate::policies::Entitlements>,
 }
 
 /// A secret opened from the session, never shown by `Debug`.
@@ -102,7 +116,32 @@ impl Session {
             revoked_at: 0,
             tokens_after,
             hmac_secret: OpenedSecret::default(),
+            effective: arc_swap::ArcSwapOption::empty(),
         }
+    }
+
+    /// The session's entitlements under `index`, computed by `apply` only when this session
+    /// has not been applied from this index (and for this key hash) before. Failures are not
+    /// kept: they are rare and their log line should appear.
+    pub fn entitlements<E>(
+        &self,
+        key_hash: &str,
+        index: &Arc<crate::policies::PolicyIndex>,
+        apply: impl FnOnce() -> Result<crate::policies::Entitlements, E>,
+    ) -> Result<Arc<crate::policies::Entitlements>, E> {
+        if let Some(applied) = &*self.effective.load()
+            && std::ptr::eq(applied.index.as_ptr(), Arc::as_ptr(index))
+            && applied.key_hash == key_hash
+        {
+            return Ok(applied.value.clone());
+        }
+        let value = Arc::new(apply()?);
+        self.effective.store(Some(Arc::new(Applied {
+            index: Arc::downgrade(index),
+            key_hash: key_hash.to_owned(),
+            value: value.clone(),
+        })));
+        Ok(value)
     }
 
     /// The session's HMAC secret, opened once with `open` and kept as long as the session.

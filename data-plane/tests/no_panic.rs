@@ -7,7 +7,7 @@
 use portcullis_data_plane::applied::AppliedConfig;
 use portcullis_data_plane::auth::basic::BasicAuth;
 use portcullis_data_plane::auth::token::TokenAuth;
-use portcullis_data_plane::limits::Limits;
+use portcullis_data_plane::limits::{Cell, Limits};
 use portcullis_data_plane::policies::{PolicyIndex, entitlements};
 use portcullis_data_plane::router::Route;
 use portcullis_proto::model::bounds::{MAX_CLOCK_SKEW_SECS, MAX_TIMEOUT_SECS};
@@ -163,6 +163,14 @@ fn raw_policy(id: &str, rate: f64, per: f64, quota: i64, parts: [bool; 5]) -> Po
 fn check_limits(l: &Limits) {
     let _ = l.window();
     let _ = l.is_unlimited();
+    if let Some(cell) = Cell::of(l) {
+        assert!(cell.interval >= 1 && cell.tolerance >= cell.interval);
+        for backlog in [0, cell.tolerance, u64::MAX] {
+            let _ = cell.admit(cell.carried(backlog, 1));
+            assert!(cell.admitted(backlog).remaining <= cell.burst());
+            assert!(cell.refused(backlog).reset_secs >= 1);
+        }
+    }
 }
 
 proptest! {

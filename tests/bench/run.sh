@@ -28,6 +28,9 @@
 #                                          peer of the keyless target, when haproxy is installed (0 = skip)
 #        H2=1                              HTTP/2 clients: h2load -c1 -m64 (h2c prior knowledge) against nginx with
 #                                          `http2` on :18006 and the keyless API, when h2load is installed (0 = skip)
+#        FLOAT=1                           both cores, nothing pinned: every process above let float, nginx with 2
+#                                          workers on :18007 against a gateway with 2 worker threads on :18008, keyless
+#                                          and token + rate limit + quota (needs AUTH=1) (0 = skip)
 #        OAUTH=1                           OAuth 2.0 provider: bearer token issued by this edge (cached session),
 #                                          client_credentials at the token endpoint (req/s), and the first use of
 #                                          FIRST_USE_TOKENS=300 tokens at the other gateway (own Redis prefix) (0 = skip)
@@ -174,7 +177,7 @@ ensure_cargo
 ensure_protoc
 ensure_postgres
 OHA="${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}"
-for p in 17080 17443 18000 18001 18002 18005 18006 18011 18012 18020 19080; do
+for p in 17080 17443 18000 18001 18002 18005 18006 18007 18008 18011 18012 18020 19080 19088; do
   if port_open "$p"; then die "127.0.0.1:$p is already in use (another benchmark or stack running?)"; fi
 done
 step_end
@@ -269,7 +272,7 @@ EOF
 cat >"$W/px/haproxy.cfg" <<EOF
 global
   nbthread 1
-  maxconn 16384
+  maxconn 8000
 defaults
   mode http
   timeout connect 5s
@@ -301,6 +304,7 @@ ensure_cmd redis-server redis-server
 start "$LG_CPU" redis redis-server --port 16379 --bind 127.0.0.1 --save '' --appendonly no
 wait_http_code 200 10 "${PIDS[0]}" "${URL[direct]}"
 wait_http_code 200 10 "${PIDS[1]}" "${URL[nginx]}"
+if [ "${HAPROXY:-1}" = 1 ]; then wait_http_code 200 10 "${PIDS[2]}" "${URL[haproxy]}"; fi
 
 RUST_LOG="${RUST_LOG:-warn}" \
   PORTCULLIS_DATABASE_URL="$(pg_url_for "$DB_NAME")" \
@@ -509,6 +513,48 @@ done
 step_end
 
 # ---------------------------------------------------------------------------------------------
+if [ "${H2:-1}" = 1 ] && command -v h2load >/dev/null; then
+  step_begin "HTTP/2 clients (h2load -c1 -m64, h2c, $REPS x ${DUR}s)"
+  mkdir -p "$W/results/h2"
+  declare -A H2URL=([nginx_h2c]="http://127.0.0.1:18006/" [portcullis_h2c]="${URL[portcullis]}")
+  for r in $(seq 1 "$REPS"); do
+    for t in nginx_h2c portcullis_h2c; do
+      out="$W/results/h2/$t.$r.txt"
+      taskset -c "$LG_CPU" h2load -c1 -m64 -t1 --warm-up-time="${WARM}s" -D "$DUR" "${H2URL[$t]}" >"$out" 2>&1 || true
+      printf '    %-15s rep %s: %s\n' "$t" "$r" "$(awk '/^finished in/ {print $4 " req/s"}' "$out")" >&2
+      sleep 1
+    done
+  done
+  python3 - "$W/results/h2" <<'PY' | tee "$W/summary-h2.md"
+import glob, os, re, statistics as st, sys
+d = sys.argv[1]
+rows = {}
+for t in ("nginx_h2c", "portcullis_h2c"):
+    v = []
+    for f in sorted(glob.glob(os.path.join(d, f"{t}.*.txt"))):
+        txt = open(f).read()
+        m = re.search(r"finished in [^,]+, ([\d.]+) req/s", txt)
+        fail = re.search(r"requests: .* (\d+) failed, (\d+) errored", txt)
+        if m:
+            v.append((float(m.group(1)), sum(int(g) for g in fail.groups()) if fail else 0))
+    rows[t] = v
+print()
+print("## HTTP/2 clients: h2load -c1 -m64 (h2c prior knowledge), keyless, median")
+print()
+print("| target | rps median (min–max) | ÷ nginx | failed |")
+print("|---|---|---|---|")
+base = st.median(r[0] for r in rows["nginx_h2c"]) if rows["nginx_h2c"] else None
+for t, v in rows.items():
+    if not v:
+        print(f"| {t} | (no result) | | |"); continue
+    m = st.median(r[0] for r in v)
+    ratio = f"{m / base:.2f}" if base else ""
+    print(f"| {t} | {m:,.0f} ({min(r[0] for r in v):,.0f}–{max(r[0] for r in v):,.0f}) | {ratio} | {sum(r[1] for r in v)} |")
+PY
+  step_end
+fi
+
+# ---------------------------------------------------------------------------------------------
 OPEN_LOOP=0
 if [ -x "$OHA" ]; then
   OPEN_LOOP=1
@@ -638,4 +684,86 @@ if [ "$PROPAGATION" = 1 ]; then
     log "note: $PROP_BIN not found: skipping the propagation benchmark (build the package that provides it, or PROPAGATION=0)"
   fi
 fi
+# ---------------------------------------------------------------------------------------------
+if [ "${FLOAT:-1}" = 1 ] && [ "${AUTH:-1}" = 1 ]; then
+  step_begin "both cores floating (nginx 2 workers vs gateway 2 threads, $REPS x ${DUR}s)"
+  cat >"$W/px/nginx2.conf" <<EOF
+worker_processes 2;
+daemon off;
+user root;
+pid $W/px/nginx2.pid;
+error_log $W/px/logs/error2.log warn;
+worker_rlimit_nofile 16384;
+events { worker_connections 8192; }
+http {
+  $common_http
+  upstream up {
+    server 127.0.0.1:18000;
+    keepalive 256;
+    keepalive_requests 10000000;
+  }
+  server {
+    listen 127.0.0.1:18007 backlog=4096;
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering on;
+    }
+  }
+}
+EOF
+  start - proxy-nginx2 nginx -p "$W/px" -e "$W/px/logs/error2.log" -c "$W/px/nginx2.conf"
+  wait_http_code 200 10 "${PIDS[-1]}" "http://127.0.0.1:18007/"
+  bootstrap_token "$API" "$ADMIN_SECRET" default
+  RUST_LOG="${RUST_LOG:-warn}" \
+    PORTCULLIS_WORKER_THREADS=2 \
+    PORTCULLIS_BOOTSTRAP_TOKEN="$BOOT_TOKEN" \
+    PORTCULLIS_ENCRYPTION_SECRET="$ENC_SECRET" \
+    start - portcullis-gw-float "$BIN/portcullis-gw" run --listen 127.0.0.1:18008 \
+    --tls-listen 127.0.0.1:18018 --admin-listen 127.0.0.1:19088 --control-plane https://127.0.0.1:17443 \
+    --ca-hash "$BOOT_CA_HASH" --redis-url "redis://127.0.0.1:16379" --redis-prefix gw8:
+  # Let everything started so far float over both cores.
+  for pid in "${PIDS[@]}"; do taskset -a -pc 0-1 "$pid" >/dev/null 2>&1 || true; done
+  declare -A FURL=([nginx_float]="http://127.0.0.1:18007/" [keyless_float]="http://127.0.0.1:18008/bench/" \
+    [token_rl_quota_float]="http://127.0.0.1:18008/tok/")
+  code=000
+  for _ in $(seq 1 150); do
+    code="$(curl -s -o /dev/null -w '%{http_code}' -H "${HDR[token_rl_quota]}" --max-time 5 "${FURL[token_rl_quota_float]}" || true)"
+    [ "$code" = 200 ] && break
+    sleep 0.2
+  done
+  [ "$code" = 200 ] || die "the floating gateway answers $code"
+  mkdir -p "$W/results/float"
+  for r in $(seq 1 "$REPS"); do
+    for t in nginx_float keyless_float token_rl_quota_float; do
+      out="$W/results/float/$t.$r.txt"
+      FH=()
+      [ "$t" = token_rl_quota_float ] && FH=(-H "${HDR[token_rl_quota]}")
+      wrk -t2 -c"$CONNS" -d"${DUR}s" --latency "${FH[@]}" "${FURL[$t]}" >"$out"
+      printf '    %-20s rep %s: %s\n' "$t" "$r" "$(awk '/Requests\/sec/ {print $2 " req/s"}' "$out")" >&2
+      sleep 1
+    done
+  done
+  python3 - "$W/results/float" <<'PY' | tee "$W/summary-float.md"
+import glob, os, re, statistics as st, sys
+d = sys.argv[1]
+rows = {}
+for t in ("nginx_float", "keyless_float", "token_rl_quota_float"):
+    rows[t] = [float(re.search(r"Requests/sec:\s+([\d.]+)", open(f).read()).group(1))
+               for f in sorted(glob.glob(os.path.join(d, f"{t}.*.txt")))]
+print()
+print("## Both cores floating: wrk -t2, nginx 2 workers, gateway 2 worker threads, median")
+print()
+print("| target | rps median (min–max) | ÷ nginx |")
+print("|---|---|---|")
+base = st.median(rows["nginx_float"]) if rows["nginx_float"] else None
+for t, v in rows.items():
+    if v:
+        m = st.median(v)
+        print(f"| {t} | {m:,.0f} ({min(v):,.0f}–{max(v):,.0f}) | {m / base:.2f} |" if base else f"| {t} | {m:,.0f} | |")
+PY
+  step_end
+fi
+
 log "summary: $W/summary.md"

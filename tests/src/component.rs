@@ -324,6 +324,8 @@ pub struct DpOptions {
     pub oauth_error_status_code: Option<String>,
     /// `--coprocess-grpc-server`, `--coprocess-timeout`, `--middleware-path` (default: none).
     pub plugins: portcullis_data_plane::plugins::PluginConfig,
+    /// `--rate-limiter` (default: the gateway's, gcra).
+    pub rate_limiter: Option<portcullis_data_plane::limits::RateLimiterKind>,
 }
 
 /// A gateway.
@@ -376,6 +378,7 @@ impl Dp {
             upstream_timeout: opts.upstream_timeout.unwrap_or(Duration::from_secs(10)),
             redis_url: opts.redis_url,
             redis_prefix: opts.redis_prefix.unwrap_or_else(|| "portcullis:".into()),
+            rate_limiter: opts.rate_limiter.unwrap_or_default(),
             local_session_cache: !opts.no_local_session_cache,
             redis_ca_pem: opts.redis_ca_pem,
             session_cache_entries: opts

@@ -58,8 +58,8 @@ impl Unserved {
 /// identity's policies: what the request runs under.
 pub async fn authenticate(
     ctx: &RequestContext<'_>,
-    policies: &PolicyIndex,
-) -> Result<Entitlements, Failure> {
+    policies: &Arc<PolicyIndex>,
+) -> Result<Arc<Entitlements>, Failure> {
     let route = ctx.route;
     if let Some(unserved) = &route.unserved {
         unserved.refused.fetch_add(1, Ordering::Relaxed);
@@ -87,11 +87,14 @@ pub async fn authenticate(
 fn checked(
     ctx: &RequestContext<'_>,
     identity: &Identity,
-    policies: &PolicyIndex,
-) -> Result<Entitlements, ProxyError> {
+    policies: &Arc<PolicyIndex>,
+) -> Result<Arc<Entitlements>, ProxyError> {
     let session = &identity.session;
-    let ids: Vec<&str> = session.state.policy_ids().collect();
-    let effective = entitlements(session.state.spec(), &identity.key_hash, &ids, policies)
+    let effective = session
+        .entitlements(&identity.key_hash, policies, || {
+            let ids: Vec<&str> = session.state.policy_ids().collect();
+            entitlements(session.state.spec(), &identity.key_hash, &ids, policies)
+        })
         .map_err(|e| {
             tracing::debug!(api_id = %ctx.route.api_id, error = %e, "policies could not be applied");
             ProxyError::Disallowed

@@ -21,6 +21,7 @@ mod hardening_sync;
 mod hmac;
 mod jwt;
 mod lifecycle;
+mod limiters;
 mod limits;
 mod load_balancing;
 mod management;
