@@ -138,6 +138,7 @@ fn metrics(shared: &Shared) -> String {
     shared.idp().render(&mut out);
     crate::auth::basic::BCRYPT.render(&mut out);
     shared.oauth_relays.render(&mut out);
+    crate::limits::render(&mut out);
     out
 }
 

@@ -134,6 +134,7 @@ impl Route {
         // fall through to a shorter, perhaps keyless, listen path.
         let listen_path = crate::path::normalize(&spec.proxy.listen_path)
             .map_or_else(|_| spec.proxy.listen_path.clone(), |p| p.into_owned());
+        let upstream_auth = crate::upstream_auth::UpstreamAuth::of(def, target.authority.as_str())?;
         Ok(Self {
             api_id: spec.api_id.clone(),
             domain: spec.domain.to_ascii_lowercase(),
@@ -147,7 +148,7 @@ impl Route {
             balancer,
             timeout,
             auth: AuthChain::build(def)?,
-            upstream_auth: crate::upstream_auth::UpstreamAuth::of(def)?,
+            upstream_auth,
             strip_auth_data: spec.strip_auth_data,
             unserved,
             counters: std::sync::OnceLock::new(),

@@ -20,7 +20,7 @@
 //!   access right for the API carries its own `limit`.
 //! * Without Redis (none configured, or no answer within 250 ms) what Redis would count is not
 //!   enforced and the request passes: a Redis outage must not take the APIs down.
-//!   [`Limiter::unenforced`] counts these requests.
+//!   `/metrics` counts these requests (`portcullis_gateway_limits_unenforced_total`).
 
 mod gcra;
 mod local;
@@ -112,7 +112,21 @@ enum Algorithm {
 
 pub struct Limiter {
     algorithm: Algorithm,
-    unenforced: AtomicU64,
+}
+
+/// Requests let through because Redis could not count them, by every limiter of the process
+/// (`/metrics`: `portcullis_gateway_limits_unenforced_total`).
+static UNENFORCED: AtomicU64 = AtomicU64::new(0);
+
+/// The limiter's counter, in Prometheus text.
+pub fn render(out: &mut String) {
+    use std::fmt::Write;
+    let _ = write!(
+        out,
+        "# HELP portcullis_gateway_limits_unenforced_total Requests let through unlimited because Redis could not count them.\n\
+         # TYPE portcullis_gateway_limits_unenforced_total counter\nportcullis_gateway_limits_unenforced_total {}\n",
+        UNENFORCED.load(Ordering::Relaxed)
+    );
 }
 
 impl Default for Limiter {
@@ -136,10 +150,7 @@ impl Limiter {
             RateLimiterKind::SlidingLog => Algorithm::SlidingLog(log::SlidingLog::default()),
             RateLimiterKind::Local => Algorithm::Local(local::LocalGcra::default()),
         };
-        Self {
-            algorithm,
-            unenforced: AtomicU64::new(0),
-        }
+        Self { algorithm }
     }
 
     pub fn kind(&self) -> RateLimiterKind {
@@ -152,7 +163,7 @@ impl Limiter {
 
     /// Requests let through because Redis could not count them.
     pub fn unenforced(&self) -> u64 {
-        self.unenforced.load(Ordering::Relaxed)
+        UNENFORCED.load(Ordering::Relaxed)
     }
 
     pub async fn check(&self, sessions: &Sessions, limits: &Limits) -> Decision {
@@ -175,7 +186,7 @@ impl Limiter {
     }
 
     fn not_enforced(&self, why: Unanswered) {
-        self.unenforced.fetch_add(1, Ordering::Relaxed);
+        UNENFORCED.fetch_add(1, Ordering::Relaxed);
         match why {
             Unanswered::NoLink => {}
             Unanswered::Down(link) => link.failed(),

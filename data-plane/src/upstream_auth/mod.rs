@@ -29,16 +29,10 @@ pub struct UpstreamAuth {
 }
 
 impl UpstreamAuth {
-    /// `None` when the API authenticates nothing to its upstream.
-    pub fn of(def: &ApiDefinition) -> Result<Option<Arc<Self>>, ValidationError> {
-        let target = url::Url::parse(&def.spec().proxy.target_url).map_err(|e| {
-            ValidationError::new("proxy.target_url", format!("not an absolute URL: {e}"))
-        })?;
-        let authority = match (target.host_str(), target.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_owned(),
-            (None, _) => String::new(),
-        };
+    /// `None` when the API authenticates nothing to its upstream. `authority` is the target's
+    /// (the first of a balanced list), signed as `host` when the request carries none.
+    pub fn of(def: &ApiDefinition, authority: &str) -> Result<Option<Arc<Self>>, ValidationError> {
+        let authority = authority.to_owned();
         let auth = Self {
             headers: headers::StaticHeaders::of(def)?,
             basic: basic::Basic::of(def)?,
