@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 
 use crate::router::Target;
 
+/// Most targets one request tries: a list of 256 dead upstreams must not cost 256 connects
+/// per request.
+pub const MAX_ATTEMPTS: usize = 3;
+
 /// How long a target that refused a connection is passed over.
 pub const DOWN_FOR: Duration = Duration::from_secs(10);
 

@@ -7,6 +7,7 @@ use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use http_body_util::Either;
 
+use super::balance;
 use super::headers::{add_forwarded, remove_hop_by_hop};
 use super::tunnel::Upgrade;
 use super::upstream::{self, Reserved, SendError};
@@ -187,7 +188,7 @@ pub async fn forward(
             .await;
         };
         let mut last = None;
-        for (index, target) in balancer.plan() {
+        for (index, target) in balancer.plan().take(balance::MAX_ATTEMPTS) {
             match send_to(
                 proxy,
                 reserved,
@@ -248,9 +249,15 @@ pub async fn forward(
             return Err(ProxyError::Timeout);
         }
     };
-    match upgrade.and_then(|u| u.answer(&mut resp, proxy.limits.upgrade_idle_timeout)) {
-        Some(tunnel) => reserved.hold_tunnel(tunnel),
-        None => {
+    match upgrade.map(|u| u.answer(&mut resp, proxy.limits.upgrade_idle_timeout)) {
+        Some(Ok(Some(tunnel))) => reserved.hold_tunnel(tunnel),
+        Some(Err(refused)) => {
+            if log_now() {
+                tracing::warn!(api_id = %route.api_id, request_id = text(request_id.as_ref()), reason = refused, "upstream answered an upgrade with an invalid 101: refused");
+            }
+            return Err(ProxyError::Upstream);
+        }
+        Some(Ok(None)) | None => {
             remove_hop_by_hop(resp.headers_mut());
             *resp.version_mut() = client_version;
         }
@@ -295,7 +302,11 @@ async fn send_to(
         &proxy.client
     } else {
         tls_client = proxy.upstream_tls.client_for(route).map_err(Failed::Tls)?;
-        &tls_client.client
+        if upgrade {
+            &tls_client.upgrades
+        } else {
+            &tls_client.client
+        }
     };
     let sent = if upgrade {
         upstream::send_upgrade(client, &target.scheme, &target.authority, req).await

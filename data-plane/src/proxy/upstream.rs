@@ -163,7 +163,15 @@ impl Reserved {
         let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
         match std::mem::replace(&mut *slot, Slot::Busy) {
             Slot::Idle(a, s) if a == *authority && !s.is_closed() => Claim::Reuse(s),
-            Slot::Idle(..) | Slot::Empty => Claim::Open,
+            // Another upstream's connection (a balanced API's other target): kept for whoever
+            // goes there next rather than closed.
+            Slot::Idle(a, s) => {
+                if !s.is_closed() {
+                    self.idle.put(a, s);
+                }
+                Claim::Open
+            }
+            Slot::Empty => Claim::Open,
             Slot::Busy => Claim::Busy,
         }
     }
@@ -245,16 +253,23 @@ impl Body for UpstreamBody {
     }
 }
 
+/// An upstream that takes longer to accept a connection counts as refusing it: a target that
+/// drops SYNs is then passed over like one that resets them (`balance`), instead of holding
+/// every request for the whole upstream timeout.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn tcp(authority: &Authority) -> std::io::Result<TcpStream> {
     let port = authority.port_u16().unwrap_or(80);
-    let stream = TcpStream::connect((
+    let connect = TcpStream::connect((
         authority
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']'),
         port,
-    ))
-    .await?;
+    ));
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }

@@ -469,6 +469,8 @@ struct Wanted {
 /// One rustls config and the pooled client using it.
 pub struct TlsClient {
     pub(super) client: UpstreamClient,
+    /// HTTP/1.1 only, for `Upgrade` requests: over h2 the upgrade headers would be dropped.
+    pub(super) upgrades: UpstreamClient,
 }
 
 impl fmt::Debug for TlsClient {
@@ -509,6 +511,7 @@ fn http_connector() -> HttpConnector {
     http.set_nodelay(true);
     http.enforce_http(false);
     http.set_keepalive(Some(Duration::from_secs(60)));
+    http.set_connect_timeout(Some(super::upstream::CONNECT_TIMEOUT));
     http
 }
 
@@ -753,6 +756,11 @@ impl UpstreamTls {
             Some(key) => builder.with_client_cert_resolver(Arc::new(ClientCert(key.clone()))),
             None => builder.with_no_client_auth(),
         };
+        let upgrades = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config.clone())
+            .https_only()
+            .enable_http1()
+            .wrap_connector(http_connector());
         // ALPN offers h2 and http/1.1; the pool speaks whichever the upstream picks.
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(config)
@@ -764,6 +772,7 @@ impl UpstreamTls {
         };
         Ok(TlsClient {
             client: client_builder().build(https),
+            upgrades: client_builder().build(upgrades),
         })
     }
 }
