@@ -286,7 +286,7 @@ async fn send_to(
     aim(route, target, origin, &mut parts).map_err(Failed::Proxy)?;
     // Last: a signature covers the headers and path the upstream will read.
     if let Some(auth) = &route.upstream_auth {
-        auth.apply(&mut parts, &proxy.shared)
+        auth.apply(&mut parts, &proxy.shared, Some(target.authority.as_str()))
             .await
             .map_err(Failed::Proxy)?;
     }

@@ -47,7 +47,13 @@ impl UpstreamAuth {
     }
 
     /// Adds the upstream credentials to `parts` (origin-form URI, upstream headers).
-    pub async fn apply(&self, parts: &mut Parts, shared: &Shared) -> Result<(), ProxyError> {
+    /// `authority`: the target of this attempt, signed as `host` when the request has none.
+    pub async fn apply(
+        &self,
+        parts: &mut Parts,
+        shared: &Shared,
+        authority: Option<&str>,
+    ) -> Result<(), ProxyError> {
         if let Some(h) = &self.headers {
             h.apply(&mut parts.headers);
         }
@@ -60,7 +66,7 @@ impl UpstreamAuth {
         }
         if let Some(s) = &self.signing {
             let table = shared.table.load();
-            s.apply(parts, &table.certs)?;
+            s.apply(parts, &table.certs, authority)?;
         }
         Ok(())
     }

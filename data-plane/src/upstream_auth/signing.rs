@@ -100,13 +100,19 @@ impl Signer {
 
     /// Signs `parts` as they will be sent. `Date` is always the gateway's own: a client's
     /// far-future date, once signed, would widen the upstream's replay window.
-    pub(super) fn apply(&self, parts: &mut Parts, certs: &CertStore) -> Result<(), ProxyError> {
+    /// `authority` is the target this attempt goes to (a balanced API has several).
+    pub(super) fn apply(
+        &self,
+        parts: &mut Parts,
+        certs: &CertStore,
+        authority: Option<&str>,
+    ) -> Result<(), ProxyError> {
         let now = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT");
         if let Ok(v) = HeaderValue::from_str(&now.to_string()) {
             parts.headers.insert(header::DATE, v);
         }
         let names = self.names(parts);
-        let text = self.signing_string(parts, &names);
+        let text = self.signing_string(parts, &names, authority);
         let signature = match &self.key {
             Key::Hmac(k) => {
                 let mac = B64.encode(ring::hmac::sign(k, text.as_bytes()));
@@ -159,7 +165,7 @@ impl Signer {
         names
     }
 
-    fn signing_string(&self, parts: &Parts, names: &[String]) -> String {
+    fn signing_string(&self, parts: &Parts, names: &[String], authority: Option<&str>) -> String {
         let lines: Vec<String> = names
             .iter()
             .map(|name| {
@@ -177,7 +183,7 @@ impl Signer {
                     .map(str::trim)
                     .collect();
                 let value = if values.is_empty() && name == "host" {
-                    self.target_authority.clone()
+                    authority.unwrap_or(&self.target_authority).to_owned()
                 } else {
                     values.join(", ")
                 };
@@ -240,7 +246,7 @@ mod tests {
             "algorithm": "hmac-sha256", "header_list": ["(request-target)", "date", "x-test", "x-absent"]}),
         );
         let mut p = parts(&[("date", "Mon, 02 Jan 2006 15:04:05 GMT"), ("x-test", " a ")]);
-        s.apply(&mut p, &CertStore::default()).unwrap();
+        s.apply(&mut p, &CertStore::default(), None).unwrap();
         // The client's Date is replaced by the gateway's own.
         let date = p.headers["date"].to_str().unwrap().to_owned();
         assert_ne!(date, "Mon, 02 Jan 2006 15:04:05 GMT");
@@ -261,7 +267,7 @@ mod tests {
         let s = signer(json!({"is_enabled": true, "secret": "s", "key_id": "k",
             "algorithm": "hmac-sha1", "signature_header": "Signature"}));
         let mut p = parts(&[("host", "up.example"), ("x-a", "1"), ("signature", "old")]);
-        s.apply(&mut p, &CertStore::default()).unwrap();
+        s.apply(&mut p, &CertStore::default(), None).unwrap();
         let v = p.headers["signature"].to_str().unwrap();
         assert!(v.contains("headers=\"(request-target) x-a date\""), "{v}");
         assert!(p.headers.contains_key("date"));
@@ -273,7 +279,9 @@ mod tests {
             json!({"is_enabled": true, "key_id": "k", "algorithm": "rsa-sha256",
             "certificate_id": "missing"}),
         );
-        let err = s.apply(&mut parts(&[]), &CertStore::default()).unwrap_err();
+        let err = s
+            .apply(&mut parts(&[]), &CertStore::default(), None)
+            .unwrap_err();
         assert_eq!(err.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

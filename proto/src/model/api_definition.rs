@@ -402,6 +402,23 @@ impl ApiDefinition {
             for t in &s.proxy.target_list {
                 validate_target_url("proxy.target_list", t)?;
             }
+            // Client certificates and pins are chosen by host, once per API: with several
+            // https hosts in the list the other hosts would go unpinned (docs/gateway.md).
+            let https_hosts: std::collections::BTreeSet<String> = s
+                .proxy
+                .target_list
+                .iter()
+                .filter_map(|t| url::Url::parse(t).ok())
+                .filter(|u| u.scheme() == "https")
+                .map(|u| format!("{}:{}", u.host_str().unwrap_or(""), u.port().unwrap_or(443)))
+                .collect();
+            let per_host = !s.upstream_certificates.is_empty() || !s.pinned_public_keys.is_empty();
+            if https_hosts.len() > 1 && per_host {
+                return Err(ValidationError::new(
+                    "proxy.target_list",
+                    "balanced https targets on different hosts cannot use upstream_certificates or pinned_public_keys; list one host (several ports of it are different hosts too) or drop them",
+                ));
+            }
         }
         if s.proxy.service_discovery.use_discovery_service {
             return Err(ValidationError::new(
@@ -710,6 +727,41 @@ mod tests {
 
     fn parse(s: &str) -> Result<ApiDefinition, ValidationError> {
         ApiDefinition::parse(s.as_bytes())
+    }
+
+    #[test]
+    fn balanced_definitions_are_checked_target_by_target() {
+        let lb = |extra: &str| {
+            parse(&format!(
+                r#"{{"api_id":"b","proxy":{{"listen_path":"/b/","target_url":"","enable_load_balancing":true{extra}}}}}"#
+            ))
+        };
+        assert!(lb(r#","target_list":["http://a:1/","h2c://b:2/"]"#).is_ok());
+        assert_eq!(lb("").unwrap_err().field, "proxy.target_list");
+        assert_eq!(
+            lb(r#","target_list":["http://a:1/","ftp://b/"]"#)
+                .unwrap_err()
+                .field,
+            "proxy.target_list"
+        );
+        assert_eq!(
+            lb(
+                r#","target_list":["http://a/"],"service_discovery":{"use_discovery_service":true}"#
+            )
+            .unwrap_err()
+            .field,
+            "proxy.service_discovery.use_discovery_service"
+        );
+        let pinned = |list: &str| {
+            parse(&format!(
+                r#"{{"api_id":"b","pinned_public_keys":{{"*":"pin"}},"proxy":{{"listen_path":"/b/","target_url":"","enable_load_balancing":true,"target_list":{list}}}}}"#
+            ))
+        };
+        assert!(pinned(r#"["https://a/","https://a:443/x"]"#).is_ok());
+        assert_eq!(
+            pinned(r#"["https://a/","https://b/"]"#).unwrap_err().field,
+            "proxy.target_list"
+        );
     }
 
     #[test]
