@@ -19,6 +19,8 @@ pub const GRPC_CLIENT: &str = include_str!("py/grpc_client.py");
 pub const STREAM_SERVER: &str = include_str!("py/stream_server.py");
 /// `py/named_server.py NAME PORT`: answers every GET with its name.
 pub const NAMED_SERVER: &str = include_str!("py/named_server.py");
+/// An upstream answering 101 to everything (`py/bad_upgrade_server.py`).
+pub const BAD_UPGRADE_SERVER: &str = include_str!("py/bad_upgrade_server.py");
 
 /// A Python server in a child process.
 pub struct PyPeer {

@@ -101,8 +101,22 @@ impl Reserved {
         *self.tunnel.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
     }
 
+    /// The tunnel's task, if a request became one. The upstream connection reserved for the
+    /// client connection goes to the idle list first: a tunnel can last hours.
     pub fn take_tunnel(&self) -> Option<tokio::task::JoinHandle<()>> {
-        self.tunnel.lock().unwrap_or_else(|p| p.into_inner()).take()
+        let task = self
+            .tunnel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        let slot = std::mem::replace(
+            &mut *self.slot.lock().unwrap_or_else(|p| p.into_inner()),
+            Slot::Empty,
+        );
+        if let Slot::Idle(authority, sender) = slot {
+            self.idle.put(authority, sender);
+        }
+        Some(task)
     }
 }
 

@@ -290,3 +290,66 @@ async fn a_websocket_over_the_tls_listener_echoes() {
     .await;
     assert_eq!(got, json!({"status": 101, "echoed": [true, true]}));
 }
+
+/// A raw upgrade request through curl: its status line and body.
+async fn raw_upgrade(s: &Stack, path: &str, key: &str, upgrade: &str) -> (String, String) {
+    let (_, out, _) = portcullis_tests::peers::curl(vec![
+        "-i".into(),
+        "--max-time".into(),
+        "5".into(),
+        "-H".into(),
+        format!("Authorization: {key}"),
+        "-H".into(),
+        "Connection: Upgrade".into(),
+        "-H".into(),
+        format!("Upgrade: {upgrade}"),
+        "-H".into(),
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==".into(),
+        "-H".into(),
+        "Sec-WebSocket-Version: 13".into(),
+        format!("http://{}{path}", s.dp.proxy_addr),
+    ])
+    .await;
+    let status = out.lines().next().unwrap_or("").trim().to_owned();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+#[tokio::test]
+async fn a_101_that_does_not_answer_the_handshake_opens_no_tunnel() {
+    for named in ["websocket", "-", "something-else"] {
+        let upstream = PyPeer::start(portcullis_tests::peers::BAD_UPGRADE_SERVER, &[named]).await;
+        let mut s = stack_with(DpOptions::default()).await;
+        s.create(&[api("bad", &upstream.url("/"), json!({}))], &[])
+            .await;
+        let key = key_for(&s.cp, &["bad"]).await;
+        let (status, body) = raw_upgrade(&s, "/bad/x", &key, "websocket").await;
+        assert!(status.contains(" 502"), "{named}: {status} {body}");
+        assert!(
+            body.contains("There was a problem proxying the request"),
+            "{named}: {body}"
+        );
+        assert!(
+            !body.contains("smuggled"),
+            "{named}: nothing past the 101 reaches the client"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_upgrade_to_h2c_reaches_the_upstream_as_a_plain_request() {
+    let mut s = Stack::start().await;
+    let target = s.echo.url();
+    s.create(&[api("h2cup", &format!("{target}/"), json!({}))], &[])
+        .await;
+    let key = key_for(&s.cp, &["h2cup"]).await;
+    let (status, body) = raw_upgrade(&s, "/h2cup/x", &key, "h2c").await;
+    assert!(status.contains(" 200"), "{status} {body}");
+    let seen: Value = serde_json::from_str(&body).expect("the echo's JSON");
+    let headers = seen["headers"].to_string().to_ascii_lowercase();
+    assert!(
+        !headers.contains("\"upgrade\""),
+        "no Upgrade reaches the upstream: {headers}"
+    );
+    assert!(!headers.contains("h2c"), "{headers}");
+}
