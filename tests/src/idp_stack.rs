@@ -117,17 +117,21 @@ pub fn api(id: &str, target: &str, fields: Value) -> Value {
     api
 }
 
-/// A policy granting `apis` with a rate of `rate` per `per` seconds (0: unlimited).
-pub fn policy(id: &str, apis: &[&str], rate: u64, per: u64) -> Value {
-    let rights: serde_json::Map<String, Value> = apis
-        .iter()
+/// `access_rights` granting every version of each of `apis`.
+pub fn access_rights(apis: &[&str]) -> serde_json::Map<String, Value> {
+    apis.iter()
         .map(|a| {
             (
                 (*a).to_owned(),
                 json!({"api_id": a, "versions": ["Default"]}),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// A policy granting `apis` with a rate of `rate` per `per` seconds (0: unlimited).
+pub fn policy(id: &str, apis: &[&str], rate: u64, per: u64) -> Value {
+    let rights = access_rights(apis);
     let mut p = json!({"id": id, "name": id, "quota_max": -1, "access_rights": rights});
     if rate > 0 {
         p["rate"] = json!(rate);

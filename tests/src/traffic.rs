@@ -2,7 +2,7 @@
 //! gateway has chosen options, and auth-token keys for APIs.
 
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::idp_stack::Stack;
 use crate::{Cp, Dp, DpOptions, EchoUpstream, TestDb};
@@ -27,15 +27,7 @@ pub async fn stack_with(opts: DpOptions) -> Stack {
 
 /// A new auth-token key with access to `apis`.
 pub async fn key_for(cp: &Cp, apis: &[&str]) -> String {
-    let rights: serde_json::Map<String, Value> = apis
-        .iter()
-        .map(|a| {
-            (
-                (*a).to_owned(),
-                json!({"api_id": a, "versions": ["Default"]}),
-            )
-        })
-        .collect();
+    let rights = crate::idp_stack::access_rights(apis);
     let (status, body) = cp
         .call(
             Method::POST,

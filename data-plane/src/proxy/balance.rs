@@ -64,14 +64,6 @@ impl Balancer {
         self.members.iter().map(|m| &m.target)
     }
 
-    pub fn len(&self) -> usize {
-        self.members.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
-    }
-
     /// The order in which one request tries the targets: round robin from the next turn,
     /// healthy targets first, then (when every one is down) the rest in the same order, since
     /// a guess beats refusing outright.

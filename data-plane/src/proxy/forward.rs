@@ -8,7 +8,7 @@ use http::{Request, Response, Uri, Version};
 use http_body_util::Either;
 
 use super::balance;
-use super::headers::{add_forwarded, remove_hop_by_hop};
+use super::headers::{add_forwarded, lists_token, remove_hop_by_hop};
 use super::tunnel::Upgrade;
 use super::upstream::{self, Reserved, SendError};
 use super::upstream_tls::TlsFailure;
@@ -123,17 +123,6 @@ fn aim(
     Ok(())
 }
 
-/// True when the client's `TE` accepts trailers: gRPC needs `te: trailers` to reach the
-/// upstream, though TE is otherwise hop-by-hop.
-fn wants_trailers(headers: &http::HeaderMap) -> bool {
-    headers
-        .get_all(http::header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-}
-
 pub async fn forward(
     proxy: &super::Proxy,
     reserved: &Arc<Reserved>,
@@ -155,7 +144,8 @@ pub async fn forward(
         None
     };
     parts.version = Version::HTTP_11;
-    let trailers = wants_trailers(&parts.headers);
+    // gRPC needs `te: trailers` to reach the upstream, though TE is otherwise hop-by-hop.
+    let trailers = lists_token(&parts.headers, &http::header::TE, "trailers");
     remove_hop_by_hop(&mut parts.headers);
     if trailers {
         parts
@@ -174,32 +164,16 @@ pub async fn forward(
     let timeout = route.timeout.unwrap_or(proxy.default_timeout);
     let started = Instant::now();
     let attempts = async {
+        let is_upgrade = upgrade.is_some();
+        let attempt =
+            |target, req| send_to(proxy, reserved, route, target, &origin, req, is_upgrade);
         let mut req = Request::from_parts(parts, body);
         let Some(balancer) = &route.balancer else {
-            return send_to(
-                proxy,
-                reserved,
-                route,
-                &route.target,
-                &origin,
-                req,
-                upgrade.is_some(),
-            )
-            .await;
+            return attempt(&route.target, req).await;
         };
         let mut last = None;
         for (index, target) in balancer.plan().take(balance::MAX_ATTEMPTS) {
-            match send_to(
-                proxy,
-                reserved,
-                route,
-                target,
-                &origin,
-                req,
-                upgrade.is_some(),
-            )
-            .await
-            {
+            match attempt(target, req).await {
                 Ok(resp) => {
                     balancer.mark_up(index);
                     return Ok(resp);

@@ -21,6 +21,17 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 /// Some clients still send it; it is hop-by-hop too.
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// True when a comma-separated header (`Connection`, `TE`) lists `token`, case-insensitively,
+/// across all of its fields.
+pub fn lists_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Every Connection header counts: `Connection: close` then `Connection: x-hop` names both.

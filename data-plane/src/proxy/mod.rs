@@ -67,11 +67,7 @@ impl Proxy {
         default_timeout: Duration,
         limits: ClientLimits,
     ) -> Result<Self, rustls::Error> {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        http.set_connect_timeout(Some(upstream::CONNECT_TIMEOUT));
+        let http = upstream_tls::http_connector();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(provider)?

@@ -2,7 +2,6 @@
 //! any other; when the upstream answers 101 the two connections become one byte tunnel until
 //! either side closes or no byte moves for the idle timeout (docs/gateway.md, "WebSockets").
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -27,21 +26,13 @@ const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Each direction's copy buffer.
 const BUFFER: usize = 16 * 1024;
 
-/// True when a `Connection` header lists `token` (case-insensitive).
-fn lists(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
 impl Upgrade {
     /// Takes the upgrade out of an HTTP/1.1 request that asks for one. HTTP/2 has no
     /// `Upgrade` (RFC 9113 §8.6): such requests are forwarded as plain requests.
     pub fn take(parts: &mut Parts) -> Option<Self> {
-        if parts.version != Version::HTTP_11 || !lists(&parts.headers, "upgrade") {
+        if parts.version != Version::HTTP_11
+            || !super::headers::lists_token(&parts.headers, &header::CONNECTION, "upgrade")
+        {
             return None;
         }
         let protocol = parts.headers.get(header::UPGRADE)?.clone();
@@ -140,10 +131,12 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
-    let last = Arc::new(AtomicU64::new(0));
+    let last = AtomicU64::new(0);
     let (cr, cw) = tokio::io::split(client);
     let (ur, uw) = tokio::io::split(upstream);
-    let both = async { tokio::join!(pump(cr, uw, &last, started), pump(ur, cw, &last, started)) };
+    // An error either way (a reset) ends both directions; an end of stream ends only its own.
+    let both =
+        async { tokio::try_join!(pump(cr, uw, &last, started), pump(ur, cw, &last, started)) };
     let watchdog = async {
         loop {
             tokio::time::sleep(idle).await;
@@ -233,6 +226,57 @@ mod tests {
         let other = upgrade("my-protocol", None);
         assert_eq!(other.mismatch(&answer(&[("upgrade", "my-protocol")])), None);
         assert!(other.mismatch(&answer(&[("upgrade", "h2c")])).is_some());
+    }
+
+    /// A side whose reads fail, as a reset connection's do.
+    struct Reset;
+
+    impl AsyncRead for Reset {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()))
+        }
+    }
+
+    impl AsyncWrite for Reset {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            b: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reset_on_one_side_ends_both_directions() {
+        // The upstream side stays open and silent: only the client's reset can end the tunnel
+        // before the (hour-long) idle timeout.
+        let (upstream, _peer) = tokio::io::duplex(64);
+        let ended = tokio::time::timeout(
+            Duration::from_secs(30),
+            run(Reset, upstream, Duration::from_secs(3600)),
+        )
+        .await;
+        assert!(
+            ended.is_ok(),
+            "the tunnel outlived a reset of the client side"
+        );
     }
 
     #[test]

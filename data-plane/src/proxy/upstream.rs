@@ -288,11 +288,11 @@ async fn tcp(authority: &Authority) -> std::io::Result<TcpStream> {
     Ok(stream)
 }
 
-/// A new HTTP/1.1 connection; `upgrades` keeps it able to become a tunnel after a 101.
+/// A new HTTP/1.1 connection, able to become a tunnel after a 101 (which only an `Upgrade`
+/// request gets; others never see the difference).
 async fn connect(
     authority: &Authority,
     req: Request<RequestBody>,
-    upgrades: bool,
 ) -> Result<(Sender, Request<RequestBody>), SendError> {
     let stream = match tcp(authority).await {
         Ok(s) => s,
@@ -306,19 +306,11 @@ async fn connect(
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| SendError::Other(e.to_string()))?;
-    if upgrades {
-        tokio::spawn(async move {
-            if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
-    } else {
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
-    }
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
     Ok((sender, req))
 }
 
@@ -334,7 +326,7 @@ pub async fn send_upgrade(
         // The pooled TLS client keeps its HTTP/1.1 connections upgradable.
         return pooled(client, scheme, authority, req).await;
     }
-    let (mut s, req) = connect(authority, req, true).await?;
+    let (mut s, req) = connect(authority, req).await?;
     let resp = s
         .send_request(req)
         .await
@@ -380,7 +372,7 @@ pub async fn send(
             },
         }
     }
-    let (mut s, req) = connect(authority, req, false).await?;
+    let (mut s, req) = connect(authority, req).await?;
     let resp = s
         .send_request(req)
         .await

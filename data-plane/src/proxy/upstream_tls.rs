@@ -505,8 +505,8 @@ pub struct UpstreamTls {
     shared: Arc<Shared>,
 }
 
-/// The TCP side of TLS upstream connections, as the plain client's (`Proxy::new`).
-fn http_connector() -> HttpConnector {
+/// Upstream TCP connections, plain and under TLS: nodelay, keepalive and the connect timeout.
+pub(super) fn http_connector() -> HttpConnector {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);

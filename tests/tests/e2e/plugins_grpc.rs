@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use portcullis_data_plane::plugins::PluginConfig;
+use portcullis_tests::DpOptions;
 use portcullis_tests::coprocess::PluginServer;
 use portcullis_tests::idp_stack::{Stack, api, assert_error, assert_upstream};
-use portcullis_tests::{Cp, Dp, DpOptions, EchoUpstream, TestDb};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -31,32 +31,17 @@ fn plugin_api(id: &str, target: &str, hook: &str, fields: Value) -> Value {
 
 /// A regional gateway (rate limits counted in Redis) using `server` as its plugin server.
 async fn stack(server: Option<String>, timeout: Duration) -> Stack {
-    let db = TestDb::new().await;
-    let cp = Cp::start(&db.url).await;
-    let echo = EchoUpstream::start().await;
-    let dp = Dp::start(
-        &cp,
-        DpOptions {
-            token: Some(cp.token("default").await),
-            redis_url: Some(portcullis_tests::stack::redis_url()),
-            redis_prefix: Some(format!("e2e:{}:eu:", uuid::Uuid::new_v4().simple())),
-            plugins: PluginConfig {
-                coprocess_grpc_server: server,
-                coprocess_timeout: timeout,
-                middleware_path: None,
-            },
-            ..Default::default()
+    portcullis_tests::traffic::stack_with(DpOptions {
+        redis_url: Some(portcullis_tests::stack::redis_url()),
+        redis_prefix: Some(format!("e2e:{}:eu:", uuid::Uuid::new_v4().simple())),
+        plugins: PluginConfig {
+            coprocess_grpc_server: server,
+            coprocess_timeout: timeout,
+            middleware_path: None,
         },
-    )
+        ..Default::default()
+    })
     .await
-    .expect("gateway starts");
-    Stack {
-        db,
-        cp,
-        echo,
-        dp,
-        revisions: 0,
-    }
 }
 
 fn header<'a>(seen: &'a portcullis_tests::Received, name: &str) -> Option<&'a str> {
