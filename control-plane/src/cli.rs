@@ -39,6 +39,44 @@ pub enum Command {
     /// The node CA (via the management API).
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Declarative configuration: a folder of APIs, policies and certificate references
+    /// (via the management API; docs/config.md).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Write every API, policy and certificate reference into DIR, one JSON file each.
+    Dump {
+        #[command(flatten)]
+        client: ClientArgs,
+        dir: std::path::PathBuf,
+        /// Replace the JSON and YAML files of DIR's apis/, policies/ and certificates/.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print what `apply` would change, and the fields Portcullis would store without acting on.
+    Diff {
+        #[command(flatten)]
+        client: ClientArgs,
+        dir: std::path::PathBuf,
+        /// Show what is in the control plane but not in DIR as deletions.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Make the control plane hold what DIR holds, in one transaction.
+    Apply {
+        #[command(flatten)]
+        client: ClientArgs,
+        dir: std::path::PathBuf,
+        /// Plan only; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete APIs and policies that DIR does not hold.
+        #[arg(long)]
+        prune: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,6 +258,8 @@ pub enum CliError {
     SyncLimit(#[from] crate::sync::LimitError),
     #[error("management API at {url}: {reason}")]
     Client { url: String, reason: String },
+    #[error("configuration folder: {0}")]
+    Folder(String),
 }
 
 fn host_name() -> String {
@@ -425,8 +465,97 @@ pub async fn run_client(command: Command) -> Result<String, CliError> {
                 v["certificate"].as_str().unwrap_or_default()
             )
         }
+        Command::Config(command) => run_config(command).await?,
         Command::Serve(_) | Command::Migrate(_) => String::new(),
     })
+}
+
+async fn run_config(command: ConfigCommand) -> Result<String, CliError> {
+    use reqwest::Method;
+    let folder = |e: crate::config_folder::FolderError| CliError::Folder(e.to_string());
+    match command {
+        ConfigCommand::Dump { client, dir, force } => {
+            let dump = call(&client, Method::GET, "/portcullis/config", None).await?;
+            let n = crate::config_folder::write(&dir, &dump, force).map_err(folder)?;
+            Ok(format!("wrote {n} files to {}", dir.display()))
+        }
+        ConfigCommand::Diff { client, dir, prune } => {
+            let mut body = crate::config_folder::read(&dir).map_err(folder)?;
+            body["dry_run"] = json!(true);
+            body["prune"] = json!(prune);
+            let plan = call(&client, Method::POST, "/portcullis/config", Some(body)).await?;
+            Ok(render_plan(&plan))
+        }
+        ConfigCommand::Apply {
+            client,
+            dir,
+            dry_run,
+            prune,
+        } => {
+            let mut body = crate::config_folder::read(&dir).map_err(folder)?;
+            body["dry_run"] = json!(dry_run);
+            body["prune"] = json!(prune);
+            let plan = call(&client, Method::POST, "/portcullis/config", Some(body)).await?;
+            Ok(render_plan(&plan))
+        }
+    }
+}
+
+/// The answer of `POST /portcullis/config` as `diff` and `apply` print it: one line per
+/// change (`+` create, `~` update with the fields, `-` delete, `?` kept), the warnings, and a
+/// summary that says when nothing changed.
+pub fn render_plan(plan: &Value) -> String {
+    let mut out = String::new();
+    let mut changed = 0;
+    for c in plan["changes"].as_array().into_iter().flatten() {
+        let (mark, note) = match c["op"].as_str().unwrap_or_default() {
+            "create" => ("+", String::new()),
+            "update" => {
+                let fields: Vec<&str> = c["fields"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                ("~", format!(": {}", fields.join(", ")))
+            }
+            "delete" => ("-", String::new()),
+            _ => (
+                "?",
+                " (not in the folder; kept, --prune deletes it)".to_owned(),
+            ),
+        };
+        if mark != "?" {
+            changed += 1;
+        }
+        let source = c["source"]
+            .as_str()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{mark} {} {}{source}{note}\n",
+            c["kind"].as_str().unwrap_or_default(),
+            c["id"].as_str().unwrap_or_default()
+        ));
+    }
+    for w in plan["warnings"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "warning: {}: {}: stored, not enforced: {}\n",
+            w["source"].as_str().unwrap_or_default(),
+            w["field"].as_str().unwrap_or_default(),
+            w["reason"].as_str().unwrap_or_default()
+        ));
+    }
+    let unchanged = plan["unchanged"].as_u64().unwrap_or(0);
+    let summary = match (changed, plan["dry_run"].as_bool().unwrap_or(true)) {
+        (0, _) => format!("no changes ({unchanged} unchanged)"),
+        (n, true) => {
+            format!("{n} changes would be applied ({unchanged} unchanged); nothing was written")
+        }
+        (n, false) => format!("{n} changes applied in one transaction ({unchanged} unchanged)"),
+    };
+    out.push_str(&summary);
+    out
 }
 
 #[cfg(test)]

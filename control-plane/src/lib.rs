@@ -5,6 +5,7 @@ pub mod api;
 pub mod ca;
 pub mod cli;
 pub mod config;
+pub mod config_folder;
 pub mod lifetime;
 pub mod metrics;
 pub mod oauth;

@@ -3,23 +3,23 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use portcullis_proto::model::auth_methods;
 use portcullis_proto::model::{ApiDefinition, ValidationError};
+use portcullis_proto::model::{auth_methods, compat};
 use serde_json::Value;
 
-use super::{ApiError, ApiState, stored_secrets, written};
+use super::{ApiError, ApiState, stored_secrets, written, written_warning};
 
 const NOT_FOUND: &str = "API not found";
 
 /// Refuses a definition that enables an authentication method the edges do not implement: an
 /// edge would otherwise have to refuse every request to it (docs/security.md).
-fn servable(def: &ApiDefinition) -> Result<(), ValidationError> {
+pub(super) fn servable(def: &ApiDefinition) -> Result<(), ValidationError> {
     match auth_methods::unsupported(def).into_iter().next() {
         None => Ok(()),
         Some(u) => Err(ValidationError::new(
             u.field,
             format!(
-                "enables the {} authentication method, which Portcullis does not implement yet",
+                "enables {}, an authentication or access-control feature Portcullis does not implement yet",
                 u.method
             ),
         )),
@@ -51,13 +51,14 @@ pub async fn get(
 pub async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let def = ApiDefinition::parse(&body)?;
     servable(&def)?;
+    let warnings = compat::api_warnings(&def);
     let def = stored_secrets::seal_api(def, &state.stored_secrets)?;
     state
         .store
         .create_api(&def)
         .await
         .map_err(ApiError::from_store(NOT_FOUND))?;
-    Ok(written(def.api_id(), "added"))
+    Ok(written_warning(def.api_id(), "added", &warnings))
 }
 
 pub async fn update(
@@ -69,13 +70,14 @@ pub async fn update(
     // The path names the API, as in Tyk; a different id in the body is overridden.
     def.set_api_id(&api_id);
     servable(&def)?;
+    let warnings = compat::api_warnings(&def);
     let def = stored_secrets::seal_api(def, &state.stored_secrets)?;
     state
         .store
         .update_api(&def)
         .await
         .map_err(ApiError::from_store(NOT_FOUND))?;
-    Ok(written(&api_id, "modified"))
+    Ok(written_warning(&api_id, "modified", &warnings))
 }
 
 pub async fn remove(

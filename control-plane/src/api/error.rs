@@ -26,6 +26,14 @@ pub enum ApiError {
     },
     #[error("{field}: {reason}")]
     Conflict { field: &'static str, reason: String },
+    /// A file of a configuration folder that cannot be applied (docs/config.md): nothing of the
+    /// folder is written.
+    #[error("{file}: {field}: {reason}")]
+    InFile {
+        file: String,
+        field: String,
+        reason: String,
+    },
     /// An upload the certificate store refuses: Tyk answers 403 with its message.
     #[error("{0}")]
     CertificateRefused(String),
@@ -51,9 +59,10 @@ impl ApiError {
         match self {
             Self::Forbidden | Self::CertificateRefused(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Invalid(_) | Self::Conflict { .. } | Self::Refused { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::Invalid(_)
+            | Self::Conflict { .. }
+            | Self::Refused { .. }
+            | Self::InFile { .. } => StatusCode::BAD_REQUEST,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -71,6 +80,9 @@ impl IntoResponse for ApiError {
             Self::Conflict { field, .. } | Self::Refused { field, .. } => {
                 json!({"status": "error", "message": self.to_string(), "field": field})
             }
+            Self::InFile { file, field, .. } => json!({
+                "status": "error", "message": self.to_string(), "file": file, "field": field,
+            }),
             Self::Internal(e) => {
                 // The cause goes to the log, not to the caller.
                 tracing::error!(error = %e, source = ?std::error::Error::source(e), "management API request failed");

@@ -5,6 +5,7 @@ mod admin_auth;
 mod apis;
 mod cache;
 mod certs;
+mod config;
 mod error;
 mod fleet;
 mod health;
@@ -30,6 +31,9 @@ use crate::store::Store;
 /// Largest request body accepted (an API definition with a big OpenAPI document inlined).
 const MAX_BODY: usize = 8 * 1024 * 1024;
 
+/// Largest configuration folder `POST /portcullis/config` takes (docs/config.md).
+const MAX_CONFIG_BODY: usize = 64 * 1024 * 1024;
+
 /// What every handler can reach.
 #[derive(Clone, Debug)]
 pub struct ApiState {
@@ -51,6 +55,18 @@ pub struct ApiState {
 /// Tyk's answer to a write of an API or a policy: `action` is `added`, `modified` or `deleted`.
 fn written(key: &str, action: &'static str) -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"key": key, "status": "ok", "action": action}))
+}
+
+/// Tyk's answer to a write of a definition, plus the fields it sets that are stored but not
+/// acted on (docs/tyk-compatibility.md).
+fn written_warning(
+    key: &str,
+    action: &'static str,
+    warnings: &[portcullis_proto::model::compat::Warning],
+) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "key": key, "status": "ok", "action": action, "warnings": warnings,
+    }))
 }
 
 /// The whole management API. Every route but `GET /hello` needs the admin secret.
@@ -126,6 +142,12 @@ pub fn router(state: ApiState) -> Router {
             delete(fleet::revoke_token),
         )
         .route("/portcullis/ca", get(fleet::ca))
+        .route(
+            "/portcullis/config",
+            get(config::dump)
+                .post(config::apply)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_CONFIG_BODY)),
+        )
         .route("/portcullis/nodes", get(fleet::list_nodes))
         .route(
             "/portcullis/nodes/{id}",

@@ -3,10 +3,10 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use portcullis_proto::model::Policy;
+use portcullis_proto::model::{Policy, compat};
 use serde_json::Value;
 
-use super::{ApiError, ApiState, written};
+use super::{ApiError, ApiState, written, written_warning};
 
 const NOT_FOUND: &str = "Policy not found";
 
@@ -42,7 +42,11 @@ pub async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Json<V
         .write_policy(&policy, true)
         .await
         .map_err(ApiError::from_store(NOT_FOUND))?;
-    Ok(written(policy.id(), "added"))
+    Ok(written_warning(
+        policy.id(),
+        "added",
+        &compat::policy_warnings(&policy),
+    ))
 }
 
 pub async fn update(
@@ -58,7 +62,11 @@ pub async fn update(
         .write_policy(&policy, false)
         .await
         .map_err(ApiError::from_store(NOT_FOUND))?;
-    Ok(written(&id, "modified"))
+    Ok(written_warning(
+        &id,
+        "modified",
+        &compat::policy_warnings(&policy),
+    ))
 }
 
 pub async fn remove(

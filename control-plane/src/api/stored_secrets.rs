@@ -127,6 +127,28 @@ pub fn seal_api(def: ApiDefinition, key: &EnvelopeKey) -> Result<ApiDefinition, 
     ApiDefinition::from_value(value)
 }
 
+/// `value` (a stored or about-to-be-stored definition) with its sealed secrets opened, for
+/// comparing two definitions only: it never leaves the process. A value that does not open is
+/// left sealed, so it compares unequal to the plain text.
+pub fn opened(value: &Value, key: &EnvelopeKey) -> Value {
+    let Ok(def) = ApiDefinition::from_value(value.clone()) else {
+        return value.clone();
+    };
+    let mut out = value.clone();
+    for (field, pointer, secret) in secret_fields(&def) {
+        if !sealed_field::is_sealed(&secret) {
+            continue;
+        }
+        if let (Ok(plain), Some(slot)) = (
+            sealed_field::open(key, def.api_id(), &field, &secret),
+            out.pointer_mut(&pointer),
+        ) {
+            *slot = Value::String(plain);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

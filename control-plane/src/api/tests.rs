@@ -33,6 +33,7 @@ const ROUTES: &[&str] = &[
     "/portcullis/bootstrap-tokens",
     "/portcullis/bootstrap-tokens/{id}",
     "/portcullis/ca",
+    "/portcullis/config",
     "/portcullis/nodes",
     "/portcullis/nodes/{id}",
 ];

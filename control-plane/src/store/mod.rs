@@ -9,6 +9,7 @@ pub mod ca;
 pub mod cache;
 pub mod certificates;
 pub mod changelog;
+pub mod config;
 mod error;
 pub mod join;
 pub mod keys;

@@ -124,16 +124,17 @@ fn bind_written<'q, K: Kind>(
     query
 }
 
-/// Records the change, stamps the row (unless deleted) with its revision, then commits.
-async fn commit<K: Kind>(
-    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+/// Records the change and stamps the row (unless deleted) with its revision; the caller
+/// commits.
+async fn log_change<K: Kind>(
+    tx: &mut Tx<'_>,
     id: &str,
     body: Option<&Value>,
     tags: Option<&[String]>,
     prev_tags: Option<&[String]>,
 ) -> Result<i64, StoreError> {
     let revision = commit_change(
-        &mut tx,
+        tx,
         NewChange {
             kind: K::CHANGE,
             resource_id: id,
@@ -151,12 +152,13 @@ async fn commit<K: Kind>(
         ))
         .bind(id)
         .bind(revision)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(revision)
 }
+
+pub(super) type Tx<'c> = sqlx::Transaction<'c, sqlx::Postgres>;
 
 /// The stored body of `id`.
 pub(super) async fn get<K: Kind>(pool: &PgPool, id: &str) -> Result<Value, StoreError> {
@@ -202,6 +204,17 @@ pub(super) async fn list<K: Kind>(
 /// Inserts a new resource; an existing id is [`Kind::duplicate_id`]. Returns the
 /// revision.
 pub(super) async fn create<K: Kind>(pool: &PgPool, record: &K::Record) -> Result<i64, StoreError> {
+    let mut tx = pool.begin().await?;
+    let revision = create_in::<K>(&mut tx, record).await?;
+    tx.commit().await?;
+    Ok(revision)
+}
+
+/// [`create`] inside a transaction the caller commits (several changes at once).
+pub(super) async fn create_in<K: Kind>(
+    tx: &mut Tx<'_>,
+    record: &K::Record,
+) -> Result<i64, StoreError> {
     let id = K::id(record);
     let body = K::body(record)?;
     let columns = written_columns::<K>();
@@ -215,23 +228,32 @@ pub(super) async fn create<K: Kind>(pool: &PgPool, record: &K::Record) -> Result
         columns = columns.join(", "),
         placeholders = placeholders.join(", "),
     );
-    let mut tx = pool.begin().await?;
     let inserted = bind_written::<K>(sqlx::query(&sql).bind(id), record, &body)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(map_unique::<K>)?;
     if inserted.rows_affected() == 0 {
         return Err(K::duplicate_id(id));
     }
-    commit::<K>(tx, id, Some(&body), Some(change_tags::<K>(record)), None).await
+    log_change::<K>(tx, id, Some(&body), Some(change_tags::<K>(record)), None).await
 }
 
 /// Replaces an existing resource; an unknown id is [`StoreError::NotFound`]. Returns the
 /// revision.
 pub(super) async fn replace<K: Kind>(pool: &PgPool, record: &K::Record) -> Result<i64, StoreError> {
+    let mut tx = pool.begin().await?;
+    let revision = replace_in::<K>(&mut tx, record).await?;
+    tx.commit().await?;
+    Ok(revision)
+}
+
+/// [`replace`] inside a transaction the caller commits.
+pub(super) async fn replace_in<K: Kind>(
+    tx: &mut Tx<'_>,
+    record: &K::Record,
+) -> Result<i64, StoreError> {
     let id = K::id(record);
     let body = K::body(record)?;
-    let mut tx = pool.begin().await?;
     // Locking the row keeps prev_tags exact when two writers race on one resource.
     let lock = format!(
         "SELECT {} FROM {} WHERE {} = $1 FOR UPDATE",
@@ -239,7 +261,11 @@ pub(super) async fn replace<K: Kind>(pool: &PgPool, record: &K::Record) -> Resul
         K::TABLE,
         K::ID_COLUMN
     );
-    let Some(prev) = sqlx::query(&lock).bind(id).fetch_optional(&mut *tx).await? else {
+    let Some(prev) = sqlx::query(&lock)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
         return Err(StoreError::NotFound);
     };
     let prev_tags = row_tags::<K>(&prev)?;
@@ -258,10 +284,10 @@ pub(super) async fn replace<K: Kind>(pool: &PgPool, record: &K::Record) -> Resul
         K::ID_COLUMN
     );
     bind_written::<K>(sqlx::query(&sql).bind(id), record, &body)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(map_unique::<K>)?;
-    commit::<K>(
+    log_change::<K>(
         tx,
         id,
         Some(&body),
@@ -274,15 +300,35 @@ pub(super) async fn replace<K: Kind>(pool: &PgPool, record: &K::Record) -> Resul
 /// Deletes a resource; an unknown id is [`StoreError::NotFound`]. Returns the revision.
 pub(super) async fn delete<K: Kind>(pool: &PgPool, id: &str) -> Result<i64, StoreError> {
     let mut tx = pool.begin().await?;
+    let revision = delete_in::<K>(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(revision)
+}
+
+/// [`delete`] inside a transaction the caller commits.
+pub(super) async fn delete_in<K: Kind>(tx: &mut Tx<'_>, id: &str) -> Result<i64, StoreError> {
     let sql = format!(
         "DELETE FROM {} WHERE {} = $1 RETURNING {}",
         K::TABLE,
         K::ID_COLUMN,
         tags_source::<K>()
     );
-    let Some(prev) = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await? else {
+    let Some(prev) = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await? else {
         return Err(StoreError::NotFound);
     };
     let prev_tags = row_tags::<K>(&prev)?;
-    commit::<K>(tx, id, None, None, Some(&prev_tags)).await
+    log_change::<K>(tx, id, None, None, Some(&prev_tags)).await
+}
+
+/// Every stored body, ordered by id, with the rows locked until `tx` ends: what a plan over
+/// several resources compares against.
+pub(super) async fn list_locked<K: Kind>(tx: &mut Tx<'_>) -> Result<Vec<Value>, StoreError> {
+    let sql = format!(
+        "SELECT {} FROM {} ORDER BY {} FOR UPDATE",
+        K::BODY_COLUMN,
+        K::TABLE,
+        K::ID_COLUMN
+    );
+    let rows: Vec<(Value,)> = sqlx::query_as(&sql).fetch_all(&mut **tx).await?;
+    Ok(rows.into_iter().map(|(v,)| v).collect())
 }

@@ -8,6 +8,7 @@
 use serde_json::Value;
 
 use super::ApiDefinition;
+use super::compat::unset;
 
 /// What this build implements, as advertised in `Hello.capabilities` and shown by
 /// `GET /portcullis/nodes`.
@@ -42,7 +43,18 @@ pub struct Unsupported {
 /// Flags that turn a method on that this build never serves; `enabled` is the path of the
 /// boolean inside the definition. Plugin auth (`enable_coprocess_auth`,
 /// `custom_plugin_auth_enabled`) is served for the `grpc` and `otto` drivers only.
-const FLAGS: &[(&str, &str)] = &[("use_go_plugin_auth", "go_plugin_auth")];
+const FLAGS: &[(&str, &str)] = &[
+    ("use_go_plugin_auth", "go_plugin_auth"),
+    // An internal API must not be reachable from outside; served on its listen path it would be.
+    ("internal", "internal_api"),
+];
+
+/// Access-control switches that take effect only with a non-empty list (as in Tyk); serving
+/// the API while ignoring them would let in every address the operator meant to keep out.
+const LISTED_FLAGS: &[(&str, &str, &str)] = &[
+    ("enable_ip_whitelisting", "allowed_ips", "ip_allow_list"),
+    ("enable_ip_blacklisting", "blacklisted_ips", "ip_deny_list"),
+];
 
 /// The plugin-auth switches, refused when `custom_middleware.driver` is not one served.
 const PLUGIN_FLAGS: &[(&str, &str)] = &[
@@ -73,18 +85,6 @@ fn is_true(v: Option<&Value>) -> bool {
     matches!(v, Some(Value::Bool(true)))
 }
 
-/// Tyk writes absent, `null`, `""`, `false`, `0` and `{}` interchangeably for "not set".
-fn unset(v: Option<&Value>) -> bool {
-    match v {
-        None | Some(Value::Null) => true,
-        Some(Value::Bool(b)) => !b,
-        Some(Value::String(s)) => s.is_empty(),
-        Some(Value::Number(n)) => n.as_f64() == Some(0.0),
-        Some(Value::Object(m)) => m.values().all(|v| unset(Some(v))),
-        Some(Value::Array(a)) => a.is_empty(),
-    }
-}
-
 fn same_setting(field: &str, a: Option<&Value>, b: Option<&Value>) -> bool {
     if field == "auth_header_name" {
         // Empty means `Authorization` on both sides.
@@ -113,6 +113,15 @@ pub fn unsupported(def: &ApiDefinition) -> Vec<Unsupported> {
             method,
         })
         .collect();
+    out.extend(
+        LISTED_FLAGS
+            .iter()
+            .filter(|(flag, list, _)| is_true(at(&raw, flag)) && !unset(at(&raw, list)))
+            .map(|(flag, _, method)| Unsupported {
+                field: (*flag).to_owned(),
+                method,
+            }),
+    );
     let plugins = def.plugins();
     if plugins.auth_enabled() && plugins.served_driver().is_none() {
         out.extend(
@@ -198,6 +207,17 @@ mod tests {
                 "go_plugin_auth",
                 json!({"use_go_plugin_auth": true}),
             ),
+            ("internal", "internal_api", json!({"internal": true})),
+            (
+                "enable_ip_whitelisting",
+                "ip_allow_list",
+                json!({"enable_ip_whitelisting": true, "allowed_ips": ["10.0.0.0/8"]}),
+            ),
+            (
+                "enable_ip_blacklisting",
+                "ip_deny_list",
+                json!({"enable_ip_blacklisting": true, "blacklisted_ips": ["10.1.2.3"]}),
+            ),
         ] {
             let found = unsupported(&def(extra));
             assert_eq!(found.len(), 1, "{field}: {found:?}");
@@ -209,6 +229,9 @@ mod tests {
     #[test]
     fn what_this_build_implements_passes() {
         assert!(methods(json!({"use_keyless": true})).is_empty());
+        // Tyk applies an IP list only when it holds an address.
+        assert!(methods(json!({"enable_ip_whitelisting": true, "allowed_ips": []})).is_empty());
+        assert!(methods(json!({"internal": false, "blacklisted_ips": ["10.1.2.3"]})).is_empty());
         assert!(methods(json!({})).is_empty());
         assert!(methods(json!({"use_basic_auth": true})).is_empty());
         assert!(methods(json!({"enable_jwt": false, "use_oauth2": null})).is_empty());

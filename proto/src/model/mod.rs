@@ -6,6 +6,7 @@ mod api_definition;
 pub mod auth_methods;
 pub mod bounds;
 pub mod certificate;
+pub mod compat;
 pub mod hmac;
 pub mod idp_auth;
 mod json;

@@ -8,6 +8,7 @@ mod auth_chain_any;
 mod auth_token;
 mod backup;
 mod certs_api;
+mod config;
 mod edge_sessions;
 mod external_oauth;
 mod fleet;

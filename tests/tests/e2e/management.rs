@@ -156,7 +156,7 @@ async fn policies_crud_in_tyk_shapes() {
         (status, body.clone()),
         (
             StatusCode::OK,
-            json!({"key": "gold", "status": "ok", "action": "added"})
+            json!({"key": "gold", "status": "ok", "action": "added", "warnings": []})
         )
     );
     let (_, stored) = cp.call(Method::GET, "/tyk/policies/gold", None).await;

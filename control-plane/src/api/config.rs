@@ -1,0 +1,530 @@
+//! `/portcullis/config`: the whole configuration at once, for `portcullis-cp config dump`,
+//! `diff` and `apply` (docs/config.md). `GET` reads it; `POST` plans a folder against it and,
+//! unless it is a dry run, applies the plan in one transaction.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use portcullis_proto::model::compat::{self, Warning};
+use portcullis_proto::model::{ApiDefinition, Policy, ValidationError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiState, apis, stored_secrets};
+use crate::store::StoreError;
+use crate::store::config::ConfigTx;
+
+/// Most resources of one kind a folder may hold.
+const MAX_ITEMS: usize = 10_000;
+/// Most changed fields named per resource (the rest are counted).
+const MAX_FIELDS_SHOWN: usize = 32;
+
+/// One file of the folder: where it came from (for errors) and what it holds.
+#[derive(Debug, Deserialize)]
+pub struct Item {
+    source: String,
+    body: Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    prune: bool,
+    #[serde(default)]
+    apis: Vec<Item>,
+    #[serde(default)]
+    policies: Vec<Item>,
+    /// References to certificates already in the store: `{"id": ..., "fingerprint": ...}`.
+    #[serde(default)]
+    certificates: Vec<Item>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Op {
+    Create,
+    Update,
+    Delete,
+    /// In the store, not in the folder, and no `--prune`.
+    Kept,
+}
+
+#[derive(Debug, Serialize)]
+struct Change {
+    kind: &'static str,
+    id: String,
+    op: Op,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
+    /// Dotted paths that differ (never values: some are secrets).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    fields: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct SourcedWarning {
+    source: String,
+    #[serde(flatten)]
+    warning: Warning,
+}
+
+fn in_source(source: &str, e: ValidationError) -> ApiError {
+    ApiError::InFile {
+        file: source.to_owned(),
+        field: e.field,
+        reason: e.reason,
+    }
+}
+
+fn store_in_source(source: &str) -> impl FnOnce(StoreError) -> ApiError + '_ {
+    move |e| match e {
+        StoreError::Conflict { field, reason } => {
+            in_source(source, ValidationError::new(field, reason))
+        }
+        StoreError::NotFound => in_source(
+            source,
+            ValidationError::new(
+                "body",
+                "changed by another writer during the apply; run it again",
+            ),
+        ),
+        other => ApiError::Internal(other),
+    }
+}
+
+/// `GET /portcullis/config`: APIs and policies as stored (secrets sealed), and the
+/// certificate store as references.
+pub async fn dump(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let mut tx = state
+        .store
+        .begin_config()
+        .await
+        .map_err(ApiError::Internal)?;
+    let apis = tx.apis().await.map_err(ApiError::Internal)?;
+    let policies = tx.policies().await.map_err(ApiError::Internal)?;
+    let certificates: Vec<Value> = tx
+        .certificates()
+        .await
+        .map_err(ApiError::Internal)?
+        .into_iter()
+        .map(|m| certificate_ref(&m))
+        .collect();
+    // Read only: dropping the transaction releases the locks.
+    drop(tx);
+    Ok(Json(
+        json!({"apis": apis, "policies": policies, "certificates": certificates}),
+    ))
+}
+
+fn certificate_ref(m: &portcullis_proto::model::certificate::CertificateMeta) -> Value {
+    json!({
+        "id": m.id, "fingerprint": m.fingerprint, "subject_cn": m.subject_cn,
+        "not_after": m.not_after, "has_private": m.has_private,
+    })
+}
+
+/// The parsed folder, checked before any row is read.
+struct Desired {
+    apis: Vec<(String, ApiDefinition)>,
+    policies: Vec<(String, Policy)>,
+    certificates: Vec<(String, String, Option<String>)>,
+    warnings: Vec<SourcedWarning>,
+}
+
+fn required_id<'a>(item: &'a Item, field: &str) -> Result<&'a str, ApiError> {
+    match item.body.get(field).and_then(Value::as_str) {
+        Some(id) if !id.is_empty() => Ok(id),
+        // A generated id would make every apply create the resource again.
+        _ => Err(in_source(
+            &item.source,
+            ValidationError::new(
+                field,
+                "is required in a configuration file, so that the next apply finds the same resource",
+            ),
+        )),
+    }
+}
+
+fn once<'a>(
+    seen: &mut BTreeMap<String, &'a str>,
+    kind: &str,
+    id: &str,
+    source: &'a str,
+) -> Result<(), ApiError> {
+    if let Some(first) = seen.insert(id.to_owned(), source) {
+        return Err(in_source(
+            source,
+            ValidationError::new("id", format!("{kind} {id} is also defined in {first}")),
+        ));
+    }
+    Ok(())
+}
+
+fn parse(req: &ApplyRequest, state: &ApiState) -> Result<Desired, ApiError> {
+    for (kind, items) in [
+        ("apis", &req.apis),
+        ("policies", &req.policies),
+        ("certificates", &req.certificates),
+    ] {
+        if items.len() > MAX_ITEMS {
+            return Err(ApiError::Invalid(ValidationError::new(
+                kind,
+                format!("at most {MAX_ITEMS} per folder"),
+            )));
+        }
+    }
+    let mut out = Desired {
+        apis: Vec::new(),
+        policies: Vec::new(),
+        certificates: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let mut seen = BTreeMap::new();
+    for item in &req.apis {
+        let id = required_id(item, "api_id")?;
+        once(&mut seen, "API", id, &item.source)?;
+        let body = serde_json::to_vec(&item.body)
+            .map_err(|e| in_source(&item.source, ValidationError::new("body", e.to_string())))?;
+        let def = ApiDefinition::parse(&body).map_err(|e| in_source(&item.source, e))?;
+        apis::servable(&def).map_err(|e| in_source(&item.source, e))?;
+        out.warnings.extend(
+            compat::api_warnings(&def)
+                .into_iter()
+                .map(|warning| SourcedWarning {
+                    source: item.source.clone(),
+                    warning,
+                }),
+        );
+        let def = stored_secrets::seal_api(def, &state.stored_secrets)
+            .map_err(|e| in_source(&item.source, e))?;
+        out.apis.push((item.source.clone(), def));
+    }
+    let mut seen = BTreeMap::new();
+    for item in &req.policies {
+        let id = required_id(item, "id")?;
+        once(&mut seen, "policy", id, &item.source)?;
+        let body = serde_json::to_vec(&item.body)
+            .map_err(|e| in_source(&item.source, ValidationError::new("body", e.to_string())))?;
+        let policy = Policy::parse(&body).map_err(|e| in_source(&item.source, e))?;
+        out.warnings
+            .extend(
+                compat::policy_warnings(&policy)
+                    .into_iter()
+                    .map(|warning| SourcedWarning {
+                        source: item.source.clone(),
+                        warning,
+                    }),
+            );
+        out.policies.push((item.source.clone(), policy));
+    }
+    let mut seen = BTreeMap::new();
+    for item in &req.certificates {
+        let id = required_id(item, "id")?;
+        once(&mut seen, "certificate", id, &item.source)?;
+        let fingerprint = item
+            .body
+            .get("fingerprint")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        out.certificates
+            .push((item.source.clone(), id.to_owned(), fingerprint));
+    }
+    Ok(out)
+}
+
+/// Dotted paths at which `a` and `b` differ; lists compare whole.
+fn changed_fields(a: &Value, b: &Value, prefix: &str, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match (x.get(k), y.get(k)) {
+                    (Some(p), Some(q)) => changed_fields(p, q, &path, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        _ if a == b => {}
+        _ => out.push(if prefix.is_empty() {
+            "body".to_owned()
+        } else {
+            prefix.to_owned()
+        }),
+    }
+}
+
+fn shown(mut fields: Vec<String>) -> Vec<String> {
+    if fields.len() > MAX_FIELDS_SHOWN {
+        let more = fields.len() - MAX_FIELDS_SHOWN;
+        fields.truncate(MAX_FIELDS_SHOWN);
+        fields.push(format!("... and {more} more"));
+    }
+    fields
+}
+
+fn stored_by_id(rows: Vec<Value>, field: &str) -> BTreeMap<String, Value> {
+    rows.into_iter()
+        .filter_map(|v| Some((v.get(field)?.as_str()?.to_owned(), v)))
+        .collect()
+}
+
+/// The plan for one kind: what to create, update and delete, compared through `view` (which
+/// opens sealed secrets, so a secret sent in plain text equals its sealed copy).
+fn plan_kind(
+    kind: &'static str,
+    desired: &[(String, String, Value)],
+    stored: &BTreeMap<String, Value>,
+    prune: bool,
+    view: impl Fn(&Value) -> Value,
+) -> (Vec<Change>, usize) {
+    let mut changes = Vec::new();
+    let mut unchanged = 0;
+    for (source, id, body) in desired {
+        match stored.get(id) {
+            None => changes.push(Change {
+                kind,
+                id: id.clone(),
+                op: Op::Create,
+                source: Some(source.clone()),
+                fields: Vec::new(),
+            }),
+            Some(current) => {
+                let mut fields = Vec::new();
+                changed_fields(&view(current), &view(body), "", &mut fields);
+                if fields.is_empty() {
+                    unchanged += 1;
+                } else {
+                    changes.push(Change {
+                        kind,
+                        id: id.clone(),
+                        op: Op::Update,
+                        source: Some(source.clone()),
+                        fields: shown(fields),
+                    });
+                }
+            }
+        }
+    }
+    let wanted: BTreeSet<&str> = desired.iter().map(|(_, id, _)| id.as_str()).collect();
+    for id in stored.keys().filter(|id| !wanted.contains(id.as_str())) {
+        changes.push(Change {
+            kind,
+            id: id.clone(),
+            op: if prune { Op::Delete } else { Op::Kept },
+            source: None,
+            fields: Vec::new(),
+        });
+    }
+    (changes, unchanged)
+}
+
+/// `POST /portcullis/config`: plans the folder, and applies it unless `dry_run`.
+pub async fn apply(State(state): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let req: ApplyRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::Invalid(ValidationError::new("body", e.to_string())))?;
+    let mut desired = parse(&req, &state)?;
+    let mut tx = state
+        .store
+        .begin_config()
+        .await
+        .map_err(ApiError::Internal)?;
+    let stored_apis = stored_by_id(tx.apis().await.map_err(ApiError::Internal)?, "api_id");
+    let stored_policies = stored_by_id(tx.policies().await.map_err(ApiError::Internal)?, "id");
+    let held = tx.certificates().await.map_err(ApiError::Internal)?;
+    check_certificates(&mut desired, &held)?;
+
+    let key = state.stored_secrets.clone();
+    let api_rows: Vec<(String, String, Value)> = desired
+        .apis
+        .iter()
+        .map(|(s, d)| (s.clone(), d.api_id().to_owned(), d.to_value()))
+        .collect();
+    let (mut changes, api_same) = plan_kind("api", &api_rows, &stored_apis, req.prune, |v| {
+        stored_secrets::opened(v, &key)
+    });
+    let policy_rows: Vec<(String, String, Value)> = desired
+        .policies
+        .iter()
+        .map(|(s, p)| (s.clone(), p.id().to_owned(), p.to_value()))
+        .collect();
+    let (policy_changes, policy_same) = plan_kind(
+        "policy",
+        &policy_rows,
+        &stored_policies,
+        req.prune,
+        Value::clone,
+    );
+    changes.extend(policy_changes);
+
+    if !req.dry_run {
+        write(&mut tx, &changes, &desired).await?;
+        tx.commit().await.map_err(ApiError::Internal)?;
+    }
+    let applied = !req.dry_run && changes.iter().any(|c| c.op != Op::Kept);
+    Ok(Json(json!({
+        "status": "ok",
+        "dry_run": req.dry_run,
+        "applied": applied,
+        "changes": changes,
+        "unchanged": api_same + policy_same,
+        "warnings": desired.warnings,
+    })))
+}
+
+/// Each certificate reference must name a stored certificate (with its fingerprint, when
+/// given); a certificate an API of the folder names but the store lacks is a warning, since
+/// the edge refuses that API's TLS until it is uploaded (docs/certificates.md).
+fn check_certificates(
+    desired: &mut Desired,
+    held: &[portcullis_proto::model::certificate::CertificateMeta],
+) -> Result<(), ApiError> {
+    let by_id: BTreeMap<&str, &str> = held
+        .iter()
+        .map(|m| (m.id.as_str(), m.fingerprint.as_str()))
+        .collect();
+    for (source, id, fingerprint) in &desired.certificates {
+        match by_id.get(id.as_str()) {
+            None => {
+                return Err(in_source(
+                    source,
+                    ValidationError::new(
+                        "id",
+                        format!(
+                            "certificate {id} is not in the certificate store; upload it with POST /tyk/certs (private keys never travel in a configuration folder)"
+                        ),
+                    ),
+                ));
+            }
+            Some(held) if fingerprint.as_deref().is_some_and(|f| f != *held) => {
+                return Err(in_source(
+                    source,
+                    ValidationError::new(
+                        "fingerprint",
+                        format!("certificate {id} in the store has another fingerprint"),
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let mut missing = Vec::new();
+    for (source, def) in &desired.apis {
+        for id in def.certificate_refs() {
+            if !by_id.contains_key(id) {
+                missing.push(SourcedWarning {
+                    source: source.clone(),
+                    warning: Warning {
+                        field: "certificates".to_owned(),
+                        reason: format!(
+                            "references certificate {id}, which the store does not hold"
+                        ),
+                    },
+                });
+            }
+        }
+    }
+    desired.warnings.extend(missing);
+    Ok(())
+}
+
+/// Deletes first, then updates, then creates, so that a listen path moved from a deleted API
+/// to a new one is free when the new one is written.
+async fn write(
+    tx: &mut ConfigTx<'_>,
+    changes: &[Change],
+    desired: &Desired,
+) -> Result<(), ApiError> {
+    let apis: BTreeMap<&str, &ApiDefinition> =
+        desired.apis.iter().map(|(_, d)| (d.api_id(), d)).collect();
+    let policies: BTreeMap<&str, &Policy> =
+        desired.policies.iter().map(|(_, p)| (p.id(), p)).collect();
+    for pass in [Op::Delete, Op::Update, Op::Create] {
+        for c in changes.iter().filter(|c| c.op == pass) {
+            let source = c.source.as_deref().unwrap_or(c.id.as_str());
+            let done = match (c.kind, pass) {
+                ("api", Op::Delete) => tx.delete_api(&c.id).await,
+                ("policy", Op::Delete) => tx.delete_policy(&c.id).await,
+                ("api", _) => tx.put_api(apis[c.id.as_str()], pass == Op::Create).await,
+                ("policy", _) => {
+                    tx.put_policy(policies[c.id.as_str()], pass == Op::Create)
+                        .await
+                }
+                _ => continue,
+            };
+            done.map_err(store_in_source(source))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changed_fields_name_paths_not_values() {
+        let a = json!({"name": "a", "proxy": {"listen_path": "/a/", "target_url": "http://x/"}, "tags": ["eu"]});
+        let b = json!({"name": "a", "proxy": {"listen_path": "/a/", "target_url": "http://y/"}, "tags": ["eu", "us"], "new": 1});
+        let mut out = Vec::new();
+        changed_fields(&a, &b, "", &mut out);
+        assert_eq!(out, ["new", "proxy.target_url", "tags"]);
+        out.clear();
+        changed_fields(&a, &a, "", &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_plan_creates_updates_keeps_or_prunes() {
+        let stored = stored_by_id(
+            vec![
+                json!({"id": "same", "rate": 1}),
+                json!({"id": "old"}),
+                json!({"id": "moved", "rate": 1}),
+            ],
+            "id",
+        );
+        let desired = vec![
+            (
+                "p/same.json".to_owned(),
+                "same".to_owned(),
+                json!({"id": "same", "rate": 1}),
+            ),
+            (
+                "p/moved.json".to_owned(),
+                "moved".to_owned(),
+                json!({"id": "moved", "rate": 2}),
+            ),
+            (
+                "p/new.json".to_owned(),
+                "new".to_owned(),
+                json!({"id": "new"}),
+            ),
+        ];
+        let ops = |prune| {
+            let (changes, same) = plan_kind("policy", &desired, &stored, prune, Value::clone);
+            let ops: Vec<(String, Op)> = changes.into_iter().map(|c| (c.id, c.op)).collect();
+            (ops, same)
+        };
+        let (kept, same) = ops(false);
+        assert_eq!(same, 1);
+        assert_eq!(
+            kept,
+            [
+                ("moved".into(), Op::Update),
+                ("new".into(), Op::Create),
+                ("old".into(), Op::Kept)
+            ]
+        );
+        assert_eq!(ops(true).0[2], ("old".into(), Op::Delete));
+    }
+}

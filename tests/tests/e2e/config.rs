@@ -1,0 +1,371 @@
+//! Declarative configuration (`portcullis-cp config dump|diff|apply`) and the warnings a Tyk
+//! definition gets for what it sets but Portcullis only stores (docs/config.md,
+//! docs/tyk-compatibility.md). Inputs include Tyk's own example definitions, unchanged.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use portcullis_control_plane::cli::{Cli, run_client};
+use portcullis_tests::peers::{NAMED_SERVER, PyPeer, curl};
+use portcullis_tests::{ADMIN_SECRET, Cp, Dp, TestDb};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn tyk_example(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/tyk")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn warned(answer: &Value) -> Vec<String> {
+    answer["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no warnings list in {answer}"))
+        .iter()
+        .map(|w| w["field"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn tyk_examples_are_stored_with_a_warning_for_each_feature_not_enforced() {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    for (file, expected) in [
+        (
+            "app_sample.json",
+            vec![
+                "custom_middleware.post",
+                "custom_middleware.pre",
+                "event_handlers",
+            ],
+        ),
+        (
+            "jq.json",
+            vec![
+                "enable_context_vars",
+                "response_processors",
+                "version_data.versions.Default.extended_paths.transform_jq",
+                "version_data.versions.Default.extended_paths.transform_jq_response",
+            ],
+        ),
+        ("quickstart.json", vec![]),
+    ] {
+        let def = tyk_example(file);
+        let (status, added) = cp.call(Method::POST, "/tyk/apis", Some(&def)).await;
+        assert_eq!(status, StatusCode::OK, "{file}: {added}");
+        assert_eq!(added["action"], "added");
+        assert_eq!(warned(&added), expected, "{file}");
+        for w in added["warnings"].as_array().unwrap() {
+            assert!(!w["reason"].as_str().unwrap().is_empty(), "{w}");
+        }
+        let id = def["api_id"].as_str().unwrap();
+        let (status, modified) = cp
+            .call(Method::PUT, &format!("/tyk/apis/{id}"), Some(&def))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(warned(&modified), expected, "{file} on PUT");
+        // Stored as sent: the middleware is still there for a later version that runs it.
+        let (_, stored) = cp.call(Method::GET, &format!("/tyk/apis/{id}"), None).await;
+        assert_eq!(stored["custom_middleware"], def["custom_middleware"]);
+    }
+    let (_, policy) = cp
+        .call(
+            Method::POST,
+            "/tyk/policies",
+            Some(
+                &json!({"id": "p", "rate": 10, "per": 1, "throttle_interval": 5,
+                "access_rights": {"3": {"api_id": "3", "versions": ["Default"]}}}),
+            ),
+        )
+        .await;
+    assert_eq!(warned(&policy), ["throttle_interval"]);
+}
+
+#[tokio::test]
+async fn ip_lists_and_internal_apis_are_refused_rather_than_served_open() {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    for (extra, field) in [
+        (json!({"internal": true}), "internal"),
+        (
+            json!({"enable_ip_whitelisting": true, "allowed_ips": ["10.0.0.0/8"]}),
+            "enable_ip_whitelisting",
+        ),
+        (
+            json!({"enable_ip_blacklisting": true, "blacklisted_ips": ["192.0.2.1"]}),
+            "enable_ip_blacklisting",
+        ),
+    ] {
+        let mut def = tyk_example("quickstart.json");
+        def.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, body) = cp.call(Method::POST, "/tyk/apis", Some(&def)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {body}");
+        assert_eq!(body["field"], field);
+    }
+    let (status, _) = cp.call(Method::GET, "/tyk/apis/3", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Runs `portcullis-cp config ...` against `cp`, as an operator would.
+async fn config(cp: &Cp, args: &[&str]) -> Result<String, String> {
+    let url = format!("http://{}", cp.api_addr);
+    let mut argv = vec!["portcullis-cp", "config"];
+    argv.push(args[0]);
+    argv.extend(["--api-url", &url, "--admin-secret", ADMIN_SECRET]);
+    argv.extend(&args[1..]);
+    let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+    run_client(cli.command.unwrap())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+struct Folder(PathBuf);
+
+impl Folder {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "portcullis-config-{name}-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(dir.join("apis")).unwrap();
+        std::fs::create_dir_all(dir.join("policies")).unwrap();
+        Self(dir)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    fn write(&self, file: &str, text: &str) {
+        std::fs::write(self.0.join(file), text).unwrap();
+    }
+
+    fn remove(&self, file: &str) {
+        std::fs::remove_file(self.0.join(file)).unwrap();
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    u64::from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos(),
+    )
+}
+
+fn orders_yaml(target: &str) -> String {
+    format!(
+        "# the orders API, kept in git\n\
+         api_id: orders\n\
+         name: Orders\n\
+         use_keyless: true\n\
+         proxy:\n  listen_path: /orders/\n  target_url: {target}\n  strip_listen_path: true\n\
+         upstream_auth:\n  enabled: true\n  basic_auth:\n    enabled: true\n    username: gateway\n    password: orders-upstream-password\n"
+    )
+}
+
+const GOLD: &str = "id: gold\nname: Gold\nrate: 100\nper: 60\nquota_max: -1\naccess_rights:\n  orders:\n    api_id: orders\n    versions: [Default]\n";
+
+async fn change_count(db: &TestDb) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM change_log")
+        .fetch_one(&db.pool().await)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_folder_applies_in_one_go_and_a_second_apply_changes_nothing() {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    let dp = Dp::joined(&cp).await;
+    let upstream = PyPeer::start(NAMED_SERVER, &["orders-v1", "0"]).await;
+    let other = PyPeer::start(NAMED_SERVER, &["orders-v2", "0"]).await;
+
+    let folder = Folder::new("apply");
+    folder.write(
+        "README.md",
+        "not read: only apis/, policies/ and certificates/ are",
+    );
+    folder.write("apis/orders.yaml", &orders_yaml(&upstream.url("/")));
+    folder.write(
+        "apis/app_sample.json",
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("data/tyk/app_sample.json"),
+        )
+        .unwrap(),
+    );
+    folder.write("policies/gold.yaml", GOLD);
+
+    let before = change_count(&db).await;
+    let diff = config(&cp, &["diff", folder.path()]).await.unwrap();
+    assert!(diff.contains("+ api orders (apis/orders.yaml)"), "{diff}");
+    assert!(diff.contains("+ api 1 (apis/app_sample.json)"), "{diff}");
+    assert!(
+        diff.contains("+ policy gold (policies/gold.yaml)"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("warning: apis/app_sample.json: custom_middleware.pre"),
+        "{diff}"
+    );
+    assert!(diff.contains("nothing was written"), "{diff}");
+    assert!(!diff.contains("orders-upstream-password"), "{diff}");
+    assert_eq!(change_count(&db).await, before, "diff writes nothing");
+    let (status, _) = cp.call(Method::GET, "/tyk/apis/orders", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let applied = config(&cp, &["apply", folder.path()]).await.unwrap();
+    assert!(
+        applied.contains("3 changes applied in one transaction"),
+        "{applied}"
+    );
+    assert_eq!(change_count(&db).await, before + 3);
+    // The edge serves what the folder says: curl through the gateway to a Python upstream.
+    dp.wait_for_status("/orders/x", 200).await;
+    let (_, out, _) = curl(vec!["-s".into(), dp.url("/orders/x")]).await;
+    assert_eq!(out, "orders-v1");
+    // The upstream password is sealed before it reaches a table or the change log.
+    let text: String = sqlx::query_scalar(
+        "SELECT (SELECT string_agg(definition::text, '') FROM apis) || (SELECT string_agg(coalesce(body::text, ''), '') FROM change_log)",
+    )
+    .fetch_one(&db.pool().await)
+    .await
+    .unwrap();
+    assert!(!text.contains("orders-upstream-password"));
+
+    let again = config(&cp, &["apply", folder.path()]).await.unwrap();
+    assert_eq!(
+        again.lines().last().unwrap(),
+        "no changes (3 unchanged)",
+        "{again}"
+    );
+    assert_eq!(
+        change_count(&db).await,
+        before + 3,
+        "an unchanged folder writes nothing"
+    );
+
+    // One field changed in git: diff names it (not its value), apply moves the edge.
+    folder.write("apis/orders.yaml", &orders_yaml(&other.url("/")));
+    let diff = config(&cp, &["diff", folder.path()]).await.unwrap();
+    assert!(
+        diff.contains("~ api orders (apis/orders.yaml): proxy.target_url"),
+        "{diff}"
+    );
+    assert!(
+        !diff.contains(&other.url("/")),
+        "values are not printed: {diff}"
+    );
+    config(&cp, &["apply", folder.path()]).await.unwrap();
+    let mut served = String::new();
+    for _ in 0..100 {
+        served = curl(vec!["-s".into(), dp.url("/orders/x")]).await.1;
+        if served == "orders-v2" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(served, "orders-v2");
+
+    // A bad file fails the whole folder, naming the file and the field.
+    let revisions = change_count(&db).await;
+    folder.write("apis/orders.yaml", &orders_yaml(&upstream.url("/")));
+    folder.write(
+        "apis/broken.json",
+        r#"{"api_id": "broken", "proxy": {"target_url": "http://127.0.0.1:1/"}}"#,
+    );
+    let e = config(&cp, &["apply", folder.path()]).await.unwrap_err();
+    assert!(e.contains("apis/broken.json: proxy.listen_path"), "{e}");
+    assert_eq!(
+        change_count(&db).await,
+        revisions,
+        "nothing of the folder was applied"
+    );
+    let (_, stored) = cp.call(Method::GET, "/tyk/apis/orders", None).await;
+    assert_eq!(stored["proxy"]["target_url"], other.url("/"));
+    folder.write("apis/broken.json", "{\"api_id\": [1]");
+    let e = config(&cp, &["apply", folder.path()]).await.unwrap_err();
+    assert!(e.contains("broken.json") && e.contains("JSON"), "{e}");
+    folder.remove("apis/broken.json");
+
+    // A resource gone from the folder stays unless --prune.
+    folder.remove("policies/gold.yaml");
+    let kept = config(&cp, &["apply", folder.path()]).await.unwrap();
+    assert!(kept.contains("? policy gold"), "{kept}");
+    let (status, _) = cp.call(Method::GET, "/tyk/policies/gold", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let pruned = config(&cp, &["apply", folder.path(), "--prune"])
+        .await
+        .unwrap();
+    assert!(pruned.contains("- policy gold"), "{pruned}");
+    let (status, _) = cp.call(Method::GET, "/tyk/policies/gold", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_dump_applies_back_unchanged_and_names_its_certificate_references() {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    let folder = Folder::new("source");
+    folder.write("apis/orders.yaml", &orders_yaml("http://127.0.0.1:9/"));
+    folder.write("policies/gold.yaml", GOLD);
+    config(&cp, &["apply", folder.path()]).await.unwrap();
+
+    let out = std::env::temp_dir().join(format!(
+        "portcullis-dump-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let dump_dir = out.to_str().unwrap().to_owned();
+    let wrote = config(&cp, &["dump", &dump_dir]).await.unwrap();
+    assert_eq!(wrote, format!("wrote 2 files to {dump_dir}"));
+    let dumped: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("apis/orders.json")).unwrap())
+            .unwrap();
+    assert_eq!(dumped["proxy"]["listen_path"], "/orders/");
+    let password = dumped["upstream_auth"]["basic_auth"]["password"]
+        .as_str()
+        .unwrap();
+    assert_ne!(
+        password, "orders-upstream-password",
+        "a dump holds secrets sealed"
+    );
+    assert!(out.join("policies/gold.json").exists());
+    let e = config(&cp, &["dump", &dump_dir]).await.unwrap_err();
+    assert!(e.contains("not empty"), "{e}");
+
+    let back = config(&cp, &["apply", &dump_dir]).await.unwrap();
+    assert_eq!(
+        back.lines().last().unwrap(),
+        "no changes (2 unchanged)",
+        "{back}"
+    );
+
+    // A certificate reference must name a stored certificate.
+    std::fs::create_dir_all(out.join("certificates")).unwrap();
+    std::fs::write(
+        out.join("certificates/missing.json"),
+        r#"{"id": "no-such-certificate"}"#,
+    )
+    .unwrap();
+    let e = config(&cp, &["apply", &dump_dir]).await.unwrap_err();
+    assert!(e.contains("certificates/missing.json: id"), "{e}");
+    std::fs::remove_dir_all(&out).unwrap();
+
+    // A configuration file must carry its id, or every apply would create it again.
+    folder.write("policies/anonymous.yaml", "rate: 1\nper: 1\n");
+    let e = config(&cp, &["apply", folder.path()]).await.unwrap_err();
+    assert!(e.contains("policies/anonymous.yaml: id"), "{e}");
+}
