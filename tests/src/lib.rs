@@ -11,6 +11,7 @@ pub mod coprocess;
 pub mod echo;
 pub mod idp_server;
 pub mod idp_stack;
+pub mod kube_manifests;
 pub mod oauth;
 pub mod oidc_provider;
 pub mod own_redis;

@@ -21,6 +21,7 @@ mod hardening_secrets;
 mod hardening_sync;
 mod hmac;
 mod jwt;
+mod kubernetes;
 mod lifecycle;
 mod limiters;
 mod limits;
