@@ -33,7 +33,7 @@ RUN apt-get update \
 COPY --from=build /out/portcullis-cp /out/portcullis-gw /usr/local/bin/
 # Numeric, so that Kubernetes can check runAsNonRoot without reading /etc/passwd.
 USER 10001:10001
-# Both binaries stop cleanly on SIGINT (Ctrl-C); SIGTERM would end them at once.
+# Both binaries stop cleanly on SIGINT and SIGTERM; SIGINT also matches `docker run -it` Ctrl-C.
 STOPSIGNAL SIGINT
 # Management API, sync, proxy, HTTPS proxy, gateway admin (/hello, /ready, /metrics).
 EXPOSE 7080 7443 8080 8443 9080

@@ -24,6 +24,22 @@ fn init_logs(json: bool) {
     }
 }
 
+/// SIGINT or SIGTERM (what Kubernetes and systemd send first): both stop the process the
+/// same way, before a SIGKILL would cut it off mid-write.
+async fn stop_signal() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
     let command = cli.command.unwrap_or(Command::Serve(cli.serve));
     match command {
@@ -34,8 +50,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             tokio::select! {
                 r = cp.wait() => r.map_err(|e| e.to_string()),
-                _ = tokio::signal::ctrl_c() => {
-                    tracing::info!("interrupted, stopping");
+                signal = stop_signal() => {
+                    tracing::info!(signal, "stopping");
                     Ok(())
                 }
             }
