@@ -139,6 +139,7 @@ fn metrics(shared: &Shared) -> String {
     crate::auth::basic::BCRYPT.render(&mut out);
     shared.oauth_relays.render(&mut out);
     crate::limits::render(&mut out);
+    crate::access_log::render(&mut out);
     out
 }
 

@@ -106,6 +106,10 @@ pub struct RunArgs {
     pub worker_threads: Option<usize>,
     #[arg(long, env = "PORTCULLIS_LOG_JSON")]
     pub log_json: bool,
+    /// One JSON line per proxied request to `stdout` or a file (appended); never the key or
+    /// the query string (docs/observability.md).
+    #[arg(long, env = "PORTCULLIS_ACCESS_LOG", value_name = "stdout|PATH")]
+    pub access_log: Option<crate::access_log::Target>,
     /// Client certificate for matching TLS upstreams, PATTERN=CERT_ID (PATTERN: *, HOST,
     /// *.DOMAIN, optionally :PORT); repeatable, or space-separated in the variable. An API's
     /// own `upstream_certificates` win.
@@ -370,6 +374,7 @@ impl RunArgs {
                 .or_else(|| std::env::var("REDIS_URL").ok()),
             redis_prefix: self.redis_prefix.clone(),
             rate_limiter: self.rate_limiter,
+            access_log: self.access_log.clone(),
             local_session_cache: !self.disable_local_session_cache,
             redis_ca_pem: match &self.redis_ca_cert {
                 Some(p) => Some(std::fs::read(p).map_err(|e| CliError::RedisCa {

@@ -40,6 +40,8 @@ pub struct Config {
     pub redis_prefix: String,
     /// How rate limits are counted (`--rate-limiter`, docs/limits.md).
     pub rate_limiter: crate::limits::RateLimiterKind,
+    /// `--access-log`: one JSON line per proxied request (docs/observability.md).
+    pub access_log: Option<crate::access_log::Target>,
     /// Skip the in-process session cache (`--disable-local-session-cache`), as Tyk's
     /// `disable_cached_session_state`.
     pub local_session_cache: bool,

@@ -34,6 +34,8 @@ pub enum StartError {
     Tls(#[from] rustls::Error),
     #[error("--redis-url: {0}")]
     Redis(String),
+    #[error("--access-log: {0}")]
+    AccessLog(std::io::Error),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -248,6 +250,12 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         Some(addr) => Some(bind("TLS proxy", addr).await?),
         None => None,
     };
+    let access_log = match &config.access_log {
+        Some(target) => {
+            Some(crate::access_log::AccessLog::start(target).map_err(StartError::AccessLog)?)
+        }
+        None => None,
+    };
     let proxy = Arc::new(
         Proxy::new(
             shared.clone(),
@@ -255,7 +263,8 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
             config.client_limits.clone(),
         )?
         .with_upstream_tls(config.upstream_tls.clone())
-        .with_limiter(crate::limits::Limiter::new(config.rate_limiter)),
+        .with_limiter(crate::limits::Limiter::new(config.rate_limiter))
+        .with_access_log(access_log),
     );
     let tls_addr = tls_listener.as_ref().map(|(_, a)| *a);
     let tls_task = tls_listener.map(|(listener, _)| {

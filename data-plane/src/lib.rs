@@ -1,6 +1,7 @@
 //! Portcullis edge gateway: the proxy, its routing table, the admin port and the sync client
 //! that keeps the configuration in step with the control plane.
 
+pub mod access_log;
 pub mod admin;
 pub mod applied;
 pub mod auth;

@@ -326,6 +326,8 @@ pub struct DpOptions {
     pub plugins: portcullis_data_plane::plugins::PluginConfig,
     /// `--rate-limiter` (default: the gateway's, gcra).
     pub rate_limiter: Option<portcullis_data_plane::limits::RateLimiterKind>,
+    /// `--access-log`.
+    pub access_log: Option<portcullis_data_plane::access_log::Target>,
 }
 
 /// A gateway.
@@ -379,6 +381,7 @@ impl Dp {
             redis_url: opts.redis_url,
             redis_prefix: opts.redis_prefix.unwrap_or_else(|| "portcullis:".into()),
             rate_limiter: opts.rate_limiter.unwrap_or_default(),
+            access_log: opts.access_log.clone(),
             local_session_cache: !opts.no_local_session_cache,
             redis_ca_pem: opts.redis_ca_pem,
             session_cache_entries: opts

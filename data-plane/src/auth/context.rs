@@ -30,6 +30,8 @@ pub struct RequestContext<'a> {
     /// Headers the upstream must receive instead of the client's (a split token's rebuilt
     /// JWT, a plugin's changes); applied by the proxy after the chain.
     edits: std::sync::Mutex<RequestEdits>,
+    /// The base identity's key tag once the chain passed, for the access log (0: none).
+    key_tag: std::sync::atomic::AtomicU64,
 }
 
 /// What the chain asks the proxy to change in the request before it goes upstream (after
@@ -73,7 +75,23 @@ impl<'a> RequestContext<'a> {
             certs,
             shared,
             edits: std::sync::Mutex::default(),
+            key_tag: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Remembers who the request runs as (the hash's first digits only; docs/observability.md).
+    pub fn set_identity(&self, key_hash: &str) {
+        if let Some(tag) = crate::access_log::KeyTag::of(key_hash) {
+            self.key_tag
+                .store(tag.to_bits(), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The base identity's key tag, once the chain passed.
+    pub fn key_tag(&self) -> Option<crate::access_log::KeyTag> {
+        crate::access_log::KeyTag::from_bits(
+            self.key_tag.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     pub fn split_tokens(&self) -> &'a SplitTokens {

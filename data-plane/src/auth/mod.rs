@@ -80,7 +80,9 @@ pub async fn authenticate(
     for other in &proven.others {
         checked(ctx, other, policies).map_err(after_chain)?;
     }
-    checked(ctx, &proven.base, policies).map_err(after_chain)
+    let effective = checked(ctx, &proven.base, policies).map_err(after_chain)?;
+    ctx.set_identity(&proven.base.key_hash);
+    Ok(effective)
 }
 
 /// The identity's policies applied, then expiry, inactive, access-rights and URL checks.

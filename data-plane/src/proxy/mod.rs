@@ -59,6 +59,8 @@ pub struct Proxy {
     default_timeout: Duration,
     /// Always within the flags' ranges (`ClientLimits::bounded`).
     limits: ClientLimits,
+    /// `--access-log` (docs/observability.md); `None` costs the request path nothing.
+    access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 impl Proxy {
@@ -92,6 +94,7 @@ impl Proxy {
             limiter: Limiter::default(),
             default_timeout,
             limits: limits.bounded(),
+            access_log: None,
         })
     }
 
@@ -142,17 +145,44 @@ impl Proxy {
         let Some(route) = table.lookup(host, req.uri().path()).cloned() else {
             return unrouted(ProxyError::NoRoute);
         };
-        let policies = (!route.keyless).then(|| table.policies.clone());
-        // Only routes that read certificates pay for the store's reference count.
-        let certs = route.auth.needs_certs().then(|| table.certs.clone());
+        let held = Held {
+            policies: (!route.keyless).then(|| table.policies.clone()),
+            // Only routes that read certificates pay for the store's reference count.
+            certs: route.auth.needs_certs().then(|| table.certs.clone()),
+        };
         drop(table);
+        let Some(log) = &self.access_log else {
+            let resp = self
+                .handle_route(req, &route, held, conn, reserved, None)
+                .await;
+            self.shared
+                .requests
+                .cached(&route.counters, &route.api_id)
+                .record(resp.status().as_u16());
+            return resp;
+        };
+        let started = std::time::Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let mut key = None;
         let resp = self
-            .handle_route(req, &route, policies, certs, conn, reserved)
+            .handle_route(req, &route, held, conn, reserved, Some(&mut key))
             .await;
+        let status = resp.status().as_u16();
         self.shared
             .requests
             .cached(&route.counters, &route.api_id)
-            .record(resp.status().as_u16());
+            .record(status);
+        // Time to the response head: the body streams on after this line is written.
+        log.record(&crate::access_log::Entry {
+            api_id: &route.api_id,
+            method: &method,
+            path: &path,
+            status,
+            latency: started.elapsed(),
+            key,
+            client: conn.remote.ip(),
+        });
         resp
     }
 
@@ -160,11 +190,12 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         route: &Arc<crate::router::Route>,
-        policies: Option<Arc<crate::policies::PolicyIndex>>,
-        certs: Option<Arc<crate::certs::CertStore>>,
+        held: Held,
         conn: &Arc<ConnInfo>,
         reserved: &Arc<upstream::Reserved>,
+        key: Option<&mut Option<crate::access_log::KeyTag>>,
     ) -> Response<ProxyBody> {
+        let Held { policies, certs } = held;
         let mut rate_info = None;
         // The OAuth provider's own endpoints (docs/oauth.md): public like a login, but not past
         // the API's static mTLS. APIs without `use_oauth2` pay this one check.
@@ -258,6 +289,9 @@ impl Proxy {
                     Ok(e) => e,
                     Err(failure) => return challenge(failure),
                 };
+                if let Some(key) = key {
+                    *key = ctx.key_tag();
+                }
                 let edits = ctx.take_edits();
                 match self
                     .limiter
@@ -289,6 +323,14 @@ impl Proxy {
             Err(e) => reply(e),
         }
     }
+}
+
+/// What a request keeps of the configuration it was routed with, once the table is released.
+struct Held {
+    /// `None` for keyless routes.
+    policies: Option<Arc<crate::policies::PolicyIndex>>,
+    /// Present when the route reads certificates.
+    certs: Option<Arc<crate::certs::CertStore>>,
 }
 
 /// `X-RateLimit-*` describe the rate limit: the limit, requests left in the window, and seconds
@@ -424,6 +466,11 @@ impl Proxy {
     }
 
     /// The rate limiter the gateway's flags chose (docs/limits.md).
+    pub fn with_access_log(mut self, log: Option<Arc<crate::access_log::AccessLog>>) -> Self {
+        self.access_log = log;
+        self
+    }
+
     pub fn with_limiter(mut self, limiter: Limiter) -> Self {
         self.limiter = limiter;
         self

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step should stop a test loudly
 
+mod access_log;
 mod auth_chain;
 mod auth_chain_any;
 mod auth_token;
