@@ -18,6 +18,8 @@ use crate::store::config::ConfigTx;
 
 /// Most resources of one kind a folder may hold.
 const MAX_ITEMS: usize = 10_000;
+/// Longest `source` (a file path) accepted: it is echoed in every change and warning.
+const MAX_SOURCE_BYTES: usize = 1024;
 /// Most changed fields named per resource (the rest are counted).
 const MAX_FIELDS_SHOWN: usize = 32;
 
@@ -177,6 +179,23 @@ fn parse(req: &ApplyRequest, state: &ApiState) -> Result<Desired, ApiError> {
                 format!("at most {MAX_ITEMS} per folder"),
             )));
         }
+    }
+    let sources = req
+        .apis
+        .iter()
+        .chain(&req.policies)
+        .chain(&req.certificates);
+    if let Some(item) = sources
+        .into_iter()
+        .find(|i| i.source.len() > MAX_SOURCE_BYTES)
+    {
+        return Err(ApiError::Invalid(ValidationError::new(
+            "source",
+            format!(
+                "at most {MAX_SOURCE_BYTES} bytes (a file path), got {}",
+                item.source.len()
+            ),
+        )));
     }
     let mut out = Desired {
         apis: Vec::new(),

@@ -107,7 +107,9 @@ pub fn unsupported(def: &ApiDefinition) -> Vec<Unsupported> {
     let raw = def.to_value();
     let mut out: Vec<Unsupported> = FLAGS
         .iter()
-        .filter(|(path, _)| is_true(at(&raw, path)))
+        // Not typed fields: `"true"`, `1` or `"yes"` count as on, so a refusal cannot be slipped
+        // past with a value Tyk's loose readers would still take.
+        .filter(|(path, _)| !unset(at(&raw, path)))
         .map(|(path, method)| Unsupported {
             field: (*path).to_owned(),
             method,
@@ -116,7 +118,7 @@ pub fn unsupported(def: &ApiDefinition) -> Vec<Unsupported> {
     out.extend(
         LISTED_FLAGS
             .iter()
-            .filter(|(flag, list, _)| is_true(at(&raw, flag)) && !unset(at(&raw, list)))
+            .filter(|(flag, list, _)| !unset(at(&raw, flag)) && !unset(at(&raw, list)))
             .map(|(flag, _, method)| Unsupported {
                 field: (*flag).to_owned(),
                 method,
@@ -208,6 +210,12 @@ mod tests {
                 json!({"use_go_plugin_auth": true}),
             ),
             ("internal", "internal_api", json!({"internal": true})),
+            ("internal", "internal_api", json!({"internal": "true"})),
+            (
+                "enable_ip_blacklisting",
+                "ip_deny_list",
+                json!({"enable_ip_blacklisting": 1, "blacklisted_ips": ["10.1.2.3"]}),
+            ),
             (
                 "enable_ip_whitelisting",
                 "ip_allow_list",

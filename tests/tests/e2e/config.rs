@@ -88,6 +88,7 @@ async fn ip_lists_and_internal_apis_are_refused_rather_than_served_open() {
     let cp = Cp::start(&db.url).await;
     for (extra, field) in [
         (json!({"internal": true}), "internal"),
+        (json!({"internal": "true"}), "internal"),
         (
             json!({"enable_ip_whitelisting": true, "allowed_ips": ["10.0.0.0/8"]}),
             "enable_ip_whitelisting",
@@ -363,6 +364,20 @@ async fn a_dump_applies_back_unchanged_and_names_its_certificate_references() {
     let e = config(&cp, &["apply", &dump_dir]).await.unwrap_err();
     assert!(e.contains("certificates/missing.json: id"), "{e}");
     std::fs::remove_dir_all(&out).unwrap();
+
+    // A source is a file path: a huge one is refused before it is echoed anywhere.
+    let (status, body) = cp
+        .call(
+            Method::POST,
+            "/portcullis/config",
+            Some(&json!({"dry_run": true, "policies": [
+                {"source": "x".repeat(2000), "body": {"id": "p"}}]})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("source"))
+    );
 
     // A configuration file must carry its id, or every apply would create it again.
     folder.write("policies/anonymous.yaml", "rate: 1\nper: 1\n");
