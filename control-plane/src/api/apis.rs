@@ -91,3 +91,9 @@ pub async fn remove(
         .map_err(ApiError::from_store(NOT_FOUND))?;
     Ok(written(&api_id, "deleted"))
 }
+
+/// `PUT` or `DELETE` on the collection path with an empty id (`/tyk/{kind}/`): no resource has
+/// that id, so it is the usual 404, not a 405 a client would read as a routing fault.
+pub async fn unnamed() -> ApiError {
+    ApiError::NotFound(NOT_FOUND)
+}

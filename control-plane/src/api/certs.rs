@@ -263,6 +263,12 @@ pub async fn remove(
     Ok(Json(json!({"status": "ok", "message": "removed"})))
 }
 
+/// `PUT` or `DELETE` on the collection path with an empty id (`/tyk/{kind}/`): no resource has
+/// that id, so it is the usual 404, not a 405 a client would read as a routing fault.
+pub async fn unnamed() -> ApiError {
+    ApiError::NotFound(NOT_FOUND)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -431,3 +431,13 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError
         .map_err(ApiError::from_store(NOT_FOUND_GET))?;
     Ok(Json(json!({ "keys": keys })))
 }
+
+/// `PUT /tyk/keys/` with an empty key: no key has it (Tyk's update wording).
+pub async fn unnamed_update() -> ApiError {
+    ApiError::NotFound(NOT_FOUND_PUT)
+}
+
+/// `DELETE /tyk/keys/` with an empty key (Tyk's delete wording).
+pub async fn unnamed_delete() -> ApiError {
+    ApiError::NotFound(NOT_FOUND_DELETE)
+}

@@ -82,13 +82,25 @@ pub fn router(state: ApiState) -> Router {
             get(health::reload).post(health::reload),
         )
         .route("/tyk/apis", get(apis::list).post(apis::create))
-        .route("/tyk/apis/", get(apis::list).post(apis::create))
+        .route(
+            "/tyk/apis/",
+            get(apis::list)
+                .post(apis::create)
+                .put(apis::unnamed)
+                .delete(apis::unnamed),
+        )
         .route(
             "/tyk/apis/{api_id}",
             get(apis::get).put(apis::update).delete(apis::remove),
         )
         .route("/tyk/policies", get(policies::list).post(policies::create))
-        .route("/tyk/policies/", get(policies::list).post(policies::create))
+        .route(
+            "/tyk/policies/",
+            get(policies::list)
+                .post(policies::create)
+                .put(policies::unnamed)
+                .delete(policies::unnamed),
+        )
         .route(
             "/tyk/policies/{id}",
             get(policies::get)
@@ -96,12 +108,21 @@ pub fn router(state: ApiState) -> Router {
                 .delete(policies::remove),
         )
         .route("/tyk/certs", get(certs::list).post(certs::create))
-        .route("/tyk/certs/", get(certs::list).post(certs::create))
+        .route(
+            "/tyk/certs/",
+            get(certs::list).post(certs::create).delete(certs::unnamed),
+        )
         .route("/tyk/certs/{id}", get(certs::get).delete(certs::remove))
         .route("/tyk/cache/jwks", delete(cache::flush_jwks_all))
         .route("/tyk/cache/jwks/{api_id}", delete(cache::flush_jwks_api))
         .route("/tyk/keys", get(keys::list).post(keys::create))
-        .route("/tyk/keys/", get(keys::list).post(keys::create))
+        .route(
+            "/tyk/keys/",
+            get(keys::list)
+                .post(keys::create)
+                .put(keys::unnamed_update)
+                .delete(keys::unnamed_delete),
+        )
         .route("/tyk/keys/create", post(keys::create_generating))
         .route(
             "/tyk/keys/{key}",

@@ -525,3 +525,31 @@ async fn basic_auth_users_get_bcrypt_passwords_and_custom_keys_keep_their_name()
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn an_empty_id_on_a_collection_path_is_not_found_not_a_routing_fault() {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    for (method, path, message) in [
+        (Method::PUT, "/tyk/apis/", "API not found"),
+        (Method::DELETE, "/tyk/apis/", "API not found"),
+        (Method::PUT, "/tyk/policies/", "Policy not found"),
+        (Method::DELETE, "/tyk/policies/", "Policy not found"),
+        (Method::PUT, "/tyk/keys/", "Key is not found"),
+        (Method::DELETE, "/tyk/keys/", "There is no such key found"),
+        (
+            Method::DELETE,
+            "/tyk/certs/",
+            "Certificate with given SHA256 fingerprint not found",
+        ),
+    ] {
+        let (status, body) = cp
+            .call(method.clone(), path, Some(&json!({"id": ""})))
+            .await;
+        assert_eq!(
+            (status, body["message"].as_str()),
+            (StatusCode::NOT_FOUND, Some(message)),
+            "{method} {path}"
+        );
+    }
+}
