@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, ApiState, apis, stored_secrets};
 use crate::store::StoreError;
-use crate::store::config::ConfigTx;
+use crate::store::config::{ConfigMode, ConfigTx};
 
 /// Most resources of one kind a folder may hold.
 const MAX_ITEMS: usize = 10_000;
@@ -22,6 +22,8 @@ const MAX_ITEMS: usize = 10_000;
 const MAX_SOURCE_BYTES: usize = 1024;
 /// Most changed fields named per resource (the rest are counted).
 const MAX_FIELDS_SHOWN: usize = 32;
+/// Most warnings answered (the rest are counted in `warnings_omitted`).
+const MAX_WARNINGS: usize = 1000;
 
 /// One file of the folder: where it came from (for errors) and what it holds.
 #[derive(Debug, Deserialize)]
@@ -83,6 +85,32 @@ fn in_source(source: &str, e: ValidationError) -> ApiError {
     }
 }
 
+/// A deadlock or serialisation failure Postgres broke by aborting this transaction: nothing was
+/// written and the same apply can simply run again.
+fn retryable(e: &StoreError) -> bool {
+    let StoreError::Database(e) = e else {
+        return false;
+    };
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "40P01" || code == "40001")
+}
+
+fn concurrent() -> ApiError {
+    ApiError::Conflict {
+        field: "body",
+        reason: "another writer changed the same resources at the same time; nothing was applied, run it again".to_owned(),
+    }
+}
+
+fn internal(e: StoreError) -> ApiError {
+    if retryable(&e) {
+        concurrent()
+    } else {
+        ApiError::Internal(e)
+    }
+}
+
 fn store_in_source(source: &str) -> impl FnOnce(StoreError) -> ApiError + '_ {
     move |e| match e {
         StoreError::Conflict { field, reason } => {
@@ -95,7 +123,7 @@ fn store_in_source(source: &str) -> impl FnOnce(StoreError) -> ApiError + '_ {
                 "changed by another writer during the apply; run it again",
             ),
         ),
-        other => ApiError::Internal(other),
+        other => internal(other),
     }
 }
 
@@ -104,19 +132,18 @@ fn store_in_source(source: &str) -> impl FnOnce(StoreError) -> ApiError + '_ {
 pub async fn dump(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let mut tx = state
         .store
-        .begin_config()
+        .begin_config(ConfigMode::Read)
         .await
-        .map_err(ApiError::Internal)?;
-    let apis = tx.apis().await.map_err(ApiError::Internal)?;
-    let policies = tx.policies().await.map_err(ApiError::Internal)?;
+        .map_err(internal)?;
+    let apis = tx.apis().await.map_err(internal)?;
+    let policies = tx.policies().await.map_err(internal)?;
     let certificates: Vec<Value> = tx
         .certificates()
         .await
-        .map_err(ApiError::Internal)?
+        .map_err(internal)?
         .into_iter()
         .map(|m| certificate_ref(&m))
         .collect();
-    // Read only: dropping the transaction releases the locks.
     drop(tx);
     Ok(Json(
         json!({"apis": apis, "policies": policies, "certificates": certificates}),
@@ -245,50 +272,82 @@ fn parse(req: &ApplyRequest, state: &ApiState) -> Result<Desired, ApiError> {
     for item in &req.certificates {
         let id = required_id(item, "id")?;
         once(&mut seen, "certificate", id, &item.source)?;
-        let fingerprint = item
-            .body
-            .get("fingerprint")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let fingerprint = match item.body.get("fingerprint") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(f)) => Some(f.clone()),
+            // Ignoring it would let a reference check nothing while looking like it does.
+            Some(_) => {
+                return Err(in_source(
+                    &item.source,
+                    ValidationError::new("fingerprint", "must be a string"),
+                ));
+            }
+        };
         out.certificates
             .push((item.source.clone(), id.to_owned(), fingerprint));
     }
     Ok(out)
 }
 
-/// Dotted paths at which `a` and `b` differ; lists compare whole.
-fn changed_fields(a: &Value, b: &Value, prefix: &str, out: &mut Vec<String>) {
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-            for k in keys {
-                let path = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                match (x.get(k), y.get(k)) {
-                    (Some(p), Some(q)) => changed_fields(p, q, &path, out),
-                    _ => out.push(path),
-                }
-            }
-        }
-        _ if a == b => {}
-        _ => out.push(if prefix.is_empty() {
-            "body".to_owned()
-        } else {
-            prefix.to_owned()
-        }),
-    }
+/// The fields in which two versions of a resource differ: at most [`MAX_FIELDS_SHOWN`] dotted
+/// paths (never values: some are secrets), and how many differ in all.
+#[derive(Debug, Default)]
+struct Changed {
+    shown: Vec<String>,
+    total: usize,
 }
 
-fn shown(mut fields: Vec<String>) -> Vec<String> {
-    if fields.len() > MAX_FIELDS_SHOWN {
-        let more = fields.len() - MAX_FIELDS_SHOWN;
-        fields.truncate(MAX_FIELDS_SHOWN);
-        fields.push(format!("... and {more} more"));
+impl Changed {
+    fn between(a: &Value, b: &Value) -> Self {
+        let mut out = Self::default();
+        let mut path = String::new();
+        out.walk(a, b, &mut path);
+        out
     }
-    fields
+
+    /// Each value is visited once (lists compare whole), and one path buffer grows and shrinks
+    /// with the walk, so that only a difference costs an allocation.
+    fn walk(&mut self, a: &Value, b: &Value, path: &mut String) {
+        let (Value::Object(x), Value::Object(y)) = (a, b) else {
+            if a != b {
+                self.push(path);
+            }
+            return;
+        };
+        let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+        for k in keys {
+            let len = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(k);
+            match (x.get(k), y.get(k)) {
+                (Some(p), Some(q)) => self.walk(p, q, path),
+                _ => self.push(path),
+            }
+            path.truncate(len);
+        }
+    }
+
+    fn push(&mut self, path: &str) {
+        self.total += 1;
+        if self.shown.len() < MAX_FIELDS_SHOWN {
+            self.shown
+                .push(if path.is_empty() { "body" } else { path }.to_owned());
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    fn into_fields(self) -> Vec<String> {
+        let mut fields = self.shown;
+        if self.total > fields.len() {
+            fields.push(format!("... and {} more", self.total - fields.len()));
+        }
+        fields
+    }
 }
 
 fn stored_by_id(rows: Vec<Value>, field: &str) -> BTreeMap<String, Value> {
@@ -318,9 +377,8 @@ fn plan_kind(
                 fields: Vec::new(),
             }),
             Some(current) => {
-                let mut fields = Vec::new();
-                changed_fields(&view(current), &view(body), "", &mut fields);
-                if fields.is_empty() {
+                let changed = Changed::between(&view(current), &view(body));
+                if changed.is_empty() {
                     unchanged += 1;
                 } else {
                     changes.push(Change {
@@ -328,7 +386,7 @@ fn plan_kind(
                         id: id.clone(),
                         op: Op::Update,
                         source: Some(source.clone()),
-                        fields: shown(fields),
+                        fields: changed.into_fields(),
                     });
                 }
             }
@@ -352,14 +410,15 @@ pub async fn apply(State(state): State<ApiState>, body: Bytes) -> Result<Json<Va
     let req: ApplyRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::Invalid(ValidationError::new("body", e.to_string())))?;
     let mut desired = parse(&req, &state)?;
-    let mut tx = state
-        .store
-        .begin_config()
-        .await
-        .map_err(ApiError::Internal)?;
-    let stored_apis = stored_by_id(tx.apis().await.map_err(ApiError::Internal)?, "api_id");
-    let stored_policies = stored_by_id(tx.policies().await.map_err(ApiError::Internal)?, "id");
-    let held = tx.certificates().await.map_err(ApiError::Internal)?;
+    let mode = if req.dry_run {
+        ConfigMode::Read
+    } else {
+        ConfigMode::Apply
+    };
+    let mut tx = state.store.begin_config(mode).await.map_err(internal)?;
+    let stored_apis = stored_by_id(tx.apis().await.map_err(internal)?, "api_id");
+    let stored_policies = stored_by_id(tx.policies().await.map_err(internal)?, "id");
+    let held = tx.certificates().await.map_err(internal)?;
     check_certificates(&mut desired, &held)?;
 
     let key = state.stored_secrets.clone();
@@ -387,16 +446,20 @@ pub async fn apply(State(state): State<ApiState>, body: Bytes) -> Result<Json<Va
 
     if !req.dry_run {
         write(&mut tx, &changes, &desired).await?;
-        tx.commit().await.map_err(ApiError::Internal)?;
+        tx.commit().await.map_err(internal)?;
     }
     let applied = !req.dry_run && changes.iter().any(|c| c.op != Op::Kept);
+    let mut warnings = desired.warnings;
+    let omitted = warnings.len().saturating_sub(MAX_WARNINGS);
+    warnings.truncate(MAX_WARNINGS);
     Ok(Json(json!({
         "status": "ok",
         "dry_run": req.dry_run,
         "applied": applied,
         "changes": changes,
         "unchanged": api_same + policy_same,
-        "warnings": desired.warnings,
+        "warnings": warnings,
+        "warnings_omitted": omitted,
     })))
 }
 
@@ -438,8 +501,10 @@ fn check_certificates(
     }
     let mut missing = Vec::new();
     for (source, def) in &desired.apis {
+        // An API may name one certificate in several places: one warning each.
+        let mut named = BTreeSet::new();
         for id in def.certificate_refs() {
-            if !by_id.contains_key(id) {
+            if !by_id.contains_key(id) && named.insert(id) {
                 missing.push(SourcedWarning {
                     source: source.clone(),
                     warning: Warning {
@@ -494,12 +559,26 @@ mod tests {
     fn changed_fields_name_paths_not_values() {
         let a = json!({"name": "a", "proxy": {"listen_path": "/a/", "target_url": "http://x/"}, "tags": ["eu"]});
         let b = json!({"name": "a", "proxy": {"listen_path": "/a/", "target_url": "http://y/"}, "tags": ["eu", "us"], "new": 1});
-        let mut out = Vec::new();
-        changed_fields(&a, &b, "", &mut out);
-        assert_eq!(out, ["new", "proxy.target_url", "tags"]);
-        out.clear();
-        changed_fields(&a, &a, "", &mut out);
-        assert!(out.is_empty());
+        assert_eq!(
+            Changed::between(&a, &b).into_fields(),
+            ["new", "proxy.target_url", "tags"]
+        );
+        assert!(Changed::between(&a, &a).is_empty());
+        assert_eq!(
+            Changed::between(&json!(1), &json!(2)).into_fields(),
+            ["body"]
+        );
+    }
+
+    #[test]
+    fn changed_fields_stop_naming_after_the_limit_and_count_the_rest() {
+        let a = json!({});
+        let b: serde_json::Map<String, Value> =
+            (0..100).map(|i| (format!("f{i:03}"), json!(i))).collect();
+        let fields = Changed::between(&a, &Value::Object(b)).into_fields();
+        assert_eq!(fields.len(), MAX_FIELDS_SHOWN + 1);
+        assert_eq!(fields[0], "f000");
+        assert_eq!(fields[MAX_FIELDS_SHOWN], "... and 68 more");
     }
 
     #[test]

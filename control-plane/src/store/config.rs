@@ -1,6 +1,8 @@
-//! One transaction over the configuration kinds, for `config apply` (docs/config.md): the
-//! current rows are read locked, every change goes through the shared resource path, and
-//! nothing is visible (to edges or to readers) until all of it commits.
+//! One transaction over the configuration kinds, for `config dump`, `diff` and `apply`
+//! (docs/config.md). An apply reads the current rows locked, writes every row through the
+//! shared resource path and takes its revisions last, so nothing is visible (to edges or to
+//! readers) until all of it commits; a read (dump, diff, dry run) takes no lock at all and sees
+//! one snapshot.
 
 use portcullis_proto::model::certificate::CertificateMeta;
 use portcullis_proto::model::{ApiDefinition, Policy};
@@ -9,43 +11,69 @@ use serde_json::Value;
 use super::apis::Apis;
 use super::certificates::Certificates;
 use super::policies::Policies;
-use super::resources::{self, Tx};
+use super::resources::{self, Pending, Tx};
 use super::{Store, StoreError};
 
 /// Serialises applies: two folders applied at once would each plan against rows the other is
 /// about to change. Plain API writes are ordered by the row locks instead.
 const APPLY_LOCK: i64 = 0x706f_7274_6366_6731; // "portcfg1"
 
-/// An open apply. Dropping it without [`ConfigTx::commit`] rolls everything back (a dry run, or
-/// the first failed change).
+/// What a configuration transaction is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigMode {
+    /// Dump, diff or dry run: a read-only snapshot, so it never waits on a writer or holds one
+    /// up.
+    Read,
+    /// An apply: serialised with other applies, rows locked from the plan to the commit.
+    Apply,
+}
+
+/// An open configuration transaction. Dropping it without [`ConfigTx::commit`] rolls
+/// everything back (the first failed change).
 pub struct ConfigTx<'c> {
     tx: Tx<'c>,
+    lock: bool,
+    /// Rows written, their change-log entries taken at commit.
+    pending: Vec<Pending>,
 }
 
 impl Store {
-    pub async fn begin_config(&self) -> Result<ConfigTx<'static>, StoreError> {
+    pub async fn begin_config(&self, mode: ConfigMode) -> Result<ConfigTx<'static>, StoreError> {
         let mut tx = self.pool().begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(APPLY_LOCK)
-            .execute(&mut *tx)
-            .await?;
-        Ok(ConfigTx { tx })
+        match mode {
+            ConfigMode::Read => {
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            ConfigMode::Apply => {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(APPLY_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        Ok(ConfigTx {
+            tx,
+            lock: mode == ConfigMode::Apply,
+            pending: Vec::new(),
+        })
     }
 }
 
 impl ConfigTx<'_> {
-    /// Every stored API definition, locked until the apply ends.
+    /// Every stored API definition (locked until the end of an apply).
     pub async fn apis(&mut self) -> Result<Vec<Value>, StoreError> {
-        resources::list_locked::<Apis>(&mut self.tx).await
+        resources::list_in::<Apis>(&mut self.tx, self.lock).await
     }
 
     pub async fn policies(&mut self) -> Result<Vec<Value>, StoreError> {
-        resources::list_locked::<Policies>(&mut self.tx).await
+        resources::list_in::<Policies>(&mut self.tx, self.lock).await
     }
 
     /// What the certificate store holds (metadata only: no key leaves the table here).
     pub async fn certificates(&mut self) -> Result<Vec<CertificateMeta>, StoreError> {
-        resources::list_locked::<Certificates>(&mut self.tx)
+        resources::list_in::<Certificates>(&mut self.tx, self.lock)
             .await?
             .into_iter()
             .map(|body| {
@@ -57,31 +85,43 @@ impl ConfigTx<'_> {
             .collect()
     }
 
-    pub async fn put_api(&mut self, def: &ApiDefinition, create: bool) -> Result<i64, StoreError> {
-        if create {
-            resources::create_in::<Apis>(&mut self.tx, def).await
+    pub async fn put_api(&mut self, def: &ApiDefinition, create: bool) -> Result<(), StoreError> {
+        let row = if create {
+            resources::create_row::<Apis>(&mut self.tx, def).await?
         } else {
-            resources::replace_in::<Apis>(&mut self.tx, def).await
-        }
+            resources::replace_row::<Apis>(&mut self.tx, def).await?
+        };
+        self.pending.push(row);
+        Ok(())
     }
 
-    pub async fn delete_api(&mut self, id: &str) -> Result<i64, StoreError> {
-        resources::delete_in::<Apis>(&mut self.tx, id).await
+    pub async fn delete_api(&mut self, id: &str) -> Result<(), StoreError> {
+        let row = resources::delete_row::<Apis>(&mut self.tx, id).await?;
+        self.pending.push(row);
+        Ok(())
     }
 
-    pub async fn put_policy(&mut self, policy: &Policy, create: bool) -> Result<i64, StoreError> {
-        if create {
-            resources::create_in::<Policies>(&mut self.tx, policy).await
+    pub async fn put_policy(&mut self, policy: &Policy, create: bool) -> Result<(), StoreError> {
+        let row = if create {
+            resources::create_row::<Policies>(&mut self.tx, policy).await?
         } else {
-            resources::replace_in::<Policies>(&mut self.tx, policy).await
+            resources::replace_row::<Policies>(&mut self.tx, policy).await?
+        };
+        self.pending.push(row);
+        Ok(())
+    }
+
+    pub async fn delete_policy(&mut self, id: &str) -> Result<(), StoreError> {
+        let row = resources::delete_row::<Policies>(&mut self.tx, id).await?;
+        self.pending.push(row);
+        Ok(())
+    }
+
+    /// Takes one revision per written row, in write order, and commits.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        for row in &self.pending {
+            row.log(&mut self.tx).await?;
         }
-    }
-
-    pub async fn delete_policy(&mut self, id: &str) -> Result<i64, StoreError> {
-        resources::delete_in::<Policies>(&mut self.tx, id).await
-    }
-
-    pub async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
         Ok(())
     }

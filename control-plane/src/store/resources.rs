@@ -124,38 +124,64 @@ fn bind_written<'q, K: Kind>(
     query
 }
 
-/// Records the change and stamps the row (unless deleted) with its revision; the caller
-/// commits.
-async fn log_change<K: Kind>(
-    tx: &mut Tx<'_>,
-    id: &str,
-    body: Option<&Value>,
-    tags: Option<&[String]>,
-    prev_tags: Option<&[String]>,
-) -> Result<i64, StoreError> {
-    let revision = commit_change(
-        tx,
-        NewChange {
+/// A row written inside a transaction whose change-log entry is still to be taken: the
+/// revision counter is locked only by [`Pending::log`], so a transaction of many writes (a
+/// configuration apply) can take it after all its row locks, in the order every single write
+/// takes them (row, then counter); the other order deadlocks against a concurrent write.
+pub(super) struct Pending {
+    kind: ChangeKind,
+    table: &'static str,
+    id_column: &'static str,
+    id: String,
+    body: Option<Value>,
+    tags: Option<Vec<String>>,
+    prev_tags: Option<Vec<String>>,
+}
+
+impl Pending {
+    fn of<K: Kind>(
+        id: &str,
+        body: Option<Value>,
+        tags: Option<&[String]>,
+        prev_tags: Option<Vec<String>>,
+    ) -> Self {
+        Self {
             kind: K::CHANGE,
-            resource_id: id,
+            table: K::TABLE,
+            id_column: K::ID_COLUMN,
+            id: id.to_owned(),
             body,
-            tags,
+            tags: tags.map(<[String]>::to_vec),
             prev_tags,
-        },
-    )
-    .await?;
-    if body.is_some() {
-        sqlx::query(&format!(
-            "UPDATE {} SET revision = $2 WHERE {} = $1",
-            K::TABLE,
-            K::ID_COLUMN
-        ))
-        .bind(id)
-        .bind(revision)
-        .execute(&mut **tx)
-        .await?;
+        }
     }
-    Ok(revision)
+
+    /// Records the change and stamps the row (unless deleted) with its revision; the caller
+    /// commits.
+    pub(super) async fn log(&self, tx: &mut Tx<'_>) -> Result<i64, StoreError> {
+        let revision = commit_change(
+            tx,
+            NewChange {
+                kind: self.kind,
+                resource_id: &self.id,
+                body: self.body.as_ref(),
+                tags: self.tags.as_deref(),
+                prev_tags: self.prev_tags.as_deref(),
+            },
+        )
+        .await?;
+        if self.body.is_some() {
+            sqlx::query(&format!(
+                "UPDATE {} SET revision = $2 WHERE {} = $1",
+                self.table, self.id_column
+            ))
+            .bind(&self.id)
+            .bind(revision)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(revision)
+    }
 }
 
 pub(super) type Tx<'c> = sqlx::Transaction<'c, sqlx::Postgres>;
@@ -210,11 +236,16 @@ pub(super) async fn create<K: Kind>(pool: &PgPool, record: &K::Record) -> Result
     Ok(revision)
 }
 
-/// [`create`] inside a transaction the caller commits (several changes at once).
-pub(super) async fn create_in<K: Kind>(
+/// [`create`] inside a transaction the caller commits.
+async fn create_in<K: Kind>(tx: &mut Tx<'_>, record: &K::Record) -> Result<i64, StoreError> {
+    create_row::<K>(tx, record).await?.log(tx).await
+}
+
+/// The row of [`create`], its change left to [`Pending::log`].
+pub(super) async fn create_row<K: Kind>(
     tx: &mut Tx<'_>,
     record: &K::Record,
-) -> Result<i64, StoreError> {
+) -> Result<Pending, StoreError> {
     let id = K::id(record);
     let body = K::body(record)?;
     let columns = written_columns::<K>();
@@ -235,7 +266,12 @@ pub(super) async fn create_in<K: Kind>(
     if inserted.rows_affected() == 0 {
         return Err(K::duplicate_id(id));
     }
-    log_change::<K>(tx, id, Some(&body), Some(change_tags::<K>(record)), None).await
+    Ok(Pending::of::<K>(
+        id,
+        Some(body),
+        Some(change_tags::<K>(record)),
+        None,
+    ))
 }
 
 /// Replaces an existing resource; an unknown id is [`StoreError::NotFound`]. Returns the
@@ -248,10 +284,15 @@ pub(super) async fn replace<K: Kind>(pool: &PgPool, record: &K::Record) -> Resul
 }
 
 /// [`replace`] inside a transaction the caller commits.
-pub(super) async fn replace_in<K: Kind>(
+async fn replace_in<K: Kind>(tx: &mut Tx<'_>, record: &K::Record) -> Result<i64, StoreError> {
+    replace_row::<K>(tx, record).await?.log(tx).await
+}
+
+/// The row of [`replace`], its change left to [`Pending::log`].
+pub(super) async fn replace_row<K: Kind>(
     tx: &mut Tx<'_>,
     record: &K::Record,
-) -> Result<i64, StoreError> {
+) -> Result<Pending, StoreError> {
     let id = K::id(record);
     let body = K::body(record)?;
     // Locking the row keeps prev_tags exact when two writers race on one resource.
@@ -287,14 +328,12 @@ pub(super) async fn replace_in<K: Kind>(
         .execute(&mut **tx)
         .await
         .map_err(map_unique::<K>)?;
-    log_change::<K>(
-        tx,
+    Ok(Pending::of::<K>(
         id,
-        Some(&body),
+        Some(body),
         Some(change_tags::<K>(record)),
-        Some(&prev_tags),
-    )
-    .await
+        Some(prev_tags),
+    ))
 }
 
 /// Deletes a resource; an unknown id is [`StoreError::NotFound`]. Returns the revision.
@@ -306,7 +345,12 @@ pub(super) async fn delete<K: Kind>(pool: &PgPool, id: &str) -> Result<i64, Stor
 }
 
 /// [`delete`] inside a transaction the caller commits.
-pub(super) async fn delete_in<K: Kind>(tx: &mut Tx<'_>, id: &str) -> Result<i64, StoreError> {
+async fn delete_in<K: Kind>(tx: &mut Tx<'_>, id: &str) -> Result<i64, StoreError> {
+    delete_row::<K>(tx, id).await?.log(tx).await
+}
+
+/// The deletion of [`delete`], its change left to [`Pending::log`].
+pub(super) async fn delete_row<K: Kind>(tx: &mut Tx<'_>, id: &str) -> Result<Pending, StoreError> {
     let sql = format!(
         "DELETE FROM {} WHERE {} = $1 RETURNING {}",
         K::TABLE,
@@ -317,17 +361,21 @@ pub(super) async fn delete_in<K: Kind>(tx: &mut Tx<'_>, id: &str) -> Result<i64,
         return Err(StoreError::NotFound);
     };
     let prev_tags = row_tags::<K>(&prev)?;
-    log_change::<K>(tx, id, None, None, Some(&prev_tags)).await
+    Ok(Pending::of::<K>(id, None, None, Some(prev_tags)))
 }
 
-/// Every stored body, ordered by id, with the rows locked until `tx` ends: what a plan over
-/// several resources compares against.
-pub(super) async fn list_locked<K: Kind>(tx: &mut Tx<'_>) -> Result<Vec<Value>, StoreError> {
+/// Every stored body, ordered by id, read inside `tx`; with `lock`, the rows stay locked until
+/// `tx` ends (what an apply plans against), without it the transaction's snapshot is read.
+pub(super) async fn list_in<K: Kind>(
+    tx: &mut Tx<'_>,
+    lock: bool,
+) -> Result<Vec<Value>, StoreError> {
     let sql = format!(
-        "SELECT {} FROM {} ORDER BY {} FOR UPDATE",
+        "SELECT {} FROM {} ORDER BY {}{}",
         K::BODY_COLUMN,
         K::TABLE,
-        K::ID_COLUMN
+        K::ID_COLUMN,
+        if lock { " FOR UPDATE" } else { "" }
     );
     let rows: Vec<(Value,)> = sqlx::query_as(&sql).fetch_all(&mut **tx).await?;
     Ok(rows.into_iter().map(|(v,)| v).collect())

@@ -384,3 +384,95 @@ async fn a_dump_applies_back_unchanged_and_names_its_certificate_references() {
     let e = config(&cp, &["apply", folder.path()]).await.unwrap_err();
     assert!(e.contains("policies/anonymous.yaml: id"), "{e}");
 }
+
+/// A writer that holds rows the way a plain management API write does (row first, then the
+/// revision counter) meets an apply: neither waits on the other in the opposite order, so there
+/// is no deadlock (a 500 before), and reads (dump, diff, dry run) never wait on it at all.
+#[tokio::test]
+async fn apply_and_a_concurrent_write_never_deadlock_and_reads_take_no_lock() {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    let folder = Folder::new("race");
+    folder.write(
+        "apis/a.yaml",
+        "api_id: a\nuse_keyless: true\nproxy:\n  listen_path: /a/\n  target_url: http://127.0.0.1:9/\n",
+    );
+    folder.write(
+        "apis/race.yaml",
+        "api_id: race\nuse_keyless: true\nproxy:\n  listen_path: /race/\n  target_url: http://127.0.0.1:9/\n",
+    );
+    config(&cp, &["apply", folder.path()]).await.unwrap();
+    folder.write(
+        "apis/new.yaml",
+        "api_id: new\nuse_keyless: true\nproxy:\n  listen_path: /new/\n  target_url: http://127.0.0.1:9/\n",
+    );
+    folder.write(
+        "apis/a.yaml",
+        "api_id: a\nname: changed\nuse_keyless: true\nproxy:\n  listen_path: /a/\n  target_url: http://127.0.0.1:9/\n",
+    );
+
+    // Another writer holds row `race` locked: reads answer at once all the same.
+    let pool = db.pool().await;
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM apis WHERE api_id = 'race' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let (status, dump) = cp.call(Method::GET, "/portcullis/config", None).await;
+        assert_eq!(status, StatusCode::OK, "{dump}");
+        config(&cp, &["diff", folder.path()]).await.unwrap()
+    })
+    .await
+    .expect("dump and diff do not wait on a writer's row locks");
+    assert!(read.contains("+ api new"), "{read}");
+    holder.rollback().await.unwrap();
+
+    // A plain create of `new`, its row written but not yet at the counter ...
+    let mut writer = pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO apis (api_id, listen_path, definition, revision) VALUES ('new', '/elsewhere/', '{}', 0)",
+    )
+    .execute(&mut *writer)
+    .await
+    .unwrap();
+    // ... and an apply that updates `a`, then waits to insert `new` ...
+    let apply = tokio::spawn({
+        let (url, path) = (format!("http://{}", cp.api_addr), folder.path().to_owned());
+        async move {
+            let argv = [
+                "portcullis-cp",
+                "config",
+                "apply",
+                "--api-url",
+                &url,
+                "--admin-secret",
+                ADMIN_SECRET,
+                &path,
+            ];
+            let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+            run_client(cli.command.unwrap())
+                .await
+                .map_err(|e| e.to_string())
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // ... has not taken the counter, so the writer takes it and commits, as a plain write does
+    // (before, the apply held it from its first change: a deadlock, and one side got a 500).
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        sqlx::query("UPDATE revision_counter SET revision = revision + 1").execute(&mut *writer),
+    )
+    .await
+    .expect("the counter is free while the apply waits on a row")
+    .unwrap();
+    writer.commit().await.unwrap();
+    let refused = apply.await.unwrap().expect_err("`new` exists now");
+    assert!(
+        refused.contains("apis/new.yaml") && !refused.contains("Internal error"),
+        "{refused}"
+    );
+    // Nothing of the folder was applied.
+    let (_, a) = cp.call(Method::GET, "/tyk/apis/a", None).await;
+    assert_ne!(a["name"], "changed");
+}
