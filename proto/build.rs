@@ -1,4 +1,5 @@
-//! Generates the sync protocol code and the client of Tyk's gRPC coprocess protocol. Needs
+//! Generates the sync protocol code, the client of Tyk's gRPC coprocess protocol and the OTLP
+//! trace exporter's client. Needs
 //! `protoc` (Debian: protobuf-compiler) on PATH or in PROTOC.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
@@ -12,5 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &["proto/coprocess/coprocess_object.proto"],
             &["proto/coprocess"],
         )?;
+    tonic_prost_build::configure()
+        .build_server(false)
+        .compile_protos(&["proto/otlp/trace_service.proto"], &["proto/otlp"])?;
     Ok(())
 }

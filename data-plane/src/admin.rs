@@ -140,6 +140,7 @@ fn metrics(shared: &Shared) -> String {
     shared.oauth_relays.render(&mut out);
     crate::limits::render(&mut out);
     crate::access_log::render(&mut out);
+    crate::trace::render(&mut out);
     out
 }
 

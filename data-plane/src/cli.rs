@@ -110,6 +110,21 @@ pub struct RunArgs {
     /// the query string (docs/observability.md).
     #[arg(long, env = "PORTCULLIS_ACCESS_LOG", value_name = "stdout|PATH")]
     pub access_log: Option<crate::access_log::Target>,
+    /// OTLP/gRPC collector to send traces to, `http://HOST:PORT` (docs/observability.md);
+    /// unset: no spans are made.
+    #[arg(long, env = "PORTCULLIS_OTLP_ENDPOINT", value_name = "URL", value_parser = parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<http::Uri>,
+    /// Share of new traces recorded, 0 to 1; a client's sampled `traceparent` is always
+    /// followed.
+    #[arg(long, env = "PORTCULLIS_OTLP_SAMPLE_RATIO", default_value_t = 1.0, value_parser = parse_ratio)]
+    pub otlp_sample_ratio: f64,
+    /// The `service.name` of the gateway's spans.
+    #[arg(
+        long,
+        env = "PORTCULLIS_OTLP_SERVICE_NAME",
+        default_value = "portcullis-gateway"
+    )]
+    pub otlp_service_name: String,
     /// Client certificate for matching TLS upstreams, PATTERN=CERT_ID (PATTERN: *, HOST,
     /// *.DOMAIN, optionally :PORT); repeatable, or space-separated in the variable. An API's
     /// own `upstream_certificates` win.
@@ -299,6 +314,28 @@ pub enum CliError {
     Plugins(String),
 }
 
+/// The collector's address: plain HTTP/2 (a collector agent beside the gateway; TLS to a
+/// remote collector is that agent's job, docs/observability.md).
+fn parse_otlp_endpoint(v: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = v.parse().map_err(|e| format!("{v:?} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none_or(str::is_empty) {
+        return Err(
+            "must be http://HOST:PORT (OTLP/gRPC without TLS, e.g. a local collector)".into(),
+        );
+    }
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err("must not have a path: OTLP/gRPC uses the service's own".into());
+    }
+    Ok(uri)
+}
+
+fn parse_ratio(v: &str) -> Result<f64, String> {
+    match v.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{v:?} is not a number from 0 to 1")),
+    }
+}
+
 /// `30d`, `12h`, `90m`, `3600s`, or a bare number of days.
 fn parse_days(v: &str) -> Result<Duration, String> {
     let v = v.trim();
@@ -375,6 +412,15 @@ impl RunArgs {
             redis_prefix: self.redis_prefix.clone(),
             rate_limiter: self.rate_limiter,
             access_log: self.access_log.clone(),
+            tracing: self
+                .otlp_endpoint
+                .clone()
+                .map(|endpoint| crate::trace::ExportConfig {
+                    endpoint,
+                    sample_ratio: self.otlp_sample_ratio,
+                    service_name: self.otlp_service_name.clone(),
+                    instance: String::new(),
+                }),
             local_session_cache: !self.disable_local_session_cache,
             redis_ca_pem: match &self.redis_ca_cert {
                 Some(p) => Some(std::fs::read(p).map_err(|e| CliError::RedisCa {

@@ -42,6 +42,8 @@ pub struct Config {
     pub rate_limiter: crate::limits::RateLimiterKind,
     /// `--access-log`: one JSON line per proxied request (docs/observability.md).
     pub access_log: Option<crate::access_log::Target>,
+    /// `--otlp-endpoint` and friends: traces over OTLP (docs/observability.md).
+    pub tracing: Option<crate::trace::ExportConfig>,
     /// Skip the in-process session cache (`--disable-local-session-cache`), as Tyk's
     /// `disable_cached_session_state`.
     pub local_session_cache: bool,

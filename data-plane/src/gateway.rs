@@ -250,6 +250,11 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         Some(addr) => Some(bind("TLS proxy", addr).await?),
         None => None,
     };
+    if let Some(export) = &config.tracing {
+        let mut export = export.clone();
+        export.instance = config.node_name.clone();
+        shared.set_tracer(Arc::new(crate::trace::Tracer::start(export)));
+    }
     let access_log = match &config.access_log {
         Some(target) => {
             Some(crate::access_log::AccessLog::start(target).map_err(StartError::AccessLog)?)

@@ -26,6 +26,7 @@ pub mod sessions;
 pub mod shared;
 pub mod sync;
 pub mod tls;
+pub mod trace;
 pub mod upstream_auth;
 
 mod gateway;

@@ -29,6 +29,8 @@ pub struct Shared {
     plugins: std::sync::OnceLock<crate::plugins::Plugins>,
     /// Tokens the gateway fetched to call upstreams (docs/upstream-auth.md).
     pub upstream_tokens: crate::upstream_auth::TokenCache,
+    /// The OTLP span exporter (`--otlp-endpoint`), set once at start.
+    tracer: std::sync::OnceLock<Arc<crate::trace::Tracer>>,
 }
 
 impl Shared {
@@ -59,6 +61,16 @@ impl Shared {
     /// The identity-provider state; a default one when none was installed (tests).
     pub fn idp(&self) -> &crate::idp::Idp {
         self.idp.get_or_init(Default::default)
+    }
+
+    /// Installs the span exporter (once, at start).
+    pub fn set_tracer(&self, tracer: Arc<crate::trace::Tracer>) {
+        let _ = self.tracer.set(tracer);
+    }
+
+    /// The span exporter, when `--otlp-endpoint` is set.
+    pub fn tracer(&self) -> Option<&Arc<crate::trace::Tracer>> {
+        self.tracer.get()
     }
 
     /// Installs the OAuth endpoints' settings (once, at start).

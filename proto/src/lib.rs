@@ -24,5 +24,13 @@ pub mod coprocess {
     tonic::include_proto!("coprocess");
 }
 
+/// Generated tonic/prost code for the OTLP trace export call (package
+/// `opentelemetry.proto.collector.trace.v1`), the gateway's span exporter
+/// (docs/observability.md).
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod otlp {
+    tonic::include_proto!("opentelemetry.proto.collector.trace.v1");
+}
+
 /// Version of the sync protocol spoken by this build.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -328,6 +328,8 @@ pub struct DpOptions {
     pub rate_limiter: Option<portcullis_data_plane::limits::RateLimiterKind>,
     /// `--access-log`.
     pub access_log: Option<portcullis_data_plane::access_log::Target>,
+    /// `--otlp-endpoint` and friends.
+    pub tracing: Option<portcullis_data_plane::trace::ExportConfig>,
 }
 
 /// A gateway.
@@ -382,6 +384,7 @@ impl Dp {
             redis_prefix: opts.redis_prefix.unwrap_or_else(|| "portcullis:".into()),
             rate_limiter: opts.rate_limiter.unwrap_or_default(),
             access_log: opts.access_log.clone(),
+            tracing: opts.tracing.clone(),
             local_session_cache: !opts.no_local_session_cache,
             redis_ca_pem: opts.redis_ca_pem,
             session_cache_entries: opts

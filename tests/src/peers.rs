@@ -19,6 +19,11 @@ pub const GRPC_CLIENT: &str = include_str!("py/grpc_client.py");
 pub const STREAM_SERVER: &str = include_str!("py/stream_server.py");
 /// `py/named_server.py NAME PORT`: answers every GET with its name.
 pub const NAMED_SERVER: &str = include_str!("py/named_server.py");
+/// `py/header_echo.py`: answers every GET with the path and headers it received, as JSON.
+pub const HEADER_ECHO: &str = include_str!("py/header_echo.py");
+/// `py/otlp_collector.py`: an OTLP/gRPC trace collector (PyPI opentelemetry-proto and grpcio)
+/// whose HTTP port answers the spans it received.
+pub const OTLP_COLLECTOR: &str = include_str!("py/otlp_collector.py");
 /// An upstream answering 101 to everything (`py/bad_upgrade_server.py`).
 pub const BAD_UPGRADE_SERVER: &str = include_str!("py/bad_upgrade_server.py");
 

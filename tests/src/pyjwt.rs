@@ -31,6 +31,9 @@ const PINS: &[&str] = &[
     // WebSocket peers (tests/src/py/ws_server.py, ws_client.py): an implementation of RFC 6455
     // independent of the gateway's tunnel.
     "websockets==17.4",
+    // The OTLP trace collector (tests/src/py/otlp_collector.py): the OpenTelemetry project's
+    // own generated protobuf code.
+    "opentelemetry-proto==1.45.2",
 ];
 const TOOL: &str = include_str!("py/jwt_tool.py");
 

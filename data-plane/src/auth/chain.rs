@@ -212,7 +212,21 @@ impl AuthChain {
         method: &dyn AuthMethod,
         ctx: &RequestContext<'_>,
     ) -> Result<Identity, Failure> {
-        let identity = method.authenticate(ctx).await.map_err(|error| Failure {
+        let started = ctx.trace().map(|_| crate::trace::now_ns());
+        let proven = method.authenticate(ctx).await;
+        if let (Some(trace), Some(started)) = (ctx.trace(), started) {
+            trace.child(
+                "portcullis.auth",
+                crate::trace::Kind::Internal,
+                started,
+                vec![(
+                    "portcullis.auth.method",
+                    crate::trace::Attr::Str(method.provider().as_str().to_owned()),
+                )],
+                proven.as_ref().err().map(ToString::to_string),
+            );
+        }
+        let identity = proven.map_err(|error| Failure {
             challenge: (error.status() == http::StatusCode::UNAUTHORIZED)
                 .then(|| method.challenge().cloned())
                 .flatten(),

@@ -32,6 +32,8 @@ pub struct RequestContext<'a> {
     edits: std::sync::Mutex<RequestEdits>,
     /// The base identity's key tag once the chain passed, for the access log (0: none).
     key_tag: std::sync::atomic::AtomicU64,
+    /// The request's spans, when it is traced (docs/observability.md).
+    trace: Option<&'a crate::trace::RequestTrace>,
 }
 
 /// What the chain asks the proxy to change in the request before it goes upstream (after
@@ -76,7 +78,18 @@ impl<'a> RequestContext<'a> {
             shared,
             edits: std::sync::Mutex::default(),
             key_tag: std::sync::atomic::AtomicU64::new(0),
+            trace: None,
         }
+    }
+
+    /// The context of a traced request: each method then records its span.
+    pub fn with_trace(mut self, trace: Option<&'a crate::trace::RequestTrace>) -> Self {
+        self.trace = trace;
+        self
+    }
+
+    pub fn trace(&self) -> Option<&'a crate::trace::RequestTrace> {
+        self.trace
     }
 
     /// Remembers who the request runs as (the hash's first digits only; docs/observability.md).

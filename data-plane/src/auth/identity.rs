@@ -30,6 +30,19 @@ impl Provider {
             _ => return None,
         })
     }
+
+    /// The `base_identity_provided_by` name (also the auth span's method attribute).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AuthToken => "auth_token",
+            Self::BasicAuthUser => "basic_auth_user",
+            Self::HmacKey => "hmac_key",
+            Self::JwtClaim => "jwt_claim",
+            Self::OidcUser => "oidc_user",
+            Self::OauthKey => "oauth_key",
+            Self::CustomAuth => "custom_auth",
+        }
+    }
 }
 
 /// Where the session of an identity was found.

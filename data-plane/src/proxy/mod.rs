@@ -100,10 +100,42 @@ impl Proxy {
 
     async fn handle(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         conn: &Arc<ConnInfo>,
         reserved: &Arc<upstream::Reserved>,
     ) -> Response<ProxyBody> {
+        // Untraced requests (no `--otlp-endpoint`, or not sampled) pay this one check.
+        let Some(tracer) = self.shared.tracer() else {
+            return self.route_request(req, conn, reserved, None).await;
+        };
+        let Some(trace) = tracer.begin(req.headers()) else {
+            return self.route_request(req, conn, reserved, None).await;
+        };
+        use crate::trace::Attr;
+        let method = Attr::Str(req.method().as_str().to_owned());
+        let path = Attr::Str(req.uri().path().to_owned());
+        let resp = self.route_request(req, conn, reserved, Some(&trace)).await;
+        let status = resp.status().as_u16();
+        let mut attributes = vec![
+            ("http.request.method", method),
+            ("url.path", path),
+            ("http.response.status_code", Attr::Int(i64::from(status))),
+            ("client.address", Attr::Str(conn.remote.ip().to_string())),
+        ];
+        attributes.extend(trace.take_annotations());
+        let error = (status >= 500).then(|| format!("HTTP {status}"));
+        tracer.finish(trace, attributes, error);
+        resp
+    }
+
+    async fn route_request(
+        &self,
+        mut req: Request<Incoming>,
+        conn: &Arc<ConnInfo>,
+        reserved: &Arc<upstream::Reserved>,
+        trace: Option<&crate::trace::RequestTrace>,
+    ) -> Response<ProxyBody> {
+        let routing_started = trace.map(|_| crate::trace::now_ns());
         let unrouted = |e: ProxyError| {
             let resp = reply(e);
             self.shared.requests.unrouted.record(resp.status().as_u16());
@@ -142,7 +174,11 @@ impl Proxy {
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
         });
-        let Some(route) = table.lookup(host, req.uri().path()).cloned() else {
+        let found = table.lookup(host, req.uri().path()).cloned();
+        if let (Some(trace), Some(started)) = (trace, routing_started) {
+            trace_route(trace, started, found.as_deref());
+        }
+        let Some(route) = found else {
             return unrouted(ProxyError::NoRoute);
         };
         let held = Held {
@@ -153,7 +189,7 @@ impl Proxy {
         drop(table);
         let Some(log) = &self.access_log else {
             let resp = self
-                .handle_route(req, &route, held, conn, reserved, None)
+                .handle_route(req, &route, held, conn, reserved, None, trace)
                 .await;
             self.shared
                 .requests
@@ -166,7 +202,7 @@ impl Proxy {
         let path = req.uri().path().to_owned();
         let mut key = None;
         let resp = self
-            .handle_route(req, &route, held, conn, reserved, Some(&mut key))
+            .handle_route(req, &route, held, conn, reserved, Some(&mut key), trace)
             .await;
         let status = resp.status().as_u16();
         self.shared
@@ -186,6 +222,7 @@ impl Proxy {
         resp
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn handle_route(
         &self,
         req: Request<Incoming>,
@@ -194,6 +231,7 @@ impl Proxy {
         conn: &Arc<ConnInfo>,
         reserved: &Arc<upstream::Reserved>,
         key: Option<&mut Option<crate::access_log::KeyTag>>,
+        trace: Option<&crate::trace::RequestTrace>,
     ) -> Response<ProxyBody> {
         let Held { policies, certs } = held;
         let mut rate_info = None;
@@ -284,7 +322,8 @@ impl Proxy {
                     conn,
                     certs.as_deref(),
                     &self.shared,
-                );
+                )
+                .with_trace(trace);
                 let effective = match crate::auth::authenticate(&ctx, &policies).await {
                     Ok(e) => e,
                     Err(failure) => return challenge(failure),
@@ -315,7 +354,19 @@ impl Proxy {
                 Request::from_parts(parts, body)
             }
         };
-        match forward::forward(self, reserved, route, req, conn).await {
+        let mut req = req;
+        let upstream_span = trace.map(|t| {
+            let (id, header) = t.upstream_parent();
+            // The upstream's parent is the gateway's upstream span, not the client's span.
+            req.headers_mut()
+                .insert(http::HeaderName::from_static("traceparent"), header);
+            (t, id, crate::trace::now_ns())
+        });
+        let forwarded = forward::forward(self, reserved, route, req, conn).await;
+        if let Some((trace, id, started)) = upstream_span {
+            trace_upstream(trace, id, started, route, &forwarded);
+        }
+        match forwarded {
             Ok(resp) => match rate_info {
                 Some(info) => with_rate_headers(resp, info),
                 None => resp,
@@ -323,6 +374,59 @@ impl Proxy {
             Err(e) => reply(e),
         }
     }
+}
+
+fn trace_route(
+    trace: &crate::trace::RequestTrace,
+    started: u64,
+    route: Option<&crate::router::Route>,
+) {
+    use crate::trace::{Attr, Kind};
+    let (attributes, error) = match route {
+        Some(r) => {
+            trace.annotate("portcullis.api_id", Attr::Str(r.api_id.clone()));
+            trace.annotate("http.route", Attr::Str(r.listen_path.clone()));
+            (
+                vec![("portcullis.api_id", Attr::Str(r.api_id.clone()))],
+                None,
+            )
+        }
+        None => (Vec::new(), Some("no API matches".to_owned())),
+    };
+    trace.child(
+        "portcullis.route",
+        Kind::Internal,
+        started,
+        attributes,
+        error,
+    );
+}
+
+fn trace_upstream(
+    trace: &crate::trace::RequestTrace,
+    id: [u8; 8],
+    started: u64,
+    route: &crate::router::Route,
+    forwarded: &Result<Response<ProxyBody>, ProxyError>,
+) {
+    use crate::trace::{Attr, Kind};
+    let mut attributes = vec![("portcullis.api_id", Attr::Str(route.api_id.clone()))];
+    let error = match forwarded {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            attributes.push(("http.response.status_code", Attr::Int(i64::from(status))));
+            (status >= 500).then(|| format!("HTTP {status}"))
+        }
+        Err(e) => Some(e.to_string()),
+    };
+    trace.child_with_id(
+        id,
+        "portcullis.upstream",
+        Kind::Client,
+        started,
+        attributes,
+        error,
+    );
 }
 
 /// What a request keeps of the configuration it was routed with, once the table is released.

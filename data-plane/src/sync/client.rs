@@ -389,6 +389,13 @@ impl SyncClient {
                     return retry(format!("stream error: {}", status.message()), progressed);
                 }
             };
+            let received = self.shared.tracer().map(|_| crate::trace::now_ns());
+            let message_kind = match &msg.message {
+                Some(Inbound::Snapshot(_)) => "snapshot",
+                Some(Inbound::Changes(_)) => "changes",
+                Some(Inbound::Bookmark(_)) => "bookmark",
+                None => "empty",
+            };
             let (result, at) = match msg.message {
                 Some(Inbound::Snapshot(s)) => {
                     if s.chunk == 0 {
@@ -447,6 +454,25 @@ impl SyncClient {
                 }
                 None => continue,
             };
+            if let (Some(tracer), Some(started)) = (self.shared.tracer(), received) {
+                use crate::trace::Attr;
+                tracer.record_root(
+                    "portcullis.sync.apply",
+                    started,
+                    vec![
+                        (
+                            "portcullis.sync.message",
+                            Attr::Str(message_kind.to_owned()),
+                        ),
+                        (
+                            "portcullis.revision",
+                            Attr::Int(i64::try_from(at).unwrap_or(i64::MAX)),
+                        ),
+                        ("portcullis.sync.accepted", Attr::Bool(result.is_ok())),
+                    ],
+                    result.as_ref().err().map(ToString::to_string),
+                );
+            }
             let reply = match result {
                 Ok(()) => {
                     let Some(applied) = self.applied.as_ref() else {

@@ -32,6 +32,7 @@ mod mtls;
 mod oauth;
 mod observability;
 mod oidc;
+mod otlp_traces;
 mod outages;
 mod plugins_grpc;
 mod plugins_js;
