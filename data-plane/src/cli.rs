@@ -75,9 +75,20 @@ pub struct RunArgs {
     /// Upstream timeout in seconds when an API sets no proxy.timeout.
     #[arg(long, env = "PORTCULLIS_UPSTREAM_TIMEOUT", default_value_t = 30.0)]
     pub upstream_timeout: f64,
-    /// Regional Redis for sessions (falls back to REDIS_URL).
+    /// Regional Redis for sessions (falls back to REDIS_URL): `redis://`, `rediss://`, a Redis
+    /// Cluster as `redis+cluster://HOST:PORT,HOST:PORT` or a Sentinel-managed primary as
+    /// `redis+sentinel://HOST:PORT,HOST:PORT/SERVICE` (docs/redis.md).
     #[arg(long, env = "PORTCULLIS_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Seed nodes of a Redis Cluster, HOST:PORT,HOST:PORT (the same as a
+    /// `redis+cluster://` --redis-url).
+    #[arg(
+        long,
+        env = "PORTCULLIS_REDIS_CLUSTER_NODES",
+        value_delimiter = ',',
+        conflicts_with = "redis_url"
+    )]
+    pub redis_cluster_nodes: Vec<String>,
     #[arg(long, env = "PORTCULLIS_REDIS_PREFIX", default_value = "portcullis:")]
     pub redis_prefix: String,
     /// How rate limits are counted (docs/limits.md): gcra (in Redis, O(1)), sliding-log (in
@@ -405,10 +416,16 @@ impl RunArgs {
                 "--encryption-secret / PORTCULLIS_ENCRYPTION_SECRET",
             ))?,
             upstream_timeout: Duration::from_secs_f64(self.upstream_timeout),
-            redis_url: self
-                .redis_url
-                .clone()
-                .or_else(|| std::env::var("REDIS_URL").ok()),
+            redis_url: if self.redis_cluster_nodes.is_empty() {
+                self.redis_url
+                    .clone()
+                    .or_else(|| std::env::var("REDIS_URL").ok())
+            } else {
+                Some(format!(
+                    "redis+cluster://{}",
+                    self.redis_cluster_nodes.join(",")
+                ))
+            },
             redis_prefix: self.redis_prefix.clone(),
             rate_limiter: self.rate_limiter,
             access_log: self.access_log.clone(),

@@ -5,22 +5,201 @@
 //!
 //! `rediss://` URLs speak TLS (rustls, the same stack as the rest of the gateway), checked
 //! against `--redis-ca-cert` when given, otherwise the system roots.
+//!
+//! Beyond one server (docs/redis.md): a Redis Cluster (`redis+cluster://` / `rediss+cluster://`
+//! with its seed nodes), where every key one script touches carries the same hash tag, and a
+//! Sentinel-managed primary (`redis+sentinel://`), looked up again at every reconnection so a
+//! failover is followed. Neither retries a command on its own: a command whose answer was lost
+//! may have run, and running it again would count a request twice.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 /// A Redis call slower than this counts as an outage for this request.
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// Where the link connects, from the URL's scheme.
+enum Source {
+    Single(redis::Client),
+    Cluster(ClusterClient),
+    /// Locked only while the primary is looked up (reconnections, one at a time).
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+}
+
+/// A connection to the region's Redis, whatever its topology. Cheap to clone: each is a handle
+/// on one multiplexed connection (per node, for a cluster).
+#[derive(Clone)]
+pub enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(_) => 0,
+        }
+    }
+}
+
 pub struct RedisLink {
-    client: redis::Client,
-    conn: ArcSwapOption<ConnectionManager>,
+    source: Source,
+    conn: ArcSwapOption<Conn>,
     prefix: String,
     reconnecting: AtomicBool,
+}
+
+/// A URL the link cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("{0}")]
+    Url(String),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
+
+fn tls_certificates(ca_pem: Option<Vec<u8>>) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: ca_pem,
+    }
+}
+
+/// `host:port,host:port` after the scheme of a cluster or sentinel URL (`user:password@` may
+/// come first, `/NAME` after for Sentinel); each node as a `redis://` or `rediss://` URL.
+fn nodes(rest: &str, tls: bool) -> Result<(Vec<String>, Option<&str>, &str), LinkError> {
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((auth, rest)) => (Some(auth), rest),
+        None => (None, rest),
+    };
+    let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let scheme = if tls { "rediss" } else { "redis" };
+    let mut out = Vec::new();
+    for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+        let ok = host
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !ok {
+            return Err(LinkError::Url(format!(
+                "{host:?} is not HOST:PORT in the Redis URL"
+            )));
+        }
+        out.push(match auth {
+            Some(a) => format!("{scheme}://{a}@{host}"),
+            None => format!("{scheme}://{host}"),
+        });
+    }
+    if out.is_empty() || out.len() > 64 {
+        return Err(LinkError::Url(
+            "a cluster or sentinel URL names 1 to 64 HOST:PORT nodes, comma-separated".into(),
+        ));
+    }
+    Ok((out, auth, path))
+}
+
+impl Source {
+    fn parse(url: &str, ca_pem: Option<Vec<u8>>) -> Result<Self, LinkError> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| LinkError::Url("the Redis URL has no scheme".into()))?;
+        match scheme {
+            "redis+cluster" | "rediss+cluster" => {
+                let tls = scheme == "rediss+cluster";
+                let (seeds, _, _) = nodes(rest, tls)?;
+                let mut builder = ClusterClient::builder(seeds)
+                    .connection_timeout(Duration::from_millis(500))
+                    .response_timeout(Duration::from_millis(200))
+                    // See the module comment: a lost answer is an outage, never a second run.
+                    .retries(0);
+                if tls {
+                    builder = builder.certs(tls_certificates(ca_pem));
+                }
+                Ok(Self::Cluster(builder.build()?))
+            }
+            "redis+sentinel" | "rediss+sentinel" => {
+                let tls = scheme == "rediss+sentinel";
+                let (sentinels, auth, service) = nodes(rest, tls)?;
+                if service.is_empty() || service.contains('/') {
+                    return Err(LinkError::Url(
+                        "a sentinel URL ends with /SERVICE_NAME (the primary's name in sentinel.conf)"
+                            .into(),
+                    ));
+                }
+                // The primary takes the same credentials as the sentinels.
+                let redis_connection_info = auth.map(|a| {
+                    let (user, password) = match a.split_once(':') {
+                        Some((u, p)) => (u, p),
+                        None => ("", a),
+                    };
+                    redis::RedisConnectionInfo {
+                        username: (!user.is_empty()).then(|| user.to_owned()),
+                        password: (!password.is_empty()).then(|| password.to_owned()),
+                        ..Default::default()
+                    }
+                });
+                let info = SentinelNodeConnectionInfo {
+                    tls_mode: tls.then_some(redis::TlsMode::Secure),
+                    redis_connection_info,
+                };
+                let client = SentinelClient::build(
+                    sentinels,
+                    service.to_owned(),
+                    Some(info),
+                    SentinelServerType::Master,
+                )?;
+                Ok(Self::Sentinel(tokio::sync::Mutex::new(client)))
+            }
+            _ => Ok(Self::Single(match ca_pem {
+                Some(root_cert) => {
+                    redis::Client::build_with_tls(url, tls_certificates(Some(root_cert)))?
+                }
+                None => redis::Client::open(url)?,
+            })),
+        }
+    }
+
+    async fn connect(&self) -> redis::RedisResult<Conn> {
+        match self {
+            Self::Single(client) => ConnectionManager::new_with_config(client.clone(), config())
+                .await
+                .map(Conn::Single),
+            Self::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+            Self::Sentinel(sentinel) => {
+                let primary = sentinel.lock().await.async_get_client().await?;
+                ConnectionManager::new_with_config(primary, config())
+                    .await
+                    .map(Conn::Single)
+            }
+        }
+    }
 }
 
 fn config() -> ConnectionManagerConfig {
@@ -36,29 +215,21 @@ impl RedisLink {
         url: &str,
         prefix: &str,
         ca_pem: Option<Vec<u8>>,
-    ) -> Result<Arc<Self>, redis::RedisError> {
-        let client = match ca_pem {
-            Some(root_cert) => redis::Client::build_with_tls(
-                url,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root_cert),
-                },
-            )?,
-            None => redis::Client::open(url)?,
-        };
+    ) -> Result<Arc<Self>, LinkError> {
+        let source = Source::parse(url, ca_pem)?;
+        if matches!(source, Source::Cluster(_)) && (prefix.contains('{') || prefix.contains('}')) {
+            // The hash tag that keeps a script's keys in one slot must be the first braces.
+            return Err(LinkError::Url(
+                "--redis-prefix must not contain { or } with a Redis Cluster".into(),
+            ));
+        }
         let link = Arc::new(Self {
-            client,
+            source,
             conn: ArcSwapOption::empty(),
             prefix: prefix.to_owned(),
             reconnecting: AtomicBool::new(false),
         });
-        match tokio::time::timeout(
-            Duration::from_secs(3),
-            ConnectionManager::new_with_config(link.client.clone(), config()),
-        )
-        .await
-        {
+        match tokio::time::timeout(Duration::from_secs(3), link.source.connect()).await {
             Ok(Ok(m)) => link.conn.store(Some(Arc::new(m))),
             _ => {
                 tracing::warn!(
@@ -74,13 +245,19 @@ impl RedisLink {
         &self.prefix
     }
 
+    /// True for a Redis Cluster: keys that one script or transaction touches then carry a hash
+    /// tag (`{...}`), so that they live in one slot.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.source, Source::Cluster(_))
+    }
+
     /// True when a connection is in place and no reconnection is under way.
     pub fn is_up(&self) -> bool {
         self.conn.load().is_some() && !self.reconnecting.load(Ordering::Acquire)
     }
 
     /// A connection to use now, if the link is up.
-    pub fn conn(&self) -> Option<ConnectionManager> {
+    pub fn conn(&self) -> Option<Conn> {
         self.conn.load_full().map(|c| (*c).clone())
     }
 
@@ -131,12 +308,7 @@ impl RedisLink {
         let link = self.clone();
         tokio::spawn(async move {
             loop {
-                match tokio::time::timeout(
-                    Duration::from_secs(1),
-                    ConnectionManager::new_with_config(link.client.clone(), config()),
-                )
-                .await
-                {
+                match tokio::time::timeout(Duration::from_secs(1), link.source.connect()).await {
                     Ok(Ok(m)) => {
                         link.conn.store(Some(Arc::new(m)));
                         tracing::info!("Redis connection re-established");

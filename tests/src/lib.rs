@@ -19,6 +19,7 @@ pub mod peers;
 pub mod private_pg;
 pub mod pyjwt;
 pub mod raw_sync;
+pub mod redis_topology;
 pub mod signatures;
 pub mod sim_node;
 pub mod stack;

@@ -173,14 +173,13 @@ impl RedisGcra {
         limits: &Limits,
     ) -> Result<ScriptAnswer, Unanswered> {
         let (link, conn) = script::connect(redis)?;
-        let prefix = link.prefix();
         let scope = limits.scope.as_str();
-        let room = script::key_len(prefix, CELL, scope)
-            + script::key_len(prefix, QUOTA, scope)
+        let room = script::key_len(link, CELL, scope)
+            + script::key_len(link, QUOTA, scope)
             + 4 * NUMBER_LEN;
         let mut cmd = self.script.command(2, 4, room);
-        script::key(&mut cmd, prefix, CELL, scope);
-        script::key(&mut cmd, prefix, QUOTA, scope);
+        script::key(&mut cmd, link, CELL, scope);
+        script::key(&mut cmd, link, QUOTA, scope);
         let (interval, tolerance) = cell.map_or((0, 0), |c| (c.interval, c.tolerance));
         cmd.arg(interval)
             .arg(tolerance)

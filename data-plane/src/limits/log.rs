@@ -66,19 +66,18 @@ impl SlidingLog {
     pub(super) async fn check(&self, redis: Option<&Arc<RedisLink>>, limits: &Limits) -> Outcome {
         let pass = |u| (u, Decision::Allowed(None));
         let (link, conn) = script::connect(redis).map_err(pass)?;
-        let prefix = link.prefix();
         let scope = limits.scope.as_str();
         // The gateway's clock: gateways of a region should run NTP.
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let (rate, per_ms) = limits.window();
-        let room = script::key_len(prefix, LOG, scope)
-            + script::key_len(prefix, QUOTA, scope)
+        let room = script::key_len(link, LOG, scope)
+            + script::key_len(link, QUOTA, scope)
             + 7 * NUMBER_LEN;
         let mut cmd = self.script.command(2, 6, room);
-        script::key(&mut cmd, prefix, LOG, scope);
-        script::key(&mut cmd, prefix, QUOTA, scope);
+        script::key(&mut cmd, link, LOG, scope);
+        script::key(&mut cmd, link, QUOTA, scope);
         cmd.arg(now_ms)
             .arg(per_ms)
             .arg(rate)

@@ -5,11 +5,10 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
 use redis::{Cmd, FromRedisValue, RedisWrite, Script};
 
 use super::Unanswered;
-use crate::redis_link::{CALL_TIMEOUT, RedisLink};
+use crate::redis_link::{CALL_TIMEOUT, Conn, RedisLink};
 
 pub(super) struct LuaScript(Script);
 
@@ -31,7 +30,7 @@ impl LuaScript {
     pub(super) async fn run<T: FromRedisValue>(
         &self,
         link: &Arc<RedisLink>,
-        mut conn: ConnectionManager,
+        mut conn: Conn,
         cmd: &Cmd,
     ) -> Result<T, Unanswered> {
         let call = async {
@@ -55,25 +54,30 @@ impl LuaScript {
 /// The region's Redis link and a connection to it, if there is one.
 pub(super) fn connect(
     redis: Option<&Arc<RedisLink>>,
-) -> Result<(&Arc<RedisLink>, ConnectionManager), Unanswered> {
+) -> Result<(&Arc<RedisLink>, Conn), Unanswered> {
     let link = redis.ok_or(Unanswered::NoLink)?;
     let conn = link.conn().ok_or_else(|| Unanswered::Down(link.clone()))?;
     Ok((link, conn))
 }
 
-/// Appends the key `<prefix><kind><scope>` to `cmd`.
-pub(super) fn key(cmd: &mut Cmd, prefix: &str, kind: &str, scope: &str) {
+/// Appends the key `<prefix><kind><scope>` to `cmd`; on a Redis Cluster `<prefix><kind>{<scope>}`,
+/// so that every key of one scope (its rate counter and its quota) is in the same hash slot, as
+/// a script's keys must be.
+pub(super) fn key(cmd: &mut Cmd, link: &RedisLink, kind: &str, scope: &str) {
+    let tag = link.is_cluster();
     let mut arg = cmd.writer_for_next_arg();
     // Writes into the command's own Vec, which cannot fail.
     let _ = arg
-        .write_all(prefix.as_bytes())
+        .write_all(link.prefix().as_bytes())
         .and_then(|()| arg.write_all(kind.as_bytes()))
-        .and_then(|()| arg.write_all(scope.as_bytes()));
+        .and_then(|()| if tag { arg.write_all(b"{") } else { Ok(()) })
+        .and_then(|()| arg.write_all(scope.as_bytes()))
+        .and_then(|()| if tag { arg.write_all(b"}") } else { Ok(()) });
 }
 
 /// Bytes [`key`] writes, for [`LuaScript::command`]'s `room`.
-pub(super) fn key_len(prefix: &str, kind: &str, scope: &str) -> usize {
-    prefix.len() + kind.len() + scope.len()
+pub(super) fn key_len(link: &RedisLink, kind: &str, scope: &str) -> usize {
+    link.prefix().len() + kind.len() + scope.len() + if link.is_cluster() { 2 } else { 0 }
 }
 
 /// Room for one numeric argument, sign and digits.

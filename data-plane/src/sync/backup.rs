@@ -52,8 +52,15 @@ pub enum BackupError {
 }
 
 /// The Redis key of a group's backup, under the regional prefix.
-pub fn redis_key(prefix: &str, group: &str) -> String {
-    format!("{prefix}backup:{group}")
+/// The backup's key; its `:hash` companion is written in the same transaction, so on a Redis
+/// Cluster the group is a hash tag that keeps both in one slot.
+pub fn redis_key(link: &RedisLink, group: &str) -> String {
+    let prefix = link.prefix();
+    if link.is_cluster() {
+        format!("{prefix}backup:{{{group}}}")
+    } else {
+        format!("{prefix}backup:{group}")
+    }
 }
 
 pub fn seal(snapshot: &Snapshot, group: &str, secret: &str) -> Vec<u8> {
@@ -122,7 +129,7 @@ pub async fn store(
     let Some(mut conn) = link.conn() else {
         return false;
     };
-    let key = redis_key(link.prefix(), group);
+    let key = redis_key(link, group);
     let mut pipe = redis::pipe();
     pipe.atomic()
         .set(&key, sealed)
@@ -143,7 +150,7 @@ pub async fn store(
 pub async fn stored_hash(link: &std::sync::Arc<RedisLink>, group: &str) -> Option<String> {
     let mut conn = link.conn()?;
     let mut cmd = redis::cmd("GET");
-    cmd.arg(format!("{}:hash", redis_key(link.prefix(), group)));
+    cmd.arg(format!("{}:hash", redis_key(link, group)));
     match tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<Option<String>>(&mut conn)).await {
         Ok(Ok(v)) => v,
         _ => {
@@ -167,7 +174,7 @@ pub async fn fetch(link: &std::sync::Arc<RedisLink>, group: &str) -> Option<Vec<
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     let mut cmd = redis::cmd("GET");
-    cmd.arg(redis_key(link.prefix(), group));
+    cmd.arg(redis_key(link, group));
     match tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<Option<Vec<u8>>>(&mut conn)).await {
         Ok(Ok(v)) => v,
         _ => {

@@ -37,6 +37,7 @@ mod outages;
 mod plugins_grpc;
 mod plugins_js;
 mod proxy;
+mod redis_topologies;
 mod resilience;
 mod secrets_at_rest;
 mod split_token;
