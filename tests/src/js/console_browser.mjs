@@ -16,9 +16,11 @@ const WAIT = { timeout: 30000 };
 
 const browser = await chromium.launch({ executablePath: input.chromium, headless: true });
 const out = { requests: [], console: [], page_errors: [], dialogs: [] };
+let page = null;
+let failed = false;
 try {
   const context = await browser.newContext();
-  const page = await context.newPage();
+  page = await context.newPage();
   page.on('request', (r) => out.requests.push(r.url()));
   page.on('console', (m) => out.console.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => out.page_errors.push(String(e)));
@@ -140,7 +142,13 @@ try {
   await page.click('#forget');
   out.forgotten = { status: await text('#status'), stored: await stored(), apis: (await rows('#apis')).length };
   out.final_url = page.url();
+} catch (e) {
+  // What the page showed when a step gave up, for the test's failure message.
+  failed = true;
+  out.failure = String(e && e.message || e);
+  out.page_text = page ? await page.innerText('body').catch(() => null) : null;
 } finally {
   await browser.close();
 }
-process.stdout.write(JSON.stringify(out));
+process.stdout.write(JSON.stringify(out, null, failed ? 1 : 0));
+process.exitCode = failed ? 1 : 0;
