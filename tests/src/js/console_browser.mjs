@@ -4,6 +4,7 @@
 //   secret        the admin secret; wrong_secret one the control plane does not accept
 //   api_name, policy_name, xss_name   names the tables must show
 //   nodes         [{id, group}] of the edges that must show connected with no revision lag
+//   nacked        [{id}] of the edges that must show a NACK
 //   key_hash      the key to look up and revoke
 //   chromium      the browser binary; screenshot (optional) where to save a picture of the page
 // Prints one JSON document of what the page showed; the Rust test asserts on it.
@@ -80,6 +81,10 @@ try {
       const counted = [...document.querySelectorAll(`figure.chart[data-group="${n.group}"] rect.bar`)]
         .reduce((sum, r) => sum + Number(r.getAttribute('data-count')), 0);
       if (counted === 0) return false;
+    }
+    for (const n of want.nacked) {
+      const tr = document.querySelector(`tr[data-node-id="${n.id}"]`);
+      if (!tr || !tr.cells[6].textContent.startsWith('revision ')) return false;
     }
     return true;
   }, input, WAIT);

@@ -1,6 +1,7 @@
 //! The fleet console (docs/console.md) in a real browser: an operator opens `/console`, is
 //! refused without the right secret, sees the APIs, policies and edges by group, the commit →
-//! ACK chart, looks a key up by its hash and revokes it; the edges then refuse the key.
+//! ACK chart, an edge's NACK, looks a key up by its hash and revokes it; the edges then refuse
+//! the key.
 
 use std::time::Duration;
 
@@ -29,6 +30,31 @@ async fn edge(cp: &Cp, group: &str) -> Dp {
     .expect("gateway starts")
 }
 
+/// A definition no edge can apply (as a newer control plane might write), for `group` only:
+/// committed through the change log, since the management API would refuse it.
+async fn commit_unusable_api(db_url: &str, group: &str) {
+    use portcullis_control_plane::store::changelog::{ChangeKind, NewChange, commit_change};
+    let store = portcullis_control_plane::store::Store::connect(db_url, 2)
+        .await
+        .unwrap();
+    let bad = json!({"api_id": "broken", "proxy": {"listen_path": "/broken/", "target_url": "ftp://nowhere/"}});
+    let tags = [group.to_owned()];
+    let mut tx = store.pool().begin().await.unwrap();
+    commit_change(
+        &mut tx,
+        NewChange {
+            kind: ChangeKind::Api,
+            resource_id: "broken",
+            body: Some(&bad),
+            tags: Some(&tags),
+            prev_tags: None,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
 async fn get_with_key(dp: &Dp, key: &str) -> (StatusCode, Value) {
     portcullis_tests::idp_stack::get(dp, "/orders/", &[("Authorization", key)]).await
 }
@@ -40,6 +66,8 @@ async fn an_operator_sees_the_fleet_and_revokes_a_key_from_the_console() {
     let echo = EchoUpstream::start().await;
     let eu = edge(&cp, "eu-west").await;
     let us = edge(&cp, "us-east").await;
+    // An edge that will be stuck on a change it cannot apply.
+    let canary = edge(&cp, "canary").await;
     // Written once both edges follow the change log, so their ACKs are timed.
     cp.create_api(&api("orders", &echo.url(), json!({"name": "Orders API"})))
         .await;
@@ -50,6 +78,8 @@ async fn an_operator_sees_the_fleet_and_revokes_a_key_from_the_console() {
         "quota_max": -1, "access_rights": access_rights(&["orders"])});
     let (status, body) = cp.call(Method::POST, "/tyk/policies", Some(&policy)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    canary.wait_for_revision(3).await;
+    commit_unusable_api(&db.url, "canary").await;
     let key = key_for(&cp, &["orders"]).await;
     let hash = key_hash(&key);
     for dp in [&eu, &us] {
@@ -58,6 +88,7 @@ async fn an_operator_sees_the_fleet_and_revokes_a_key_from_the_console() {
         })
         .await;
     }
+    let canary_id = canary.node_id().unwrap();
     let (_, nodes) = cp.call(Method::GET, "/portcullis/nodes", None).await;
     let nodes: Vec<(String, String)> = nodes["nodes"]
         .as_array()
@@ -69,6 +100,7 @@ async fn an_operator_sees_the_fleet_and_revokes_a_key_from_the_console() {
                 n["group"].as_str().unwrap().to_owned(),
             )
         })
+        .filter(|(id, _)| *id != canary_id)
         .collect();
     assert_eq!(nodes.len(), 2);
 
@@ -80,6 +112,7 @@ async fn an_operator_sees_the_fleet_and_revokes_a_key_from_the_console() {
         "policy_name": "Gold plan",
         "xss_name": XSS_NAME,
         "nodes": nodes.iter().map(|(id, group)| json!({"id": id, "group": group})).collect::<Vec<_>>(),
+        "nacked": [{"id": canary_id}],
         "key_hash": hash,
         "screenshot": std::env::var("PORTCULLIS_CONSOLE_SCREENSHOT").ok(),
     }))
@@ -131,7 +164,7 @@ async fn an_operator_sees_the_fleet_and_revokes_a_key_from_the_console() {
         connected["status"]
             .as_str()
             .unwrap()
-            .starts_with("Connected: 2 APIs, 1 policies, 2 nodes."),
+            .starts_with("Connected: 2 APIs, 1 policies, 3 nodes."),
         "{}",
         connected["status"]
     );
@@ -160,9 +193,32 @@ async fn an_operator_sees_the_fleet_and_revokes_a_key_from_the_console() {
             .iter()
             .map(|g| g["group"].clone())
             .collect::<Vec<_>>(),
-        [json!("eu-west"), json!("us-east")]
+        [json!("canary"), json!("eu-west"), json!("us-east")]
     );
-    for g in groups {
+    // The canary: behind by the changes since the one it refused, and why it refused it.
+    let (_, node) = cp
+        .call(Method::GET, &format!("/portcullis/nodes/{canary_id}"), None)
+        .await;
+    let row = &groups[0]["rows"][0];
+    assert_eq!(row[1], json!(canary_id));
+    assert_eq!(row[3], "connected");
+    // Revisions 1-3 are the APIs and the policy, 4 the unusable API, 5 the key; the page is read
+    // before the revocation commits 6.
+    assert_eq!(row[4], json!(node["applied_revision"].to_string()));
+    assert_eq!((row[4].as_str(), row[5].as_str()), (Some("3"), Some("2")));
+    // The NACK of the unusable API (4), or of the change after it, which the edge also refuses.
+    let nack = row[6].as_str().unwrap();
+    let revision = nack
+        .strip_prefix("revision ")
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_default();
+    assert!(
+        ["4", "5"].contains(&revision)
+            && nack.contains(" UTC: invalid resource broken: proxy.target_url")
+            && nack.ends_with(" [broken]"),
+        "{nack}"
+    );
+    for g in &groups[1..] {
         let group = g["group"].as_str().unwrap();
         assert_eq!(g["heading"], format!("Group {group}: 1 node, 1 connected"));
         assert_eq!(
@@ -212,7 +268,7 @@ async fn an_operator_sees_the_fleet_and_revokes_a_key_from_the_console() {
             .iter()
             .map(|c| c["group"].clone())
             .collect::<Vec<_>>(),
-        [json!("eu-west"), json!("us-east")]
+        [json!("canary"), json!("eu-west"), json!("us-east")]
     );
     let (_, propagation) = cp.call(Method::GET, "/portcullis/propagation", None).await;
     let bounds = propagation["bounds_seconds"].as_array().unwrap().len();
