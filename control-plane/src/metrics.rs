@@ -1,5 +1,7 @@
 //! Control-plane Prometheus metrics: one typed struct, passed in, never global.
 
+pub mod propagation;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -37,8 +39,11 @@ pub struct HttpLabels {
 /// Every metric the control plane exports.
 pub struct Metrics {
     registry: Registry,
-    /// Commit of a revision → ACK of it by a node, per group.
+    /// Commit of a revision → ACK of it by a node, per group. Observed through
+    /// [`Metrics::observe_propagation`], which keeps [`Metrics::propagation`] in step.
     pub sync_propagation_seconds: Family<GroupLabels, Histogram>,
+    /// The same observations as plain counts, for `GET /portcullis/propagation`.
+    pub propagation: propagation::PropagationCounts,
     pub sync_connected_streams: Family<GroupLabels, Gauge>,
     pub sync_snapshots_total: Family<SnapshotLabels, Counter>,
     pub sync_nacks_total: Family<GroupLabels, Counter>,
@@ -72,9 +77,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("portcullis");
         let sync_propagation_seconds =
             Family::<GroupLabels, Histogram>::new_with_constructor(|| {
-                Histogram::new([
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                ])
+                Histogram::new(propagation::BOUNDS)
             });
         registry.register(
             "sync_propagation_seconds",
@@ -138,6 +141,7 @@ impl Metrics {
         Self {
             registry,
             sync_propagation_seconds,
+            propagation: propagation::PropagationCounts::default(),
             sync_connected_streams,
             sync_snapshots_total,
             sync_nacks_total,
@@ -147,6 +151,16 @@ impl Metrics {
             sync_snapshots_throttled_total,
             api_requests_total,
             sync_reported_sessions_total,
+        }
+    }
+
+    /// Records commit → ACK times of one node of `group`, in both histograms.
+    pub fn observe_propagation(&self, group: &GroupLabels, seconds: impl IntoIterator<Item = f64>) {
+        // The family's guard is dropped before this returns, so callers may await after.
+        let histogram = self.sync_propagation_seconds.get_or_create(group);
+        for s in seconds {
+            histogram.observe(s);
+            self.propagation.observe(&group.group, s);
         }
     }
 

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod blackhole;
+pub mod browser;
 pub mod component;
 pub mod coprocess;
 pub mod echo;

@@ -1,4 +1,5 @@
-//! The admin secret check (`X-Tyk-Authorization`), in front of every route but `GET /hello`.
+//! The admin secret check (`X-Tyk-Authorization`), in front of every route but `GET /hello` and
+//! the console's static shell.
 
 use axum::extract::{Request, State};
 use axum::http::Method;
@@ -25,6 +26,11 @@ pub async fn require_admin_secret(
 ) -> Response {
     // Load balancers and probes call /hello without credentials, as with Tyk.
     if req.method() == Method::GET && req.uri().path() == "/hello" {
+        return next.run(req).await;
+    }
+    // A browser cannot send the secret when it navigates: the shell holds no data, and every
+    // call it makes is checked here (docs/console.md).
+    if super::console::is_shell(req.method(), req.uri().path()) {
         return next.run(req).await;
     }
     let ok = req

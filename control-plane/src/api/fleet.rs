@@ -1,4 +1,4 @@
-//! `/portcullis/*`: bootstrap tokens, the node CA and the node registry.
+//! `/portcullis/*`: bootstrap tokens, the node CA, the node registry and how fast nodes ACK.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -175,4 +175,14 @@ pub async fn revoke_node(
     Ok(Json(
         json!({"key": id, "status": "ok", "action": "deleted"}),
     ))
+}
+
+/// `GET /portcullis/propagation`: the commit → ACK histogram this replica has observed, per node
+/// group, as the console draws it (docs/console.md). Each replica counts the ACKs of the nodes
+/// whose streams it serves, as its `portcullis_sync_propagation_seconds` does.
+pub async fn propagation(State(state): State<ApiState>) -> Json<Value> {
+    Json(json!({
+        "bounds_seconds": crate::metrics::propagation::BOUNDS,
+        "groups": state.metrics.propagation.snapshot(),
+    }))
 }

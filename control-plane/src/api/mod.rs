@@ -6,6 +6,7 @@ mod apis;
 mod cache;
 mod certs;
 mod config;
+mod console;
 mod error;
 mod fleet;
 mod health;
@@ -69,12 +70,18 @@ fn written_warning(
     }))
 }
 
-/// The whole management API. Every route but `GET /hello` needs the admin secret.
+/// The whole management API. Every route but `GET /hello` and the console's static shell
+/// needs the admin secret.
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/hello", get(health::hello))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
+        .route("/console", get(console::index))
+        .route("/console/", get(console::index))
+        .route("/console/console.js", get(console::script))
+        .route("/console/console.css", get(console::style))
+        .route("/console/favicon.svg", get(console::icon))
         .route("/tyk/reload", get(health::reload).post(health::reload))
         .route("/tyk/reload/", get(health::reload).post(health::reload))
         .route(
@@ -170,6 +177,7 @@ pub fn router(state: ApiState) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(MAX_CONFIG_BODY)),
         )
         .route("/portcullis/nodes", get(fleet::list_nodes))
+        .route("/portcullis/propagation", get(fleet::propagation))
         .route(
             "/portcullis/nodes/{id}",
             get(fleet::get_node).delete(fleet::revoke_node),

@@ -9,6 +9,10 @@ const ROUTES: &[&str] = &[
     "/hello",
     "/metrics",
     "/openapi.json",
+    "/console",
+    "/console/console.js",
+    "/console/console.css",
+    "/console/favicon.svg",
     "/tyk/reload",
     "/tyk/reload/group",
     "/tyk/apis",
@@ -36,6 +40,7 @@ const ROUTES: &[&str] = &[
     "/portcullis/config",
     "/portcullis/nodes",
     "/portcullis/nodes/{id}",
+    "/portcullis/propagation",
 ];
 
 #[test]

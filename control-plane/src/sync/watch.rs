@@ -341,17 +341,12 @@ impl WatchStream {
         let times =
             lock(&self.inner.tailer.state).commit_times(self.acked.0.max(self.live_from), revision);
         let now = Utc::now();
-        {
-            // The family's guard must not live across an await.
-            let histogram = self
-                .inner
-                .metrics
-                .sync_propagation_seconds
-                .get_or_create(&self.labels);
-            for t in times {
-                histogram.observe((now - t).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
-            }
-        }
+        self.inner.metrics.observe_propagation(
+            &self.labels,
+            times
+                .into_iter()
+                .map(|t| (now - t).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6),
+        );
         self.acked = (revision, ack.config_hash);
         self.inner
             .acks

@@ -10,6 +10,7 @@ mod auth_token;
 mod backup;
 mod certs_api;
 mod config;
+mod console;
 mod edge_sessions;
 mod external_oauth;
 mod fleet;
