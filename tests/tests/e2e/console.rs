@@ -104,6 +104,23 @@ async fn an_operator_sees_the_fleet_and_revokes_a_key_from_the_console() {
         .collect();
     assert_eq!(nodes.len(), 2);
 
+    // ACKs reach the control plane after the edges applied the changes: the page is read once
+    // every group's are counted.
+    eventually(
+        Duration::from_secs(20),
+        "every group's ACKs timed",
+        || async {
+            let (_, p) = cp.call(Method::GET, "/portcullis/propagation", None).await;
+            let counted = p["groups"].as_array().map_or(0, |groups| {
+                groups
+                    .iter()
+                    .filter(|g| g["count"].as_u64() > Some(0))
+                    .count()
+            });
+            (counted >= 3).then_some(())
+        },
+    )
+    .await;
     let seen = browser::console_session(json!({
         "origin": format!("http://{}", cp.api_addr),
         "secret": ADMIN_SECRET,
