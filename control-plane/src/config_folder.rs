@@ -41,14 +41,12 @@ fn hidden(name: &std::ffi::OsStr) -> bool {
 
 /// Reads `dir` into the body of `POST /portcullis/config` (without `dry_run`/`prune`). Files at
 /// the top of `dir` are ignored (a README); a folder other than the three kinds is refused, so
-/// a typo (`policy/`) does not silently apply nothing.
+/// a typo (`policy/`) does not silently apply nothing. Only the kinds whose folder exists are
+/// sent: a kind without its folder is left as it is in the store, even with `--prune`.
 pub fn read(dir: &Path) -> Result<Value, FolderError> {
     let entries = std::fs::read_dir(dir).map_err(|e| file_error(dir, e))?;
     let mut budget = MAX_TOTAL_BYTES;
     let mut body = serde_json::Map::new();
-    for kind in KINDS {
-        body.insert((*kind).to_owned(), Value::Array(Vec::new()));
-    }
     for entry in entries {
         let entry = entry.map_err(|e| file_error(dir, e))?;
         let path = entry.path();
@@ -205,9 +203,15 @@ pub fn write(dir: &Path, dump: &Value, force: bool) -> Result<usize, FolderError
         }
         Err(_) => private_dir(dir)?,
     }
-    let staging = dir.join(format!(".portcullis-dump-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    private_dir(&staging)?;
+    // A fresh name, created here (not reused): nobody else can have prepared it.
+    let staging = dir.join(format!(".portcullis-dump-{:016x}", rand::random::<u64>()));
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .map_err(|e| file_error(&staging, e))?;
+    }
     let result = stage(&staging, dump).and_then(|written| {
         swap_in(dir, &staging)?;
         Ok(written)
@@ -253,7 +257,7 @@ fn stage(staging: &Path, dump: &Value) -> Result<usize, FolderError> {
                 .create_new(true)
                 .mode(0o600)
                 .open(&path)
-                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
                 .map_err(|e| file_error(&path, e))?;
             written += 1;
         }
@@ -261,20 +265,29 @@ fn stage(staging: &Path, dump: &Value) -> Result<usize, FolderError> {
     Ok(written)
 }
 
-/// Moves the staged kind folders into `dir`, each by one rename; the folders they replace are
-/// moved into the staging folder, which the caller removes.
+/// Moves the staged kind folders into `dir`; the folders they replace are moved into the
+/// staging folder, which the caller removes. Every link is checked before anything moves, and
+/// a kind whose new folder cannot be moved in gets its old one back.
 fn swap_in(dir: &Path, staging: &Path) -> Result<(), FolderError> {
     for kind in KINDS {
         let target = dir.join(kind);
-        match std::fs::symlink_metadata(&target) {
-            Ok(meta) if meta.file_type().is_symlink() => return Err(symlink_refused(&target)),
-            Ok(_) => {
-                let old = staging.join(format!("old-{kind}"));
-                std::fs::rename(&target, &old).map_err(|e| file_error(&target, e))?;
-            }
-            Err(_) => {}
+        if std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(symlink_refused(&target));
         }
-        std::fs::rename(staging.join(kind), &target).map_err(|e| file_error(&target, e))?;
+    }
+    for kind in KINDS {
+        let target = dir.join(kind);
+        let old = staging.join(format!("old-{kind}"));
+        let had_old = target.exists();
+        if had_old {
+            std::fs::rename(&target, &old).map_err(|e| file_error(&target, e))?;
+        }
+        if let Err(e) = std::fs::rename(staging.join(kind), &target) {
+            if had_old {
+                let _ = std::fs::rename(&old, &target);
+            }
+            return Err(file_error(&target, e));
+        }
     }
     Ok(())
 }
@@ -379,7 +392,7 @@ mod tests {
         let body = read(&dir).unwrap();
         assert_eq!(body["apis"][0]["source"], "apis/a.json");
         assert_eq!(body["policies"][0]["body"]["rate"], 5);
-        assert_eq!(body["certificates"], json!([]));
+        assert_eq!(body.get("certificates"), None, "no folder: not sent");
 
         std::fs::write(dir.join("policies/q.yaml"), "id: [unclosed\n").unwrap();
         let e = read(&dir).unwrap_err().to_string();

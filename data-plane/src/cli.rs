@@ -129,6 +129,10 @@ pub struct RunArgs {
     /// followed.
     #[arg(long, env = "PORTCULLIS_OTLP_SAMPLE_RATIO", default_value_t = 1.0, value_parser = parse_ratio)]
     pub otlp_sample_ratio: f64,
+    /// Record every request whose client sent a sampled `traceparent`, whatever the ratio
+    /// (for edges whose clients are your own services; off: clients cannot raise the ratio).
+    #[arg(long, env = "PORTCULLIS_OTLP_TRUST_CLIENT_SAMPLING")]
+    pub otlp_trust_client_sampling: bool,
     /// The `service.name` of the gateway's spans.
     #[arg(
         long,
@@ -334,6 +338,9 @@ fn parse_otlp_endpoint(v: &str) -> Result<http::Uri, String> {
             "must be http://HOST:PORT (OTLP/gRPC without TLS, e.g. a local collector)".into(),
         );
     }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err("must not hold credentials (they would reach the logs)".into());
+    }
     if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
         return Err("must not have a path: OTLP/gRPC uses the service's own".into());
     }
@@ -437,6 +444,7 @@ impl RunArgs {
                     sample_ratio: self.otlp_sample_ratio,
                     service_name: self.otlp_service_name.clone(),
                     instance: String::new(),
+                    trust_client_sampling: self.otlp_trust_client_sampling,
                 }),
             local_session_cache: !self.disable_local_session_cache,
             redis_ca_pem: match &self.redis_ca_cert {

@@ -77,6 +77,40 @@ pub struct RedisLink {
     reconnecting: AtomicBool,
 }
 
+/// True when `e` says the connection (or, for a cluster, its view of the nodes) is unusable,
+/// so the link must be rebuilt; a server's answer to one command (a script error, a MOVED
+/// that the cluster client already acted on) is not.
+pub fn needs_new_connection(e: &redis::RedisError) -> bool {
+    e.is_unrecoverable_error()
+        || e.is_timeout()
+        // A primary demoted by Sentinel: ask the sentinels again.
+        || matches!(e.kind(), redis::ErrorKind::ReadOnly | redis::ErrorKind::MasterDown)
+}
+
+/// `%XX` escapes of a URL's user or password, as redis-rs reads them from the sentinels' URLs.
+fn percent_decoded(s: &str) -> Result<String, LinkError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    LinkError::Url("a bad %-escape in the Redis URL's credentials".into())
+                })?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| LinkError::Url("the Redis URL's credentials are not UTF-8".into()))
+}
+
 /// A URL the link cannot use.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -96,10 +130,17 @@ fn tls_certificates(ca_pem: Option<Vec<u8>>) -> redis::TlsCertificates {
 /// `host:port,host:port` after the scheme of a cluster or sentinel URL (`user:password@` may
 /// come first, `/NAME` after for Sentinel); each node as a `redis://` or `rediss://` URL.
 fn nodes(rest: &str, tls: bool) -> Result<(Vec<String>, Option<&str>, &str), LinkError> {
-    let (auth, rest) = match rest.rsplit_once('@') {
+    // One `user:password@` for all nodes, before the first host; characters such as `@`, `/`
+    // and `,` in it are written %-escaped.
+    let (auth, rest) = match rest.split_once('@') {
         Some((auth, rest)) => (Some(auth), rest),
         None => (None, rest),
     };
+    if rest.contains('@') || auth.is_some_and(|a| a.contains('/') || a.contains(',')) {
+        return Err(LinkError::Url(
+            "give the credentials once, before the first HOST:PORT, with @ / , %-escaped".into(),
+        ));
+    }
     let (hosts, path) = rest.split_once('/').unwrap_or((rest, ""));
     let scheme = if tls { "rediss" } else { "redis" };
     let mut out = Vec::new();
@@ -146,6 +187,12 @@ impl Source {
             }
             "redis+sentinel" | "rediss+sentinel" => {
                 let tls = scheme == "rediss+sentinel";
+                if ca_pem.is_some() {
+                    // Refused rather than silently checked against the system roots.
+                    return Err(LinkError::Url(
+                        "--redis-ca-cert is not supported with Sentinel yet: use certificates the system roots accept".into(),
+                    ));
+                }
                 let (sentinels, auth, service) = nodes(rest, tls)?;
                 if service.is_empty() || service.contains('/') {
                     return Err(LinkError::Url(
@@ -153,18 +200,20 @@ impl Source {
                             .into(),
                     ));
                 }
-                // The primary takes the same credentials as the sentinels.
-                let redis_connection_info = auth.map(|a| {
-                    let (user, password) = match a.split_once(':') {
-                        Some((u, p)) => (u, p),
-                        None => ("", a),
-                    };
-                    redis::RedisConnectionInfo {
-                        username: (!user.is_empty()).then(|| user.to_owned()),
-                        password: (!password.is_empty()).then(|| password.to_owned()),
-                        ..Default::default()
+                // The primary takes the same credentials as the sentinels, read as redis-rs reads
+                // them from a URL: `user:password`, or `:password`, %-escaped.
+                let redis_connection_info = match auth {
+                    None => None,
+                    Some(a) => {
+                        let (user, password) = a.split_once(':').unwrap_or((a, ""));
+                        let (user, password) = (percent_decoded(user)?, percent_decoded(password)?);
+                        Some(redis::RedisConnectionInfo {
+                            username: (!user.is_empty()).then_some(user),
+                            password: (!password.is_empty()).then_some(password),
+                            ..Default::default()
+                        })
                     }
-                });
+                };
                 let info = SentinelNodeConnectionInfo {
                     tls_mode: tls.then_some(redis::TlsMode::Secure),
                     redis_connection_info,
@@ -319,5 +368,49 @@ impl RedisLink {
             }
             link.reconnecting.store(false, Ordering::Release);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_and_sentinel_urls_name_their_nodes_and_one_set_of_credentials() {
+        let (seeds, auth, path) = nodes("u:p%40ss@10.0.0.1:7000, 10.0.0.2:7001", false).unwrap();
+        assert_eq!(
+            seeds,
+            [
+                "redis://u:p%40ss@10.0.0.1:7000",
+                "redis://u:p%40ss@10.0.0.2:7001"
+            ]
+        );
+        assert_eq!((auth, path), (Some("u:p%40ss"), ""));
+        let (seeds, _, service) = nodes("[::1]:26379/orders", true).unwrap();
+        assert_eq!(
+            (seeds[0].as_str(), service),
+            ("rediss://[::1]:26379", "orders")
+        );
+        for bad in [
+            "",
+            "host",
+            "host:port",
+            ":6379",
+            "u:p@h1:1,u:p@h2:2",
+            "u:p/x@h:1",
+        ] {
+            assert!(nodes(bad, false).is_err(), "{bad}");
+        }
+        assert_eq!(percent_decoded("p%40ss%2Fw").unwrap(), "p@ss/w");
+        assert!(percent_decoded("p%4").is_err());
+    }
+
+    #[test]
+    fn a_sentinel_url_needs_its_service_and_no_private_ca() {
+        assert!(Source::parse("redis+sentinel://127.0.0.1:26379", None).is_err());
+        assert!(Source::parse("redis+sentinel://127.0.0.1:26379/a/b", None).is_err());
+        assert!(Source::parse("redis+sentinel://127.0.0.1:26379/orders", Some(vec![])).is_err());
+        assert!(Source::parse("redis+sentinel://:secret@127.0.0.1:26379/orders", None).is_ok());
+        assert!(Source::parse("redis+cluster://127.0.0.1:7000,127.0.0.1:7001", None).is_ok());
     }
 }

@@ -39,13 +39,26 @@ pub struct ApplyRequest {
     dry_run: bool,
     #[serde(default)]
     prune: bool,
-    #[serde(default)]
-    apis: Vec<Item>,
-    #[serde(default)]
-    policies: Vec<Item>,
+    /// A kind left out (its folder absent) is not planned at all: not even `--prune` touches
+    /// it, so a folder missing after a failed dump cannot empty the store.
+    apis: Option<Vec<Item>>,
+    policies: Option<Vec<Item>>,
     /// References to certificates already in the store: `{"id": ..., "fingerprint": ...}`.
-    #[serde(default)]
-    certificates: Vec<Item>,
+    certificates: Option<Vec<Item>>,
+}
+
+impl ApplyRequest {
+    fn apis(&self) -> &[Item] {
+        self.apis.as_deref().unwrap_or_default()
+    }
+
+    fn policies(&self) -> &[Item] {
+        self.policies.as_deref().unwrap_or_default()
+    }
+
+    fn certificates(&self) -> &[Item] {
+        self.certificates.as_deref().unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -196,9 +209,9 @@ fn once<'a>(
 
 fn parse(req: &ApplyRequest, state: &ApiState) -> Result<Desired, ApiError> {
     for (kind, items) in [
-        ("apis", &req.apis),
-        ("policies", &req.policies),
-        ("certificates", &req.certificates),
+        ("apis", req.apis()),
+        ("policies", req.policies()),
+        ("certificates", req.certificates()),
     ] {
         if items.len() > MAX_ITEMS {
             return Err(ApiError::Invalid(ValidationError::new(
@@ -208,10 +221,10 @@ fn parse(req: &ApplyRequest, state: &ApiState) -> Result<Desired, ApiError> {
         }
     }
     let sources = req
-        .apis
+        .apis()
         .iter()
-        .chain(&req.policies)
-        .chain(&req.certificates);
+        .chain(req.policies())
+        .chain(req.certificates());
     if let Some(item) = sources
         .into_iter()
         .find(|i| i.source.len() > MAX_SOURCE_BYTES)
@@ -231,7 +244,7 @@ fn parse(req: &ApplyRequest, state: &ApiState) -> Result<Desired, ApiError> {
         warnings: Vec::new(),
     };
     let mut seen = BTreeMap::new();
-    for item in &req.apis {
+    for item in req.apis() {
         let id = required_id(item, "api_id")?;
         once(&mut seen, "API", id, &item.source)?;
         let body = serde_json::to_vec(&item.body)
@@ -251,7 +264,7 @@ fn parse(req: &ApplyRequest, state: &ApiState) -> Result<Desired, ApiError> {
         out.apis.push((item.source.clone(), def));
     }
     let mut seen = BTreeMap::new();
-    for item in &req.policies {
+    for item in req.policies() {
         let id = required_id(item, "id")?;
         once(&mut seen, "policy", id, &item.source)?;
         let body = serde_json::to_vec(&item.body)
@@ -269,7 +282,7 @@ fn parse(req: &ApplyRequest, state: &ApiState) -> Result<Desired, ApiError> {
         out.policies.push((item.source.clone(), policy));
     }
     let mut seen = BTreeMap::new();
-    for item in &req.certificates {
+    for item in req.certificates() {
         let id = required_id(item, "id")?;
         once(&mut seen, "certificate", id, &item.source)?;
         let fingerprint = match item.body.get("fingerprint") {
@@ -416,8 +429,14 @@ pub async fn apply(State(state): State<ApiState>, body: Bytes) -> Result<Json<Va
         ConfigMode::Apply
     };
     let mut tx = state.store.begin_config(mode).await.map_err(internal)?;
-    let stored_apis = stored_by_id(tx.apis().await.map_err(internal)?, "api_id");
-    let stored_policies = stored_by_id(tx.policies().await.map_err(internal)?, "id");
+    let stored_apis = match req.apis {
+        Some(_) => stored_by_id(tx.apis().await.map_err(internal)?, "api_id"),
+        None => BTreeMap::new(),
+    };
+    let stored_policies = match req.policies {
+        Some(_) => stored_by_id(tx.policies().await.map_err(internal)?, "id"),
+        None => BTreeMap::new(),
+    };
     let held = tx.certificates().await.map_err(internal)?;
     check_certificates(&mut desired, &held)?;
 

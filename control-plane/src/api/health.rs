@@ -140,7 +140,12 @@ pub async fn refuse_control_paths(req: Request, next: Next) -> Response {
 }
 
 pub async fn count_requests(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    let method = req.method().as_str().to_owned();
+    // Any token is a method to hyper: unknown ones share one label, or unauthenticated clients
+    // could add series without bound.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS") => m.to_owned(),
+        _ => "OTHER".to_owned(),
+    };
     let response = next.run(req).await;
     state
         .metrics

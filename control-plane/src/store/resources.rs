@@ -128,6 +128,7 @@ fn bind_written<'q, K: Kind>(
 /// revision counter is locked only by [`Pending::log`], so a transaction of many writes (a
 /// configuration apply) can take it after all its row locks, in the order every single write
 /// takes them (row, then counter); the other order deadlocks against a concurrent write.
+#[must_use = "a written row without its change-log entry never reaches the edges"]
 pub(super) struct Pending {
     kind: ChangeKind,
     table: &'static str,

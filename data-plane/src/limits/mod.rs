@@ -191,7 +191,9 @@ impl Limiter {
             Unanswered::NoLink => {}
             Unanswered::Down(link) => link.failed(),
             Unanswered::Failed(link, e) => {
-                link.failed();
+                if crate::redis_link::needs_new_connection(&e) {
+                    link.failed();
+                }
                 tracing::warn!(error = %e, "rate limit and quota not enforced: Redis failed");
             }
             Unanswered::TimedOut(link) => {

@@ -34,7 +34,18 @@ impl LuaScript {
         cmd: &Cmd,
     ) -> Result<T, Unanswered> {
         let call = async {
-            match cmd.query_async(&mut conn).await {
+            let mut first = cmd.query_async(&mut conn).await;
+            // A cluster's MOVED or TRYAGAIN means the command did not run: sending it once more
+            // (to the node the client now knows) cannot count twice.
+            if let Err(e) = &first
+                && matches!(
+                    e.kind(),
+                    redis::ErrorKind::Moved | redis::ErrorKind::TryAgain
+                )
+            {
+                first = cmd.query_async(&mut conn).await;
+            }
+            match first {
                 // A restarted or flushed Redis has forgotten the script.
                 Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
                     self.0.load_async(&mut conn).await?;

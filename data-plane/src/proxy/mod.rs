@@ -112,8 +112,8 @@ impl Proxy {
             return self.route_request(req, conn, reserved, None).await;
         };
         use crate::trace::Attr;
-        let method = Attr::Str(req.method().as_str().to_owned());
-        let path = Attr::Str(req.uri().path().to_owned());
+        let method = Attr::text(req.method().as_str());
+        let path = Attr::text(req.uri().path());
         let resp = self.route_request(req, conn, reserved, Some(&trace)).await;
         let status = resp.status().as_u16();
         let mut attributes = vec![
@@ -358,8 +358,12 @@ impl Proxy {
         let upstream_span = trace.map(|t| {
             let (id, header) = t.upstream_parent();
             // The upstream's parent is the gateway's upstream span, not the client's span.
-            req.headers_mut()
-                .insert(http::HeaderName::from_static("traceparent"), header);
+            let headers = req.headers_mut();
+            headers.insert(http::HeaderName::from_static("traceparent"), header);
+            if t.parent.is_none() {
+                // A trace the gateway started: the client's tracestate belongs to no trace of it.
+                headers.remove(http::HeaderName::from_static("tracestate"));
+            }
             (t, id, crate::trace::now_ns())
         });
         let forwarded = forward::forward(self, reserved, route, req, conn).await;
@@ -384,12 +388,9 @@ fn trace_route(
     use crate::trace::{Attr, Kind};
     let (attributes, error) = match route {
         Some(r) => {
-            trace.annotate("portcullis.api_id", Attr::Str(r.api_id.clone()));
-            trace.annotate("http.route", Attr::Str(r.listen_path.clone()));
-            (
-                vec![("portcullis.api_id", Attr::Str(r.api_id.clone()))],
-                None,
-            )
+            trace.annotate("portcullis.api_id", Attr::text(&r.api_id));
+            trace.annotate("http.route", Attr::text(&r.listen_path));
+            (vec![("portcullis.api_id", Attr::text(&r.api_id))], None)
         }
         None => (Vec::new(), Some("no API matches".to_owned())),
     };
@@ -410,7 +411,7 @@ fn trace_upstream(
     forwarded: &Result<Response<ProxyBody>, ProxyError>,
 ) {
     use crate::trace::{Attr, Kind};
-    let mut attributes = vec![("portcullis.api_id", Attr::Str(route.api_id.clone()))];
+    let mut attributes = vec![("portcullis.api_id", Attr::text(&route.api_id))];
     let error = match forwarded {
         Ok(resp) => {
             let status = resp.status().as_u16();

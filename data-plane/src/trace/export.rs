@@ -16,6 +16,9 @@ use super::{Attr, DROPPED, EXPORTED, Kind, SpanRecord};
 
 /// Most spans in one export call.
 const MAX_BATCH: usize = 512;
+/// A batch is sent once its text reaches this, well under the 4 MiB a collector takes by
+/// default.
+const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
 /// How long the first span of a batch waits for company.
 const LINGER: Duration = Duration::from_millis(500);
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,6 +34,8 @@ pub struct ExportConfig {
     pub service_name: String,
     /// The `service.instance.id` resource attribute: the node's name.
     pub instance: String,
+    /// `--otlp-trust-client-sampling`: a client's sampled flag overrides the ratio.
+    pub trust_client_sampling: bool,
 }
 
 pub(super) async fn run(config: ExportConfig, mut rx: mpsc::Receiver<Vec<SpanRecord>>) {
@@ -51,11 +56,15 @@ pub(super) async fn run(config: ExportConfig, mut rx: mpsc::Receiver<Vec<SpanRec
     };
     let mut last_error: Option<std::time::Instant> = None;
     while let Some(first) = rx.recv().await {
+        let mut bytes: usize = first.iter().map(approximate_size).sum();
         let mut batch = first;
         let deadline = tokio::time::Instant::now() + LINGER;
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(more)) => batch.extend(more),
+                Ok(Some(more)) => {
+                    bytes += more.iter().map(approximate_size).sum::<usize>();
+                    batch.extend(more);
+                }
                 Ok(None) | Err(_) => break,
             }
         }
@@ -88,11 +97,30 @@ pub(super) async fn run(config: ExportConfig, mut rx: mpsc::Receiver<Vec<SpanRec
                 DROPPED.fetch_add(n, Ordering::Relaxed);
                 if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
                     last_error = Some(std::time::Instant::now());
-                    tracing::warn!(endpoint = %config.endpoint, error = %e.message(), code = ?e.code(), "OTLP export failed; spans dropped");
+                    // The collector's words, escaped and cut: it could forge log lines otherwise.
+                    let message = e.message().escape_debug().to_string();
+                    tracing::warn!(endpoint = %config.endpoint, error = %super::truncated(&message), code = ?e.code(), "OTLP export failed; spans dropped");
                 }
             }
         }
     }
+}
+
+/// Bytes a span adds to a request, roughly: ids, times and names, plus its texts.
+fn approximate_size(s: &SpanRecord) -> usize {
+    let texts: usize = s
+        .attributes
+        .iter()
+        .map(|(k, v)| {
+            k.len()
+                + match v {
+                    Attr::Str(t) => t.len(),
+                    Attr::Int(_) | Attr::Bool(_) => 8,
+                }
+                + 8
+        })
+        .sum();
+    96 + s.name.len() + s.error.as_ref().map_or(0, String::len) + texts
 }
 
 fn key_value(key: &str, value: Attr) -> KeyValue {

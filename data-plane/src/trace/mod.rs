@@ -42,6 +42,28 @@ pub enum Attr {
     Bool(bool),
 }
 
+/// Longest text attribute or status message kept: a client's 60 KiB path must not become a
+/// 60 KiB span (memory in the queue, and batches a collector refuses whole).
+pub const MAX_TEXT: usize = 256;
+
+impl Attr {
+    /// A text attribute, cut at [`MAX_TEXT`] bytes on a character boundary.
+    pub fn text(s: &str) -> Self {
+        Self::Str(truncated(s).to_owned())
+    }
+}
+
+pub fn truncated(s: &str) -> &str {
+    if s.len() <= MAX_TEXT {
+        return s;
+    }
+    let mut end = MAX_TEXT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// A finished span.
 #[derive(Debug, Clone)]
 pub struct SpanRecord {
@@ -85,27 +107,44 @@ pub struct Tracer {
     queue: mpsc::Sender<Vec<SpanRecord>>,
     /// A new trace is sampled when a random `u64` is below this (`u64::MAX`: always).
     threshold: u64,
+    /// Record every request whose client marked its trace sampled, whatever the ratio
+    /// (`--otlp-trust-client-sampling`).
+    trust_client: bool,
 }
 
 impl Tracer {
     /// Starts the exporter task; spans go to `config.endpoint`.
     pub fn start(config: ExportConfig) -> Self {
         let threshold = ratio_threshold(config.sample_ratio);
+        let trust_client = config.trust_client_sampling;
         let (queue, rx) = mpsc::channel(QUEUE);
         tokio::spawn(export::run(config, rx));
-        Self { queue, threshold }
+        Self {
+            queue,
+            threshold,
+            trust_client,
+        }
     }
 
-    /// The trace of a request, when it is sampled: a client's sampled `traceparent` is always
-    /// continued and an unsampled one never is (parent-based sampling); otherwise the ratio
-    /// decides.
+    fn ratio_picks(&self) -> bool {
+        self.threshold == u64::MAX || rand::rng().next_u64() < self.threshold
+    }
+
+    /// The trace of a request, when it is sampled. A client that marked its trace unsampled is
+    /// never recorded; otherwise the ratio decides, so that clients cannot make an edge record
+    /// (and export) every request they send; `trust_client` lets a sampled client trace always
+    /// be recorded, for edges whose clients are the operator's own services.
     pub fn begin(&self, headers: &http::HeaderMap) -> Option<RequestTrace> {
-        let parent = headers
-            .get("traceparent")
-            .and_then(|v| TraceParent::parse(v.as_bytes()));
+        let mut values = headers.get_all("traceparent").iter();
+        // Several values make the header invalid (W3C Trace Context §3.2): a new trace.
+        let parent = match (values.next(), values.next()) {
+            (Some(v), None) => TraceParent::parse(v.as_bytes()),
+            _ => None,
+        };
         let sampled = match parent {
-            Some(p) => p.flags & SAMPLED != 0,
-            None => self.threshold == u64::MAX || rand::rng().next_u64() < self.threshold,
+            Some(p) if p.flags & SAMPLED == 0 => false,
+            Some(_) if self.trust_client => true,
+            _ => self.ratio_picks(),
         };
         if !sampled {
             return None;
@@ -137,7 +176,7 @@ impl Tracer {
             start_ns: trace.start_ns,
             end_ns: now_ns(),
             attributes,
-            error,
+            error: error.map(cut),
         });
         self.queue_spans(spans);
     }
@@ -150,7 +189,7 @@ impl Tracer {
         attributes: Vec<(&'static str, Attr)>,
         error: Option<String>,
     ) {
-        if self.threshold != u64::MAX && rand::rng().next_u64() >= self.threshold {
+        if !self.ratio_picks() {
             return;
         }
         self.queue_spans(vec![SpanRecord {
@@ -162,7 +201,7 @@ impl Tracer {
             start_ns,
             end_ns: now_ns(),
             attributes,
-            error,
+            error: error.map(cut),
         }]);
     }
 
@@ -172,6 +211,12 @@ impl Tracer {
             DROPPED.fetch_add(n, Ordering::Relaxed);
         }
     }
+}
+
+fn cut(mut message: String) -> String {
+    let keep = truncated(&message).len();
+    message.truncate(keep);
+    message
 }
 
 fn ratio_threshold(ratio: f64) -> u64 {
@@ -247,7 +292,7 @@ impl RequestTrace {
             start_ns,
             end_ns: now_ns(),
             attributes,
-            error,
+            error: error.map(cut),
         };
         if let Ok(mut children) = self.children.lock() {
             children.push(span);
@@ -284,6 +329,50 @@ pub fn render(out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_text_is_cut_on_a_character_boundary() {
+        let long = "é".repeat(300);
+        let Attr::Str(cut) = Attr::text(&long) else {
+            unreachable!()
+        };
+        assert!(cut.len() <= MAX_TEXT && cut.len() >= MAX_TEXT - 1);
+        assert!(long.starts_with(&cut));
+        assert_eq!(truncated("short"), "short");
+    }
+
+    #[tokio::test]
+    async fn the_ratio_decides_for_client_traces_unless_they_are_trusted() {
+        let config = |ratio, trust| ExportConfig {
+            endpoint: "http://127.0.0.1:9".parse().unwrap(),
+            sample_ratio: ratio,
+            service_name: "t".into(),
+            instance: "t".into(),
+            trust_client_sampling: trust,
+        };
+        let mut headers = http::HeaderMap::new();
+        let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        headers.insert("traceparent", http::HeaderValue::from_static(sampled));
+        assert!(Tracer::start(config(0.0, false)).begin(&headers).is_none());
+        let trace = Tracer::start(config(0.0, true)).begin(&headers).unwrap();
+        assert_eq!(
+            trace.parent,
+            Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+        );
+        // Two traceparent headers: invalid, so a new trace (here: by the ratio, 1).
+        headers.append("traceparent", http::HeaderValue::from_static(sampled));
+        let fresh = Tracer::start(config(1.0, true)).begin(&headers).unwrap();
+        assert_eq!(fresh.parent, None);
+        // An unsampled client trace is never recorded.
+        let mut unsampled = http::HeaderMap::new();
+        unsampled.insert(
+            "traceparent",
+            http::HeaderValue::from_static(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            ),
+        );
+        assert!(Tracer::start(config(1.0, true)).begin(&unsampled).is_none());
+    }
 
     #[test]
     fn ratios_map_onto_thresholds() {

@@ -101,6 +101,7 @@ async fn a_request_continues_the_clients_trace_and_the_upstream_continues_the_ga
             sample_ratio: 1.0,
             service_name: "edge-eu".to_owned(),
             instance: String::new(),
+            trust_client_sampling: false,
         }),
         ..Default::default()
     })

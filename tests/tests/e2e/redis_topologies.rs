@@ -102,8 +102,12 @@ async fn a_cluster_keeps_a_scripts_keys_in_one_slot_and_survives_a_primary_failo
     );
     let counted = |port| cli(port, &["GET", &quota_key]).parse::<u64>().unwrap_or(0);
     assert_eq!(counted(holder), 10);
-    // Let the replica catch up, then kill the primary under load.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once its replica has every count, kill the primary under load.
+    assert_eq!(
+        cli(holder, &["WAIT", "1", "5000"]),
+        "1",
+        "its replica acknowledged every write"
+    );
     cluster.kill(holder);
     let during = load_for(&url, &key, 6).await;
     cluster.wait_ok().await;
@@ -169,7 +173,12 @@ async fn a_sentinel_failover_is_followed_to_the_new_primary() {
         .to_owned();
     let counted = |port| cli(port, &["GET", &quota_key]).parse::<u64>().unwrap_or(0);
     assert_eq!(counted(old), 10);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The replica has every count before its primary goes.
+    let replica = topology.replica.port;
+    eventually(Duration::from_secs(10), "the counts replicated", || async {
+        (counted(replica) == 10).then_some(())
+    })
+    .await;
     topology.primary.kill();
     let during = load_for(&url, &key, 4).await;
     let new = eventually(
