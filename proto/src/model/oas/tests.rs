@@ -215,7 +215,7 @@ fn unsupported_or_ambiguous_schemes_are_refused_by_field() {
         "x-tyk-api-gateway.server.authentication.enabled"
     );
     // Two token schemes in one requirement.
-    assert_eq!(
+    assert!(
         with(json!({
             "components": {"securitySchemes": {
                 "a": {"type": "apiKey", "in": "header", "name": "X-A"},
@@ -224,8 +224,7 @@ fn unsupported_or_ambiguous_schemes_are_refused_by_field() {
             "x-tyk-api-gateway": {"server": {"authentication": {"enabled": true,
                 "securitySchemes": {"a": {"enabled": true}, "b": {"enabled": true}}}}},
         }))
-        .ends_with(".b"),
-        true
+        .ends_with(".b")
     );
     // A JWT setting this mapping does not read.
     assert_eq!(
