@@ -76,19 +76,24 @@ fn prepare(
     Ok((def, extra))
 }
 
+/// Refuses the ids the static `/tyk/apis/oas` routes would shadow (docs/oas.md).
+pub(super) fn not_reserved(def: &ApiDefinition) -> Result<(), ValidationError> {
+    if oas::RESERVED_IDS.contains(&def.api_id()) {
+        return Err(ValidationError::new(
+            "api_id",
+            "\"oas\" and \"import\" are reserved: /tyk/apis/oas routes would shadow the API",
+        ));
+    }
+    Ok(())
+}
+
 /// Stores a new API (`added`). The ids the OAS routes shadow are refused (docs/oas.md).
 pub(super) async fn store_new(
     state: &ApiState,
     def: ApiDefinition,
     extra: Vec<compat::Warning>,
 ) -> Result<Json<Value>, ApiError> {
-    if oas::RESERVED_IDS.contains(&def.api_id()) {
-        return Err(ValidationError::new(
-            "api_id",
-            "\"oas\" and \"import\" are reserved: /tyk/apis/oas routes would shadow the API",
-        )
-        .into());
-    }
+    not_reserved(&def)?;
     let (def, warnings) = prepare(state, def, extra)?;
     state
         .store

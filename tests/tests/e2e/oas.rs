@@ -299,3 +299,66 @@ async fn bad_oas_inputs_are_400s_naming_the_field() {
     let (_, list) = cp.call(Method::GET, "/tyk/apis", None).await;
     assert_eq!(list, json!([]));
 }
+
+/// `portcullis-cp config ...` against `cp`, as the CLI runs it.
+async fn config_cli(cp: &Cp, args: &[&str]) -> Result<String, String> {
+    use clap::Parser;
+    let url = format!("http://{}", cp.api_addr);
+    let mut argv = vec!["portcullis-cp", "config", args[0]];
+    argv.extend([
+        "--api-url",
+        &url,
+        "--admin-secret",
+        portcullis_tests::ADMIN_SECRET,
+    ]);
+    argv.extend(&args[1..]);
+    let cli =
+        portcullis_control_plane::cli::Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+    portcullis_control_plane::cli::run_client(cli.command.unwrap())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn config_apply_takes_tyk_oas_files_in_apis() {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    let upstream = PyPeer::start(HEADER_ECHO, &[]).await;
+    let dp = Dp::regional(&cp, "eu").await;
+    let dir = std::env::temp_dir().join(format!("portcullis-oas-config-{}", uuid_suffix()));
+    std::fs::create_dir_all(dir.join("apis")).unwrap();
+    let folder = dir.to_str().unwrap();
+
+    // Without an id a folder file would create a new API on every apply.
+    let doc = petstore(&[TOKEN_OPENAPI, TOKEN_EXTENSION], &upstream.url("/"));
+    std::fs::write(dir.join("apis/petstore.json"), doc.to_string()).unwrap();
+    let e = config_cli(&cp, &["apply", folder]).await.unwrap_err();
+    assert!(e.contains("x-tyk-api-gateway.info.id"), "{e}");
+
+    let mut doc = doc;
+    doc["x-tyk-api-gateway"]["info"]["id"] = json!("petstore");
+    std::fs::write(dir.join("apis/petstore.json"), doc.to_string()).unwrap();
+    let applied = config_cli(&cp, &["apply", folder]).await.unwrap();
+    assert!(applied.contains("1 change"), "{applied}");
+    let again = config_cli(&cp, &["apply", folder]).await.unwrap();
+    assert!(again.contains("no changes"), "{again}");
+    let (status, view) = cp.call(Method::GET, "/tyk/apis/oas/petstore", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(view["security"], doc["security"]);
+    dp.wait_for_status("/petstore/x", 401).await;
+    let key = key_for(&cp, "petstore").await;
+    let (status, got) = get(&dp, "/petstore/x", &[("Authorization", &key)]).await;
+    assert_eq!((status, got["path"].as_str()), (StatusCode::OK, Some("/x")));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn uuid_suffix() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
