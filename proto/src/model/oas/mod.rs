@@ -83,9 +83,9 @@ fn from_document(mut doc: Map<String, Value>) -> Result<OasApi, ValidationError>
     };
     ensure_id(ext)?;
     let (classic, warnings) = to_classic::classic(&doc)?;
-    let body = serde_json::to_vec(&Value::Object(classic))
+    let body = serde_json::to_vec(&Value::Object(classic.clone()))
         .map_err(|e| ValidationError::new("body", e.to_string()))?;
-    let definition = ApiDefinition::parse(&body).map_err(to_classic::oas_field)?;
+    let definition = ApiDefinition::parse(&body).map_err(|e| to_classic::oas_field(e, &classic))?;
     Ok(OasApi {
         definition,
         warnings,

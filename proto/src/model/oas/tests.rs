@@ -410,3 +410,23 @@ fn go_durations() {
     assert_eq!(security::go_duration_secs("soon"), None);
     assert_eq!(security::go_duration_secs(""), None);
 }
+
+#[test]
+fn a_classic_check_on_a_scheme_setting_names_the_scheme_field() {
+    let mut d = petstore_with(&[]);
+    merge(
+        &mut d,
+        json!({
+            "components": {"securitySchemes": {"jwtAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+            "security": [{"jwtAuth": []}],
+            "x-tyk-api-gateway": {"server": {"authentication": {"enabled": true, "securitySchemes": {
+                "jwtAuth": {"enabled": true, "source": "not base64 !", "signingMethod": "rsa"}}}}},
+        }),
+    );
+    let e = parse_value(&d).unwrap_err();
+    assert_eq!(
+        e.field, "x-tyk-api-gateway.server.authentication.securitySchemes.jwtAuth.source",
+        "{e}"
+    );
+    assert!(e.reason.contains("classic field jwt_source"), "{e}");
+}

@@ -219,20 +219,99 @@ const CLASSIC_TO_OAS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Classic fields (or prefixes, ending in `.` or `[`) a security scheme sets: the
+/// `auth_configs` key of its method and the field's spelling inside the scheme's extension
+/// entry.
+const SCHEME_FIELDS: &[(&str, &str, &str)] = &[
+    ("jwt_source", "jwt", "source"),
+    ("jwt_signing_method", "jwt", "signingMethod"),
+    ("jwt_identity_base_field", "jwt", "identityBaseField"),
+    ("jwt_policy_field_name", "jwt", "policyFieldName"),
+    ("jwt_client_base_field", "jwt", "clientBaseField"),
+    ("jwt_default_policies", "jwt", "defaultPolicies"),
+    (
+        "jwt_issued_at_validation_skew",
+        "jwt",
+        "issuedAtValidationSkew",
+    ),
+    (
+        "jwt_not_before_validation_skew",
+        "jwt",
+        "notBeforeValidationSkew",
+    ),
+    (
+        "jwt_expires_at_validation_skew",
+        "jwt",
+        "expiresAtValidationSkew",
+    ),
+    ("scopes.jwt.", "jwt", "scopes"),
+    ("basic_auth.cache_ttl", "basic", "cacheTTL"),
+    (
+        "basic_auth.body_user_regexp",
+        "basic",
+        "extractCredentialsFromBody.userRegexp",
+    ),
+    (
+        "basic_auth.body_password_regexp",
+        "basic",
+        "extractCredentialsFromBody.passwordRegexp",
+    ),
+    ("auth.signature.", "authToken", "signatureValidation"),
+    ("auth.", "authToken", ""),
+    ("external_oauth.providers", "externalOAuth", "providers"),
+    (
+        "oauth_meta.allowed_authorize_types",
+        "oauth",
+        "allowedAuthorizeTypes",
+    ),
+    (
+        "oauth_meta.auth_login_redirect",
+        "oauth",
+        "authLoginRedirect",
+    ),
+    ("oauth_meta.", "oauth", ""),
+    ("notifications.", "oauth", "notifications"),
+];
+
 /// Renames a classic validation error to the OAS field it came from, so a 400 names what the
-/// operator wrote; a field without an OAS spelling keeps its classic name.
-pub(super) fn oas_field(e: ValidationError) -> ValidationError {
-    match CLASSIC_TO_OAS.iter().find(|(c, _)| *c == e.field) {
-        Some((_, oas)) => ValidationError::new(*oas, e.reason),
-        None if e.field.starts_with(DOCUMENT_FIELD) => ValidationError::new(
+/// operator wrote; a field without an OAS spelling keeps its classic name. `classic` is the
+/// definition the error is about (its `auth_configs` hold the scheme names).
+pub(super) fn oas_field(e: ValidationError, classic: &Map<String, Value>) -> ValidationError {
+    if let Some((_, oas)) = CLASSIC_TO_OAS.iter().find(|(c, _)| *c == e.field) {
+        return ValidationError::new(*oas, e.reason);
+    }
+    if e.field.starts_with(DOCUMENT_FIELD) {
+        return ValidationError::new(
             e.field
                 .trim_start_matches(DOCUMENT_FIELD)
                 .trim_start_matches('.'),
             e.reason,
-        ),
-        None => ValidationError::new(
-            e.field.clone(),
-            format!("{} (classic field {})", e.reason, e.field),
-        ),
+        );
     }
+    let scheme = SCHEME_FIELDS.iter().find(|(c, _, _)| {
+        e.field == *c
+            || (c.ends_with('.') && e.field.starts_with(c))
+            || e.field.starts_with(&format!("{c}["))
+    });
+    if let Some((prefix, key, oas)) = scheme
+        && let Some(name) = classic
+            .get("auth_configs")
+            .and_then(|a| a.get(*key))
+            .and_then(|a| a.get("name"))
+            .and_then(Value::as_str)
+    {
+        let base = format!("{EXTENSION}.server.authentication.securitySchemes.{name}");
+        let field = if prefix.ends_with('.') && oas.is_empty() {
+            format!("{base}.{}", &e.field[prefix.len()..])
+        } else if e.field.len() > prefix.len() && !prefix.ends_with('.') {
+            format!("{base}.{oas}{}", &e.field[prefix.len()..])
+        } else {
+            format!("{base}.{oas}")
+        };
+        return ValidationError::new(field, format!("{} (classic field {})", e.reason, e.field));
+    }
+    ValidationError::new(
+        e.field.clone(),
+        format!("{} (classic field {})", e.reason, e.field),
+    )
 }
