@@ -430,3 +430,64 @@ fn a_classic_check_on_a_scheme_setting_names_the_scheme_field() {
     );
     assert!(e.reason.contains("classic field jwt_source"), "{e}");
 }
+
+const EXTERNAL_JWT: &str =
+    include_str!("../../../../tests/data/tyk/oas_external_oauth_jwt.fragment");
+const EXTERNAL_INTROSPECTION: &str =
+    include_str!("../../../../tests/data/tyk/oas_external_oauth_introspection.fragment");
+
+/// Petstore with a documented `"securitySchemes": {...}` member as its extension's schemes.
+fn with_external(fragment: &str) -> (Value, String) {
+    let member: Value = serde_json::from_str(&format!("{{{fragment}}}")).unwrap();
+    let schemes = member["securitySchemes"].clone();
+    let name = schemes.as_object().unwrap().keys().next().unwrap().clone();
+    let mut d = petstore_with(&[]);
+    merge(
+        &mut d,
+        json!({
+            "components": {"securitySchemes": {&name: {"type": "oauth2", "flows": {}}}},
+            "security": [{&name: []}],
+            "x-tyk-api-gateway": {"server": {"authentication": {"enabled": true, "securitySchemes": schemes}}},
+        }),
+    );
+    (d, name)
+}
+
+#[test]
+fn the_external_oauth_examples_map_to_the_classic_the_docs_give() {
+    let (d, name) = with_external(EXTERNAL_JWT);
+    let api = parse_value(&d).unwrap();
+    let c = api.definition.to_value();
+    // The Classic of the same page: jwt on, introspection off.
+    assert_eq!(c["external_oauth"]["enabled"], true);
+    let p = &c["external_oauth"]["providers"][0];
+    assert_eq!(
+        p["jwt"],
+        json!({"enabled": true, "signing_method": "hmac", "source": "dHlrLTEyMw==",
+            "issued_at_validation_skew": 0, "not_before_validation_skew": 0,
+            "expires_at_validation_skew": 0, "identity_base_field": "sub"})
+    );
+    assert_eq!(p["introspection"]["enabled"], false);
+    assert_eq!(c["auth_configs"]["externalOAuth"]["name"], json!(name));
+    let back = to_oas(&api.definition);
+    let s = &back[EXTENSION]["server"]["authentication"]["securitySchemes"][&name];
+    assert_eq!(s["providers"][0]["jwt"]["source"], "dHlrLTEyMw==");
+
+    let (d, _) = with_external(EXTERNAL_INTROSPECTION);
+    let api = parse_value(&d).unwrap();
+    let i = &api.definition.to_value()["external_oauth"]["providers"][0]["introspection"];
+    assert_eq!(
+        *i,
+        json!({"enabled": true,
+            "url": "http://localhost:8080/realms/tyk/protocol/openid-connect/token/introspect",
+            "client_id": "introspection-client", "client_secret": "DKyFN0WXu7IXWzR05QZOnnSnK8uAAZ3U",
+            "identity_base_field": "sub", "cache": {"enabled": true, "timeout": 3}})
+    );
+    // The secret is in the classic field only (sealed there by the control plane), not in the
+    // stored document.
+    let stored = api.definition.to_value()[DOCUMENT_FIELD].to_string();
+    assert!(
+        !stored.contains("DKyFN0WXu7IXWzR05QZOnnSnK8uAAZ3U"),
+        "{stored}"
+    );
+}
