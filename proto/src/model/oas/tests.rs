@@ -282,6 +282,10 @@ fn wrong_types_and_missing_fields_name_the_oas_field() {
         "x-tyk-api-gateway.info.state.active"
     );
     assert_eq!(with(json!({"openapi": "2.0"})), "openapi");
+    assert_eq!(
+        with(json!({"x-tyk-api-gateway": {"info": {"state": {"internal": true}}}})),
+        "x-tyk-api-gateway.info.state.internal"
+    );
     let mut d: Value = serde_json::from_str(PETSTORE).unwrap();
     d.as_object_mut().unwrap().remove(EXTENSION);
     assert_eq!(parse_value(&d).unwrap_err().field, EXTENSION);

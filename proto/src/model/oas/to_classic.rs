@@ -129,8 +129,12 @@ pub(super) fn classic(
     c.insert("name".into(), json!(ext.info.name));
     c.insert("active".into(), json!(ext.info.state.active));
     if ext.info.state.internal {
-        // Refused by the classic checks (an internal API would be reachable from outside).
-        c.insert("internal".into(), json!(true));
+        // As for Classic `internal` (docs/security.md): served on its listen path, an internal
+        // API would be reachable from outside.
+        return Err(ValidationError::new(
+            format!("{EXTENSION}.info.state.internal"),
+            "internal APIs are not implemented; the API would be reachable from outside",
+        ));
     }
     c.insert(
         "proxy".into(),
@@ -185,7 +189,6 @@ const CLASSIC_TO_OAS: &[(&str, &str)] = &[
     ("id", "x-tyk-api-gateway.info.dbId"),
     ("org_id", "x-tyk-api-gateway.info.orgId"),
     ("name", "x-tyk-api-gateway.info.name"),
-    ("internal", "x-tyk-api-gateway.info.state.internal"),
     (
         "proxy.listen_path",
         "x-tyk-api-gateway.server.listenPath.value",
