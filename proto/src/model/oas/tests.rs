@@ -495,3 +495,71 @@ fn the_external_oauth_examples_map_to_the_classic_the_docs_give() {
         "{stored}"
     );
 }
+
+/// Every node of the documented definitions replaced by each JSON kind: a result every time
+/// (never a panic), and an error always names a field.
+#[test]
+fn any_node_of_any_type_is_an_answer_not_a_panic() {
+    fn paths(v: &Value, at: String, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => m.iter().for_each(|(k, v)| {
+                let p = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+                out.push(p.clone());
+                paths(v, p, out);
+            }),
+            Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| {
+                let p = format!("{at}/{i}");
+                out.push(p.clone());
+                paths(v, p, out);
+            }),
+            _ => {}
+        }
+    }
+    let replacements = [
+        json!(null),
+        json!(true),
+        json!(0),
+        json!(-1),
+        json!(1e300),
+        json!(""),
+        json!("x"),
+        json!([]),
+        json!({}),
+        json!([1]),
+        json!({"enabled": true}),
+    ];
+    for base in [
+        petstore_with(&[TOKEN_OPENAPI, TOKEN_LOCATIONS]),
+        petstore_with(&[BASIC_OPENAPI, BASIC_EXTENSION]),
+        with_external(EXTERNAL_INTROSPECTION).0,
+    ] {
+        let mut all = Vec::new();
+        paths(&base, String::new(), &mut all);
+        for p in &all {
+            for r in &replacements {
+                let mut d = base.clone();
+                if let Some(slot) = d.pointer_mut(p) {
+                    *slot = r.clone();
+                }
+                match parse_value(&d) {
+                    Ok(api) => {
+                        let _ = to_oas(&api.definition);
+                    }
+                    Err(e) => assert!(!e.field.is_empty(), "{p} = {r}: {e}"),
+                }
+                let mut plain = d.clone();
+                if let Some(m) = plain.as_object_mut() {
+                    m.remove(EXTENSION);
+                }
+                let _ = import(
+                    plain.to_string().as_bytes(),
+                    &ImportParams {
+                        upstream_url: Some("http://127.0.0.1:9/".into()),
+                        authentication: true,
+                        ..ImportParams::default()
+                    },
+                );
+            }
+        }
+    }
+}
