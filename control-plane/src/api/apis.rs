@@ -4,12 +4,12 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use portcullis_proto::model::{ApiDefinition, ValidationError};
-use portcullis_proto::model::{auth_methods, compat};
+use portcullis_proto::model::{auth_methods, compat, oas};
 use serde_json::Value;
 
 use super::{ApiError, ApiState, stored_secrets, written, written_warning};
 
-const NOT_FOUND: &str = "API not found";
+pub(super) const NOT_FOUND: &str = "API not found";
 
 /// Refuses a definition that enables an authentication method the edges do not implement: an
 /// edge would otherwise have to refuse every request to it (docs/security.md).
@@ -49,16 +49,7 @@ pub async fn get(
 }
 
 pub async fn create(State(state): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let def = ApiDefinition::parse(&body)?;
-    servable(&def)?;
-    let warnings = compat::api_warnings(&def);
-    let def = stored_secrets::seal_api(def, &state.stored_secrets)?;
-    state
-        .store
-        .create_api(&def)
-        .await
-        .map_err(ApiError::from_store(NOT_FOUND))?;
-    Ok(written_warning(def.api_id(), "added", &warnings))
+    store_new(&state, ApiDefinition::parse(&body)?, Vec::new()).await
 }
 
 pub async fn update(
@@ -69,15 +60,62 @@ pub async fn update(
     let mut def = ApiDefinition::parse(&body)?;
     // The path names the API, as in Tyk; a different id in the body is overridden.
     def.set_api_id(&api_id);
+    store_replacement(&state, def, Vec::new()).await
+}
+
+/// The checks and sealing every write of a definition goes through, whichever format it came
+/// in (Classic here, Tyk OAS in `oas.rs`): the warnings are the classic ones after `extra`.
+fn prepare(
+    state: &ApiState,
+    def: ApiDefinition,
+    mut extra: Vec<compat::Warning>,
+) -> Result<(ApiDefinition, Vec<compat::Warning>), ApiError> {
     servable(&def)?;
-    let warnings = compat::api_warnings(&def);
+    extra.extend(compat::api_warnings(&def));
     let def = stored_secrets::seal_api(def, &state.stored_secrets)?;
+    Ok((def, extra))
+}
+
+/// Refuses the ids the static `/tyk/apis/oas` routes would shadow (docs/oas.md).
+pub(super) fn not_reserved(def: &ApiDefinition) -> Result<(), ValidationError> {
+    if oas::RESERVED_IDS.contains(&def.api_id()) {
+        return Err(ValidationError::new(
+            "api_id",
+            "\"oas\" and \"import\" are reserved: /tyk/apis/oas routes would shadow the API",
+        ));
+    }
+    Ok(())
+}
+
+/// Stores a new API (`added`). The ids the OAS routes shadow are refused (docs/oas.md).
+pub(super) async fn store_new(
+    state: &ApiState,
+    def: ApiDefinition,
+    extra: Vec<compat::Warning>,
+) -> Result<Json<Value>, ApiError> {
+    not_reserved(&def)?;
+    let (def, warnings) = prepare(state, def, extra)?;
+    state
+        .store
+        .create_api(&def)
+        .await
+        .map_err(ApiError::from_store(NOT_FOUND))?;
+    Ok(written_warning(def.api_id(), "added", &warnings))
+}
+
+/// Replaces a stored API (`modified`); the definition already carries the id of the path.
+pub(super) async fn store_replacement(
+    state: &ApiState,
+    def: ApiDefinition,
+    extra: Vec<compat::Warning>,
+) -> Result<Json<Value>, ApiError> {
+    let (def, warnings) = prepare(state, def, extra)?;
     state
         .store
         .update_api(&def)
         .await
         .map_err(ApiError::from_store(NOT_FOUND))?;
-    Ok(written_warning(&api_id, "modified", &warnings))
+    Ok(written_warning(def.api_id(), "modified", &warnings))
 }
 
 pub async fn remove(

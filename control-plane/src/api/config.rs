@@ -8,7 +8,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use portcullis_proto::model::compat::{self, Warning};
-use portcullis_proto::model::{ApiDefinition, Policy, ValidationError};
+use portcullis_proto::model::{ApiDefinition, Policy, ValidationError, oas};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -179,7 +179,13 @@ struct Desired {
 }
 
 fn required_id<'a>(item: &'a Item, field: &str) -> Result<&'a str, ApiError> {
-    match item.body.get(field).and_then(Value::as_str) {
+    // A Tyk OAS file carries its id in the extension (docs/oas.md).
+    let (found, field) = if field == "api_id" && oas::is_oas(&item.body) {
+        (item.body.pointer("/x-tyk-api-gateway/info/id"), OAS_ID)
+    } else {
+        (item.body.get(field), field)
+    };
+    match found.and_then(Value::as_str) {
         Some(id) if !id.is_empty() => Ok(id),
         // A generated id would make every apply create the resource again.
         _ => Err(in_source(
@@ -190,6 +196,22 @@ fn required_id<'a>(item: &'a Item, field: &str) -> Result<&'a str, ApiError> {
             ),
         )),
     }
+}
+
+/// Where a Tyk OAS file of `apis/` holds its id.
+const OAS_ID: &str = "x-tyk-api-gateway.info.id";
+
+/// The definition of an `apis/` file, Classic or Tyk OAS, and the OAS fields it keeps without
+/// acting on.
+fn api_of(item: &Item) -> Result<(ApiDefinition, Vec<Warning>), ApiError> {
+    if oas::is_oas(&item.body) {
+        let api = oas::from_value(item.body.clone()).map_err(|e| in_source(&item.source, e))?;
+        return Ok((api.definition, api.warnings));
+    }
+    let body = serde_json::to_vec(&item.body)
+        .map_err(|e| in_source(&item.source, ValidationError::new("body", e.to_string())))?;
+    let def = ApiDefinition::parse(&body).map_err(|e| in_source(&item.source, e))?;
+    Ok((def, Vec::new()))
 }
 
 fn once<'a>(
@@ -247,18 +269,15 @@ fn parse(req: &ApplyRequest, state: &ApiState) -> Result<Desired, ApiError> {
     for item in req.apis() {
         let id = required_id(item, "api_id")?;
         once(&mut seen, "API", id, &item.source)?;
-        let body = serde_json::to_vec(&item.body)
-            .map_err(|e| in_source(&item.source, ValidationError::new("body", e.to_string())))?;
-        let def = ApiDefinition::parse(&body).map_err(|e| in_source(&item.source, e))?;
+        let (def, mut warnings) = api_of(item)?;
         apis::servable(&def).map_err(|e| in_source(&item.source, e))?;
-        out.warnings.extend(
-            compat::api_warnings(&def)
-                .into_iter()
-                .map(|warning| SourcedWarning {
-                    source: item.source.clone(),
-                    warning,
-                }),
-        );
+        apis::not_reserved(&def).map_err(|e| in_source(&item.source, e))?;
+        warnings.extend(compat::api_warnings(&def));
+        out.warnings
+            .extend(warnings.into_iter().map(|warning| SourcedWarning {
+                source: item.source.clone(),
+                warning,
+            }));
         let def = stored_secrets::seal_api(def, &state.stored_secrets)
             .map_err(|e| in_source(&item.source, e))?;
         out.apis.push((item.source.clone(), def));

@@ -12,6 +12,7 @@ mod fleet;
 mod health;
 pub mod https;
 mod keys;
+mod oas;
 mod oauth;
 mod oauth_clients;
 mod policies;
@@ -95,6 +96,21 @@ pub fn router(state: ApiState) -> Router {
                 .post(apis::create)
                 .put(apis::unnamed)
                 .delete(apis::unnamed),
+        )
+        // Static segments win over `{api_id}`, so an API with the id `oas` or `import` could
+        // not be reached; those ids are refused on create (docs/oas.md).
+        .route("/tyk/apis/oas", get(oas::list).post(oas::create))
+        .route(
+            "/tyk/apis/oas/",
+            get(oas::list)
+                .post(oas::create)
+                .put(apis::unnamed)
+                .delete(apis::unnamed),
+        )
+        .route("/tyk/apis/oas/import", post(oas::import))
+        .route(
+            "/tyk/apis/oas/{api_id}",
+            get(oas::get).put(oas::update).delete(oas::remove),
         )
         .route(
             "/tyk/apis/{api_id}",

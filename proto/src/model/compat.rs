@@ -301,6 +301,9 @@ pub const API_INFORMATIONAL: &[&str] = &[
     "idp_client_id_mapping_disabled",
     "detailed_tracing",
     "api_definition_version",
+    // The OpenAPI document of an API written as Tyk OAS (docs/oas.md); its extension fields
+    // are warned about when it is written.
+    "oas_document",
 ];
 
 /// Top-level policy fields Portcullis acts on.

@@ -23,7 +23,7 @@ pub(super) fn parse_object<T: DeserializeOwned>(
 /// Postgres stores neither text nor JSON strings with U+0000, and no header, path or id can
 /// carry one; numbers must read back as doubles. Refused with the field's path instead of failing
 /// at the database.
-fn refuse_nul(map: &Map<String, Value>, prefix: &str) -> Result<(), ValidationError> {
+pub(super) fn refuse_nul(map: &Map<String, Value>, prefix: &str) -> Result<(), ValidationError> {
     for (k, v) in map {
         let path = if prefix.is_empty() {
             k.clone()

@@ -10,6 +10,7 @@ pub mod compat;
 pub mod hmac;
 pub mod idp_auth;
 mod json;
+pub mod oas;
 pub mod oauth;
 pub mod plugins;
 mod policy;

@@ -30,6 +30,7 @@ mod limits;
 mod load_balancing;
 mod management;
 mod mtls;
+mod oas;
 mod oauth;
 mod observability;
 mod oidc;
