@@ -2,7 +2,9 @@
 //! control plane, read back in both formats, and served by a joined edge with the auth their
 //! security schemes select.
 
+use portcullis_tests::idp_stack::get;
 use portcullis_tests::peers::{HEADER_ECHO, PyPeer};
+use portcullis_tests::traffic::key_for;
 use portcullis_tests::{Cp, Dp, TestDb};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -37,32 +39,6 @@ fn petstore(fragments: &[&str], upstream: &str) -> Value {
     }
     doc["x-tyk-api-gateway"]["upstream"]["url"] = json!(upstream);
     doc
-}
-
-async fn get(dp: &Dp, path: &str, headers: &[(&str, &str)]) -> (StatusCode, Value) {
-    let mut req = reqwest::Client::new().get(dp.url(path));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-async fn key_for(cp: &Cp, api_id: &str) -> String {
-    let (status, body) = cp
-        .call(
-            Method::POST,
-            "/tyk/keys",
-            Some(&json!({"access_rights": {api_id: {"api_id": api_id, "versions": ["Default"]}}})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["key"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -117,7 +93,7 @@ async fn a_tyk_docs_oas_api_is_written_read_back_served_updated_and_deleted() {
             Some("Authorization field missing")
         )
     );
-    let key = key_for(&cp, &id).await;
+    let key = key_for(&cp, &[id.as_str()]).await;
     let (status, got) = get(&dp, "/petstore/pets?id=1", &[("Authorization", &key)]).await;
     assert_eq!(status, StatusCode::OK, "{got}");
     // strip: true, so the upstream sees the path below the listen path.
@@ -346,7 +322,7 @@ async fn config_apply_takes_tyk_oas_files_in_apis() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(view["security"], doc["security"]);
     dp.wait_for_status("/petstore/x", 401).await;
-    let key = key_for(&cp, "petstore").await;
+    let key = key_for(&cp, &["petstore"]).await;
     let (status, got) = get(&dp, "/petstore/x", &[("Authorization", &key)]).await;
     assert_eq!((status, got["path"].as_str()), (StatusCode::OK, Some("/x")));
     let _ = std::fs::remove_dir_all(&dir);

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use portcullis_tests::idp_stack::{access_rights, api};
+use portcullis_tests::idp_stack::{Stack, access_rights, api};
 use portcullis_tests::peers::curl;
 use portcullis_tests::redis_topology::{RedisCluster, RedisSentinel, cli};
 use portcullis_tests::traffic::stack_with;
@@ -19,7 +19,7 @@ const PREFIX: &str = "topo:";
 static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A key allowed 100 000 requests an hour, so the quota counter counts every request.
-async fn counted_key(s: &portcullis_tests::idp_stack::Stack) -> String {
+async fn counted_key(s: &Stack) -> String {
     let (status, body) =
         s.cp.call(
             Method::POST,
@@ -67,11 +67,11 @@ async fn load_for(url: &str, key: &str, secs: u64) -> u64 {
     sent
 }
 
-#[tokio::test]
-async fn a_cluster_keeps_a_scripts_keys_in_one_slot_and_survives_a_primary_failover() {
-    let mut cluster = RedisCluster::start().await;
+/// A gateway on `redis_url` serving the API `counted`, a key with a quota, and ten requests
+/// already counted: the stack, the key and the URL to call.
+async fn counted_stack(redis_url: String) -> (Stack, String, String) {
     let s = stack_with(DpOptions {
-        redis_url: Some(cluster.url()),
+        redis_url: Some(redis_url),
         redis_prefix: Some(PREFIX.into()),
         ..Default::default()
     })
@@ -84,6 +84,41 @@ async fn a_cluster_keeps_a_scripts_keys_in_one_slot_and_survives_a_primary_failo
     for _ in 0..10 {
         assert_eq!(status(&url, &key).await, 200);
     }
+    (s, key, url)
+}
+
+/// After a failover: once the gateway counts on the new primary again (`counted` reads the
+/// quota counter there), five requests add exactly five, and the counter never exceeds the
+/// requests sent. Returns the final count.
+async fn counted_once_each(url: &str, key: &str, counted: impl Fn() -> u64, during: u64) -> u64 {
+    let before = eventually(
+        Duration::from_secs(30),
+        "the gateway counting on the new primary",
+        || async {
+            let a = counted();
+            assert_eq!(status(url, key).await, 200);
+            let b = counted();
+            (b == a + 1).then_some(b)
+        },
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(status(url, key).await, 200);
+    }
+    let after = counted();
+    assert_eq!(after, before + 5, "one count per request");
+    let sent = SENT.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        after <= sent,
+        "never more counts than requests: {after} for {sent} ({during} during the failover)"
+    );
+    after
+}
+
+#[tokio::test]
+async fn a_cluster_keeps_a_scripts_keys_in_one_slot_and_survives_a_primary_failover() {
+    let mut cluster = RedisCluster::start().await;
+    let (_s, key, url) = counted_stack(cluster.url()).await;
     // The script touches the rate cell and the quota counter: without one hash tag for both,
     // the cluster would refuse it (CROSSSLOT) and nothing would be counted.
     let quota = cluster.keys(&format!("{PREFIX}quota:*"));
@@ -124,46 +159,13 @@ async fn a_cluster_keeps_a_scripts_keys_in_one_slot_and_survives_a_primary_failo
     )
     .await;
     assert_ne!(promoted, holder);
-    let before = eventually(
-        Duration::from_secs(20),
-        "the gateway counting again",
-        || async {
-            let a = counted(promoted);
-            assert_eq!(status(&url, &key).await, 200);
-            let b = counted(promoted);
-            (b == a + 1).then_some(b)
-        },
-    )
-    .await;
-    for _ in 0..5 {
-        assert_eq!(status(&url, &key).await, 200);
-    }
-    let after = counted(promoted);
-    assert_eq!(after, before + 5, "one count per request");
-    let sent = SENT.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(
-        after <= sent,
-        "never more counts than requests: {after} for {sent} ({during} during the failover)"
-    );
+    counted_once_each(&url, &key, || counted(promoted), during).await;
 }
 
 #[tokio::test]
 async fn a_sentinel_failover_is_followed_to_the_new_primary() {
     let mut topology = RedisSentinel::start().await;
-    let s = stack_with(DpOptions {
-        redis_url: Some(topology.url()),
-        redis_prefix: Some(PREFIX.into()),
-        ..Default::default()
-    })
-    .await;
-    s.cp.create_api(&api("counted", &s.echo.url(), json!({})))
-        .await;
-    s.dp.wait_for_status("/counted/", 401).await;
-    let key = counted_key(&s).await;
-    let url = s.dp.url("/counted/x");
-    for _ in 0..10 {
-        assert_eq!(status(&url, &key).await, 200);
-    }
+    let (_s, key, url) = counted_stack(topology.url()).await;
     let old = topology.primary.port;
     let keys = cli(old, &["--scan", "--pattern", &format!("{PREFIX}quota:*")]);
     let quota_key = keys
@@ -188,29 +190,9 @@ async fn a_sentinel_failover_is_followed_to_the_new_primary() {
     )
     .await;
     assert_eq!(new, topology.replica.port);
-    let before = eventually(
-        Duration::from_secs(30),
-        "the gateway on the new primary",
-        || async {
-            let a = counted(new);
-            assert_eq!(status(&url, &key).await, 200);
-            let b = counted(new);
-            (b == a + 1).then_some(b)
-        },
-    )
-    .await;
-    for _ in 0..5 {
-        assert_eq!(status(&url, &key).await, 200);
-    }
-    let after = counted(new);
-    assert_eq!(after, before + 5, "one count per request");
+    let after = counted_once_each(&url, &key, || counted(new), during).await;
     assert!(
         after >= 10,
         "the counts from before the failover survived: {after}"
-    );
-    let sent = SENT.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(
-        after <= sent,
-        "never more counts than requests: {after} for {sent} ({during} during the failover)"
     );
 }
