@@ -18,8 +18,10 @@ use serde_json::{Value, json};
 const XSS_NAME: &str = r#"<img src=x onerror="window.__pwned=1">"#;
 const FORBIDDEN: &str = "Attempted administrative access with invalid or missing key!";
 
+/// An edge of `group`, watching: its first snapshot applied, so every later commit reaches it
+/// as a change whose ACK is timed (a snapshot taken after a commit would hide that commit).
 async fn edge(cp: &Cp, group: &str) -> Dp {
-    Dp::start(
+    let dp = Dp::start(
         cp,
         DpOptions {
             token: Some(cp.token(group).await),
@@ -27,7 +29,12 @@ async fn edge(cp: &Cp, group: &str) -> Dp {
         },
     )
     .await
-    .expect("gateway starts")
+    .expect("gateway starts");
+    eventually(Duration::from_secs(20), "the edge watching", || async {
+        (dp.connected() && dp.snapshots() >= 1).then_some(())
+    })
+    .await;
+    dp
 }
 
 /// A definition no edge can apply (as a newer control plane might write), for `group` only:
