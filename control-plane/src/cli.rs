@@ -39,20 +39,22 @@ pub enum Command {
     /// The node CA (via the management API).
     #[command(subcommand)]
     Ca(CaCommand),
-    /// Declarative configuration: a folder of APIs, policies and certificate references
-    /// (via the management API; docs/config.md).
+    /// Declarative configuration: a folder of APIs, policies, OAuth clients and certificate
+    /// references (via the management API; docs/config.md).
     #[command(subcommand)]
     Config(ConfigCommand),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Write every API, policy and certificate reference into DIR, one JSON file each.
+    /// Write every API, policy, OAuth client and certificate reference into DIR, one JSON file
+    /// each (secrets sealed).
     Dump {
         #[command(flatten)]
         client: ClientArgs,
         dir: std::path::PathBuf,
-        /// Replace the JSON and YAML files of DIR's apis/, policies/ and certificates/.
+        /// Replace the JSON and YAML files of DIR's apis/, policies/, certificates/ and
+        /// oauth_clients/.
         #[arg(long)]
         force: bool,
     },
@@ -73,7 +75,7 @@ pub enum ConfigCommand {
         /// Plan only; change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Delete APIs and policies that DIR does not hold.
+        /// Delete APIs, policies and OAuth clients that DIR does not hold.
         #[arg(long)]
         prune: bool,
     },

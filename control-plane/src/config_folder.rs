@@ -1,5 +1,5 @@
-//! A configuration folder on disk (docs/config.md): `apis/`, `policies/` and `certificates/`,
-//! one resource per JSON or YAML file. Reading it names the file of every problem; writing it
+//! A configuration folder on disk (docs/config.md): `apis/`, `policies/`, `certificates/` and
+//! `oauth_clients/`, one resource per JSON or YAML file. Reading it names the file of every problem; writing it
 //! (`config dump`) puts each resource in `<kind>/<id>.json`.
 
 use std::collections::BTreeSet;
@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 /// The folders of a configuration folder, by the kind their files hold.
-pub const KINDS: &[&str] = &["apis", "policies", "certificates"];
+pub const KINDS: &[&str] = &["apis", "policies", "certificates", "oauth_clients"];
 
 /// Largest file read (a definition with a big OpenAPI document inlined).
 const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
@@ -40,7 +40,7 @@ fn hidden(name: &std::ffi::OsStr) -> bool {
 }
 
 /// Reads `dir` into the body of `POST /portcullis/config` (without `dry_run`/`prune`). Files at
-/// the top of `dir` are ignored (a README); a folder other than the three kinds is refused, so
+/// the top of `dir` are ignored (a README); a folder other than the kinds is refused, so
 /// a typo (`policy/`) does not silently apply nothing. Only the kinds whose folder exists are
 /// sent: a kind without its folder is left as it is in the store, even with `--prune`.
 pub fn read(dir: &Path) -> Result<Value, FolderError> {
@@ -185,7 +185,7 @@ pub fn file_name(id: &str, taken: &mut BTreeSet<String>) -> String {
 }
 
 /// Writes the answer of `GET /portcullis/config` into `dir`, which must be empty or absent
-/// (unless `force`: then its `apis/`, `policies/` and `certificates/` are replaced whole, and
+/// (unless `force`: then its kind folders are replaced whole, and
 /// other files in `dir` stay). Everything is first written into a hidden staging folder inside
 /// `dir`, so a failure leaves the previous folders as they were. Folders are made `0700` and
 /// files `0600`: the files hold sealed secrets. Returns how many files were written.
@@ -197,7 +197,7 @@ pub fn write(dir: &Path, dump: &Value, force: bool) -> Result<usize, FolderError
             if entries.next().is_some() && !force {
                 return Err(file_error(
                     dir,
-                    "is not empty; dump into a new folder or pass --force to replace its apis/, policies/ and certificates/",
+                    "is not empty; dump into a new folder or pass --force to replace its apis/, policies/, certificates/ and oauth_clients/",
                 ));
             }
         }
@@ -237,6 +237,7 @@ fn stage(staging: &Path, dump: &Value) -> Result<usize, FolderError> {
         ("apis", "api_id"),
         ("policies", "id"),
         ("certificates", "id"),
+        ("oauth_clients", "client_id"),
     ] {
         let folder = staging.join(kind);
         private_dir(&folder)?;

@@ -12,6 +12,7 @@ use portcullis_proto::model::{ApiDefinition, Policy, ValidationError, oas};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::config_clients::{self, Targets};
 use super::{ApiError, ApiState, apis, stored_secrets};
 use crate::store::StoreError;
 use crate::store::config::{ConfigMode, ConfigTx};
@@ -45,6 +46,7 @@ pub struct ApplyRequest {
     policies: Option<Vec<Item>>,
     /// References to certificates already in the store: `{"id": ..., "fingerprint": ...}`.
     certificates: Option<Vec<Item>>,
+    oauth_clients: Option<Vec<Item>>,
 }
 
 impl ApplyRequest {
@@ -58,6 +60,10 @@ impl ApplyRequest {
 
     fn certificates(&self) -> &[Item] {
         self.certificates.as_deref().unwrap_or_default()
+    }
+
+    fn oauth_clients(&self) -> &[Item] {
+        self.oauth_clients.as_deref().unwrap_or_default()
     }
 }
 
@@ -140,8 +146,8 @@ fn store_in_source(source: &str) -> impl FnOnce(StoreError) -> ApiError + '_ {
     }
 }
 
-/// `GET /portcullis/config`: APIs and policies as stored (secrets sealed), and the
-/// certificate store as references.
+/// `GET /portcullis/config`: APIs, policies and OAuth clients as stored (secrets sealed), and
+/// the certificate store as references.
 pub async fn dump(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let mut tx = state
         .store
@@ -150,6 +156,7 @@ pub async fn dump(State(state): State<ApiState>) -> Result<Json<Value>, ApiError
         .map_err(internal)?;
     let apis = tx.apis().await.map_err(internal)?;
     let policies = tx.policies().await.map_err(internal)?;
+    let oauth_clients = tx.oauth_clients().await.map_err(internal)?;
     let certificates: Vec<Value> = tx
         .certificates()
         .await
@@ -159,7 +166,7 @@ pub async fn dump(State(state): State<ApiState>) -> Result<Json<Value>, ApiError
         .collect();
     drop(tx);
     Ok(Json(
-        json!({"apis": apis, "policies": policies, "certificates": certificates}),
+        json!({"apis": apis, "policies": policies, "certificates": certificates, "oauth_clients": oauth_clients}),
     ))
 }
 
@@ -175,6 +182,7 @@ struct Desired {
     apis: Vec<(String, ApiDefinition)>,
     policies: Vec<(String, Policy)>,
     certificates: Vec<(String, String, Option<String>)>,
+    oauth_clients: Vec<config_clients::Wanted>,
     warnings: Vec<SourcedWarning>,
 }
 
@@ -234,6 +242,7 @@ fn parse(req: &ApplyRequest, state: &ApiState) -> Result<Desired, ApiError> {
         ("apis", req.apis()),
         ("policies", req.policies()),
         ("certificates", req.certificates()),
+        ("oauth_clients", req.oauth_clients()),
     ] {
         if items.len() > MAX_ITEMS {
             return Err(ApiError::Invalid(ValidationError::new(
@@ -246,7 +255,8 @@ fn parse(req: &ApplyRequest, state: &ApiState) -> Result<Desired, ApiError> {
         .apis()
         .iter()
         .chain(req.policies())
-        .chain(req.certificates());
+        .chain(req.certificates())
+        .chain(req.oauth_clients());
     if let Some(item) = sources
         .into_iter()
         .find(|i| i.source.len() > MAX_SOURCE_BYTES)
@@ -263,6 +273,7 @@ fn parse(req: &ApplyRequest, state: &ApiState) -> Result<Desired, ApiError> {
         apis: Vec::new(),
         policies: Vec::new(),
         certificates: Vec::new(),
+        oauth_clients: Vec::new(),
         warnings: Vec::new(),
     };
     let mut seen = BTreeMap::new();
@@ -317,6 +328,14 @@ fn parse(req: &ApplyRequest, state: &ApiState) -> Result<Desired, ApiError> {
         };
         out.certificates
             .push((item.source.clone(), id.to_owned(), fingerprint));
+    }
+    let mut seen = BTreeMap::new();
+    for item in req.oauth_clients() {
+        let id = required_id(item, "client_id")?;
+        once(&mut seen, "OAuth client", id, &item.source)?;
+        let wanted = config_clients::parse_item(state, &item.source, &item.body)?;
+        debug_assert_eq!(wanted.source(), item.source);
+        out.oauth_clients.push(wanted);
     }
     Ok(out)
 }
@@ -448,26 +467,41 @@ pub async fn apply(State(state): State<ApiState>, body: Bytes) -> Result<Json<Va
         ConfigMode::Apply
     };
     let mut tx = state.store.begin_config(mode).await.map_err(internal)?;
-    let stored_apis = match req.apis {
-        Some(_) => stored_by_id(tx.apis().await.map_err(internal)?, "api_id"),
-        None => BTreeMap::new(),
+    // A client depends on the APIs and policies the apply leaves, planned or not.
+    let clients_planned = req.oauth_clients.is_some();
+    let stored_apis = match req.apis.is_some() || clients_planned {
+        true => stored_by_id(tx.apis().await.map_err(internal)?, "api_id"),
+        false => BTreeMap::new(),
     };
-    let stored_policies = match req.policies {
-        Some(_) => stored_by_id(tx.policies().await.map_err(internal)?, "id"),
-        None => BTreeMap::new(),
+    let stored_policies = match req.policies.is_some() || clients_planned {
+        true => stored_by_id(tx.policies().await.map_err(internal)?, "id"),
+        false => BTreeMap::new(),
+    };
+    let stored_clients = match clients_planned {
+        true => stored_by_id(tx.oauth_clients().await.map_err(internal)?, "client_id"),
+        false => BTreeMap::new(),
     };
     let held = tx.certificates().await.map_err(internal)?;
     check_certificates(&mut desired, &held)?;
 
     let key = state.stored_secrets.clone();
+    let empty = BTreeMap::new();
     let api_rows: Vec<(String, String, Value)> = desired
         .apis
         .iter()
         .map(|(s, d)| (s.clone(), d.api_id().to_owned(), d.to_value()))
         .collect();
-    let (mut changes, api_same) = plan_kind("api", &api_rows, &stored_apis, req.prune, |v| {
-        stored_secrets::opened(v, &key)
-    });
+    let (mut changes, api_same) = plan_kind(
+        "api",
+        &api_rows,
+        if req.apis.is_some() {
+            &stored_apis
+        } else {
+            &empty
+        },
+        req.prune,
+        |v| stored_secrets::opened(v, &key),
+    );
     let policy_rows: Vec<(String, String, Value)> = desired
         .policies
         .iter()
@@ -476,14 +510,38 @@ pub async fn apply(State(state): State<ApiState>, body: Bytes) -> Result<Json<Va
     let (policy_changes, policy_same) = plan_kind(
         "policy",
         &policy_rows,
-        &stored_policies,
+        if req.policies.is_some() {
+            &stored_policies
+        } else {
+            &empty
+        },
         req.prune,
         Value::clone,
     );
     changes.extend(policy_changes);
 
+    let targets = targets(
+        &req,
+        &changes,
+        &api_rows,
+        &policy_rows,
+        &stored_apis,
+        &stored_policies,
+    );
+    let wanted = std::mem::take(&mut desired.oauth_clients);
+    let (client_rows, clients) =
+        config_clients::resolve(&state, wanted, &stored_clients, &targets)?;
+    let (client_changes, client_same) = plan_kind(
+        "oauth_client",
+        &client_rows,
+        &stored_clients,
+        req.prune,
+        |v| config_clients::opened(&state, v),
+    );
+    changes.extend(client_changes);
+
     if !req.dry_run {
-        write(&mut tx, &changes, &desired).await?;
+        write(&mut tx, &changes, &desired, &clients).await?;
         tx.commit().await.map_err(internal)?;
     }
     let applied = !req.dry_run && changes.iter().any(|c| c.op != Op::Kept);
@@ -495,10 +553,49 @@ pub async fn apply(State(state): State<ApiState>, body: Bytes) -> Result<Json<Va
         "dry_run": req.dry_run,
         "applied": applied,
         "changes": changes,
-        "unchanged": api_same + policy_same,
+        "unchanged": api_same + policy_same + client_same,
         "warnings": warnings,
         "warnings_omitted": omitted,
     })))
+}
+
+/// The APIs and policies the store holds once `changes` are applied: the folder's, and the
+/// stored ones it leaves (all of a kind the folder does not plan).
+fn targets(
+    req: &ApplyRequest,
+    changes: &[Change],
+    api_rows: &[(String, String, Value)],
+    policy_rows: &[(String, String, Value)],
+    stored_apis: &BTreeMap<String, Value>,
+    stored_policies: &BTreeMap<String, Value>,
+) -> Targets {
+    let deleted: BTreeSet<(&str, &str)> = changes
+        .iter()
+        .filter(|c| c.op == Op::Delete)
+        .map(|c| (c.kind, c.id.as_str()))
+        .collect();
+    let mut t = Targets::default();
+    for (id, body) in stored_apis {
+        if !deleted.contains(&("api", id.as_str())) {
+            t.apis.insert(id.clone(), Targets::api_of(body));
+        }
+    }
+    for (id, body) in stored_policies {
+        if !deleted.contains(&("policy", id.as_str())) {
+            t.policies.insert(id.clone(), body.clone());
+        }
+    }
+    if req.apis.is_some() {
+        for (_, id, body) in api_rows {
+            t.apis.insert(id.clone(), Targets::api_of(body));
+        }
+    }
+    if req.policies.is_some() {
+        for (_, id, body) in policy_rows {
+            t.policies.insert(id.clone(), body.clone());
+        }
+    }
+    t
 }
 
 /// Each certificate reference must name a stored certificate (with its fingerprint, when
@@ -565,6 +662,7 @@ async fn write(
     tx: &mut ConfigTx<'_>,
     changes: &[Change],
     desired: &Desired,
+    clients: &BTreeMap<String, portcullis_proto::model::oauth::OAuthClient>,
 ) -> Result<(), ApiError> {
     let apis: BTreeMap<&str, &ApiDefinition> =
         desired.apis.iter().map(|(_, d)| (d.api_id(), d)).collect();
@@ -579,6 +677,11 @@ async fn write(
                 ("api", _) => tx.put_api(apis[c.id.as_str()], pass == Op::Create).await,
                 ("policy", _) => {
                     tx.put_policy(policies[c.id.as_str()], pass == Op::Create)
+                        .await
+                }
+                ("oauth_client", Op::Delete) => tx.delete_oauth_client(&c.id).await,
+                ("oauth_client", _) => {
+                    tx.put_oauth_client(&clients[c.id.as_str()], pass == Op::Create)
                         .await
                 }
                 _ => continue,

@@ -6,6 +6,7 @@ mod apis;
 mod cache;
 mod certs;
 mod config;
+mod config_clients;
 mod console;
 mod error;
 mod fleet;

@@ -24,8 +24,8 @@ use crate::store::StoreError;
 const CLIENT_NOT_FOUND: &str = "OAuth Client ID not found";
 const API_NOT_FOUND: &str = "API not found";
 /// The sealing field of a client's secret (CONTRACT: doc id = client_id, field "secret").
-const SECRET_FIELD: &str = "secret";
-const DEFAULT_AUTH_METHOD: &str = "client_secret_basic";
+pub(super) const SECRET_FIELD: &str = "secret";
+pub(super) const DEFAULT_AUTH_METHOD: &str = "client_secret_basic";
 /// A client body is small; the global limit is sized for API definitions.
 const MAX_BODY: usize = 256 * 1024;
 const MAX_META_DATA: usize = 64 * 1024;
@@ -43,7 +43,7 @@ fn corrupt(what: String) -> ApiError {
 }
 
 /// The client an operator sent (secret still in plaintext), its fields of the wrong type named.
-fn parse_client(body: &[u8]) -> Result<OAuthClient, ApiError> {
+pub(super) fn parse_client(body: &[u8]) -> Result<OAuthClient, ApiError> {
     if body.len() > MAX_BODY {
         return Err(invalid("body", "an OAuth client is at most 256 KiB"));
     }
@@ -61,19 +61,19 @@ fn path_id_ok(id: &str) -> bool {
 }
 
 /// 32 random bytes, base64url without padding (43 characters), like the tokens.
-fn new_secret() -> String {
+pub(super) fn new_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn same_secret(a: &str, b: &str) -> bool {
+pub(super) fn same_secret(a: &str, b: &str) -> bool {
     bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// A secret an operator chose: bounded, printable, and not a sealed value (which would be
 /// sealed again and never match what a client presents).
-fn check_plain_secret(secret: &str) -> Result<(), ApiError> {
+pub(super) fn check_plain_secret(secret: &str) -> Result<(), ApiError> {
     if sealed_field::is_sealed(secret) {
         return Err(invalid(
             "secret",
@@ -89,7 +89,7 @@ fn check_plain_secret(secret: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn seal_secret(state: &ApiState, client_id: &str, plain: &str) -> String {
+pub(super) fn seal_secret(state: &ApiState, client_id: &str, plain: &str) -> String {
     if plain.is_empty() {
         return String::new();
     }
@@ -98,7 +98,7 @@ fn seal_secret(state: &ApiState, client_id: &str, plain: &str) -> String {
 
 /// The stored client's secret in plaintext; one that does not open is a 500 whose log line
 /// names the client, never the value.
-fn open_secret(state: &ApiState, client: &OAuthClient) -> Result<String, ApiError> {
+pub(super) fn open_secret(state: &ApiState, client: &OAuthClient) -> Result<String, ApiError> {
     if client.secret.is_empty() {
         return Ok(String::new());
     }
@@ -178,7 +178,7 @@ fn grants(policy: &Value, api_id: &str) -> bool {
         .is_some_and(|rights| rights.contains_key(api_id))
 }
 
-fn policy_org(policy: &Value) -> String {
+pub(super) fn policy_org(policy: &Value) -> String {
     policy
         .get("org_id")
         .and_then(Value::as_str)
@@ -218,7 +218,7 @@ async fn find(state: &ApiState, api_id: &str, client_id: &str) -> Result<OAuthCl
     }
 }
 
-fn api_id_required() -> ApiError {
+pub(super) fn api_id_required() -> ApiError {
     invalid(
         "api_id",
         "is required unless policy_id names the policy whose APIs the client may use",

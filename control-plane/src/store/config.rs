@@ -5,11 +5,14 @@
 //! one snapshot.
 
 use portcullis_proto::model::certificate::CertificateMeta;
+use portcullis_proto::model::oauth::OAuthClient;
 use portcullis_proto::model::{ApiDefinition, Policy};
 use serde_json::Value;
 
 use super::apis::Apis;
 use super::certificates::Certificates;
+use super::oauth_clients::OAuthClients;
+use super::oauth_grants::disable_client_tokens_in;
 use super::policies::Policies;
 use super::resources::{self, Pending, Tx};
 use super::{Store, StoreError};
@@ -35,6 +38,9 @@ pub struct ConfigTx<'c> {
     lock: bool,
     /// Rows written, their change-log entries taken at commit.
     pending: Vec<Pending>,
+    /// OAuth clients deleted or created: their tokens (a deleted client's, or leftovers of an
+    /// earlier client of the same id) are disabled at commit, after every row.
+    client_tokens: Vec<String>,
 }
 
 impl Store {
@@ -57,6 +63,7 @@ impl Store {
             tx,
             lock: mode == ConfigMode::Apply,
             pending: Vec::new(),
+            client_tokens: Vec::new(),
         })
     }
 }
@@ -117,10 +124,45 @@ impl ConfigTx<'_> {
         Ok(())
     }
 
-    /// Takes one revision per written row, in write order, and commits.
+    /// Every OAuth client as stored (secrets sealed).
+    pub async fn oauth_clients(&mut self) -> Result<Vec<Value>, StoreError> {
+        resources::list_in::<OAuthClients>(&mut self.tx, self.lock).await
+    }
+
+    /// Writes a client whose secret is already sealed. A new one also disables any token left
+    /// under its id, so a reused id never revives an earlier client's tokens.
+    pub async fn put_oauth_client(
+        &mut self,
+        client: &OAuthClient,
+        create: bool,
+    ) -> Result<(), StoreError> {
+        let row = if create {
+            self.client_tokens.push(client.client_id.clone());
+            resources::create_row::<OAuthClients>(&mut self.tx, client).await?
+        } else {
+            resources::replace_row::<OAuthClients>(&mut self.tx, client).await?
+        };
+        self.pending.push(row);
+        Ok(())
+    }
+
+    /// Deletes the client; its tokens are refused from the commit on ("OAuth client access was
+    /// revoked"), as after `DELETE /tyk/oauth/clients/...`.
+    pub async fn delete_oauth_client(&mut self, id: &str) -> Result<(), StoreError> {
+        let row = resources::delete_row::<OAuthClients>(&mut self.tx, id).await?;
+        self.pending.push(row);
+        self.client_tokens.push(id.to_owned());
+        Ok(())
+    }
+
+    /// Takes one revision per written row, in write order, then disables the tokens of deleted
+    /// and new OAuth clients, and commits.
     pub async fn commit(mut self) -> Result<(), StoreError> {
         for row in &self.pending {
             row.log(&mut self.tx).await?;
+        }
+        for client_id in &self.client_tokens {
+            disable_client_tokens_in(&mut self.tx, client_id).await?;
         }
         self.tx.commit().await?;
         Ok(())

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{Store, StoreError};
@@ -84,6 +85,27 @@ async fn delete_codes_and_refresh_tokens(
     Ok(())
 }
 
+/// [`Store::disable_client_tokens`] inside `tx`. Each token takes a revision (its session
+/// event), so a transaction that also writes resource rows calls this after the last row.
+pub(super) async fn disable_client_tokens_in(
+    tx: &mut Transaction<'_, Postgres>,
+    client_id: &str,
+) -> Result<usize, StoreError> {
+    delete_codes_and_refresh_tokens(&mut **tx, client_id).await?;
+    let hashes: Vec<(String,)> = sqlx::query_as(
+        "UPDATE keys SET session = jsonb_set(session, '{is_inactive}', 'true'::jsonb),
+             updated_at = now()
+         WHERE oauth_client_id = $1 AND origin = 'oauth' RETURNING key_hash",
+    )
+    .bind(client_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (hash,) in &hashes {
+        super::keys::session_event(tx, hash, false).await?;
+    }
+    Ok(hashes.len())
+}
+
 impl Store {
     /// Access tokens of a client still alive: (key hash, expiry).
     pub async fn list_client_tokens(
@@ -132,20 +154,9 @@ impl Store {
     /// method. A client created again under the same id clears them first.
     pub async fn disable_client_tokens(&self, client_id: &str) -> Result<usize, StoreError> {
         let mut tx = self.pool().begin().await?;
-        delete_codes_and_refresh_tokens(&mut tx, client_id).await?;
-        let hashes: Vec<(String,)> = sqlx::query_as(
-            "UPDATE keys SET session = jsonb_set(session, '{is_inactive}', 'true'::jsonb),
-                 updated_at = now()
-             WHERE oauth_client_id = $1 AND origin = 'oauth' RETURNING key_hash",
-        )
-        .bind(client_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        for (hash,) in &hashes {
-            super::keys::session_event(&mut tx, hash, false).await?;
-        }
+        let disabled = disable_client_tokens_in(&mut tx, client_id).await?;
         tx.commit().await?;
-        Ok(hashes.len())
+        Ok(disabled)
     }
 
     /// Stores a new authorization code.

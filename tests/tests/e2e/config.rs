@@ -385,6 +385,194 @@ async fn a_dump_applies_back_unchanged_and_names_its_certificate_references() {
     assert!(e.contains("policies/anonymous.yaml: id"), "{e}");
 }
 
+const BILLING: &str = "api_id: billing\nname: Billing\nuse_keyless: false\nuse_oauth2: true\noauth_meta:\n  allowed_access_types: [client_credentials]\n  allowed_authorize_types: [code]\n  auth_login_redirect: http://127.0.0.1:9/login\nproxy:\n  listen_path: /billing/\n  target_url: TARGET\n  strip_listen_path: true\n";
+
+const BILLING_POLICY: &str = "id: billing-gold\nname: Billing gold\nrate: 100\nper: 60\nquota_max: -1\naccess_rights:\n  billing:\n    api_id: billing\n    versions: [Default]\n";
+
+fn web_client(secret: &str) -> String {
+    format!(
+        "client_id: web\napi_id: billing\npolicy_id: billing-gold\nredirect_uri: http://127.0.0.1:9/cb\ndescription: the web shop\nsecret: {secret}\n"
+    )
+}
+
+/// `client_credentials` at the edge's token endpoint with curl: (status, body).
+async fn edge_token(dp: &Dp, id: &str, secret: &str) -> (u16, Value) {
+    let (_, out, _) = curl(vec![
+        "-s".into(),
+        "-w".into(),
+        "\n%{http_code}".into(),
+        "-u".into(),
+        format!("{id}:{secret}"),
+        "-d".into(),
+        "grant_type=client_credentials".into(),
+        dp.url("/billing/oauth/token"),
+    ])
+    .await;
+    let (body, status) = out.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        status.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+async fn bearer(dp: &Dp, token: &str) -> (u16, String) {
+    let (_, out, _) = curl(vec![
+        "-s".into(),
+        "-w".into(),
+        "\n%{http_code}".into(),
+        "-H".into(),
+        format!("Authorization: Bearer {token}"),
+        dp.url("/billing/x"),
+    ])
+    .await;
+    let (body, status) = out.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+async fn secrets_text(db: &TestDb) -> String {
+    sqlx::query_scalar(
+        "SELECT coalesce((SELECT string_agg(body::text, '') FROM oauth_clients), '') || coalesce((SELECT string_agg(coalesce(body::text, ''), '') FROM change_log), '')",
+    )
+    .fetch_one(&db.pool().await)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn oauth_clients_live_in_the_folder_with_their_secrets_sealed() {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    let dp = Dp::joined(&cp).await;
+    let upstream = PyPeer::start(NAMED_SERVER, &["billing", "0"]).await;
+
+    let folder = Folder::new("clients");
+    std::fs::create_dir_all(folder.0.join("oauth_clients")).unwrap();
+    folder.write(
+        "apis/billing.yaml",
+        &BILLING.replace("TARGET", &upstream.url("/")),
+    );
+    folder.write("policies/billing-gold.yaml", BILLING_POLICY);
+    folder.write("oauth_clients/web.yaml", &web_client("web-secret-one-0123"));
+    // The client names an API and a policy of the same folder: all three land in one go.
+    let applied = config(&cp, &["apply", folder.path()]).await.unwrap();
+    assert!(
+        applied.contains("+ oauth_client web (oauth_clients/web.yaml)"),
+        "{applied}"
+    );
+    assert!(
+        applied.contains("3 changes applied in one transaction"),
+        "{applied}"
+    );
+    let (_, client) = cp
+        .call(Method::GET, "/tyk/oauth/clients/billing/web", None)
+        .await;
+    assert_eq!(client["secret"], "web-secret-one-0123");
+    assert!(!secrets_text(&db).await.contains("web-secret-one-0123"));
+
+    // The edge issues a token to the folder's client (curl as the client), and it opens the API.
+    let mut got = (0, Value::Null);
+    for _ in 0..100 {
+        got = edge_token(&dp, "web", "web-secret-one-0123").await;
+        if got.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(got.0, 200, "{:?}", got.1);
+    let token = got.1["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(bearer(&dp, &token).await, (200, "billing".to_owned()));
+
+    let again = config(&cp, &["apply", folder.path()]).await.unwrap();
+    assert_eq!(again.lines().last().unwrap(), "no changes (3 unchanged)");
+
+    // A dump holds the client with its secret sealed, and applies back unchanged.
+    let out = std::env::temp_dir().join(format!(
+        "portcullis-dump-clients-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let dump_dir = out.to_str().unwrap().to_owned();
+    config(&cp, &["dump", &dump_dir]).await.unwrap();
+    let dumped = std::fs::read_to_string(out.join("oauth_clients/web.json")).unwrap();
+    assert!(!dumped.contains("web-secret-one-0123"), "{dumped}");
+    let back = config(&cp, &["apply", &dump_dir]).await.unwrap();
+    assert_eq!(back.lines().last().unwrap(), "no changes (3 unchanged)");
+    // A sealed secret is bound to its client: copied into another client, it does not open.
+    let mut copy: Value = serde_json::from_str(&dumped).unwrap();
+    copy["client_id"] = json!("copy");
+    std::fs::write(
+        out.join("oauth_clients/copy.json"),
+        serde_json::to_string(&copy).unwrap(),
+    )
+    .unwrap();
+    let e = config(&cp, &["apply", &dump_dir]).await.unwrap_err();
+    assert!(e.contains("oauth_clients/copy.json: secret"), "{e}");
+    std::fs::remove_dir_all(&out).unwrap();
+
+    // A client of an API nobody has, or of one that is not OAuth, changes nothing.
+    let revisions = change_count(&db).await;
+    folder.write(
+        "oauth_clients/lost.yaml",
+        "client_id: lost\napi_id: nowhere\n",
+    );
+    let e = config(&cp, &["apply", folder.path()]).await.unwrap_err();
+    assert!(
+        e.contains("oauth_clients/lost.yaml: api_id: API doesn't exist"),
+        "{e}"
+    );
+    folder.write("apis/orders.yaml", &orders_yaml("http://127.0.0.1:9/"));
+    folder.write(
+        "oauth_clients/lost.yaml",
+        "client_id: lost\napi_id: orders\n",
+    );
+    let e = config(&cp, &["apply", folder.path()]).await.unwrap_err();
+    assert!(
+        e.contains("oauth_clients/lost.yaml: api_id: API is not OAuth2"),
+        "{e}"
+    );
+    assert_eq!(change_count(&db).await, revisions);
+    folder.remove("oauth_clients/lost.yaml");
+    folder.remove("apis/orders.yaml");
+
+    // A new secret in git: diff names the field, never the value; the old secret stops working.
+    folder.write("oauth_clients/web.yaml", &web_client("web-secret-two-4567"));
+    let diff = config(&cp, &["diff", folder.path()]).await.unwrap();
+    assert!(
+        diff.contains("~ oauth_client web (oauth_clients/web.yaml): secret"),
+        "{diff}"
+    );
+    assert!(!diff.contains("web-secret-two-4567"), "{diff}");
+    config(&cp, &["apply", folder.path()]).await.unwrap();
+    assert_eq!(edge_token(&dp, "web", "web-secret-two-4567").await.0, 200);
+    let (status, body) = edge_token(&dp, "web", "web-secret-one-0123").await;
+    // Tyk answers OAuth errors with 403 unless --oauth-error-status-code says otherwise.
+    assert_eq!((status, &body["error"]), (403, &json!("invalid_client")));
+    assert!(!secrets_text(&db).await.contains("web-secret-two-4567"));
+
+    // Pruned from the folder: the client goes and its tokens are refused at the edge.
+    folder.remove("oauth_clients/web.yaml");
+    let kept = config(&cp, &["apply", folder.path()]).await.unwrap();
+    assert!(kept.contains("? oauth_client web"), "{kept}");
+    let pruned = config(&cp, &["apply", folder.path(), "--prune"])
+        .await
+        .unwrap();
+    assert!(pruned.contains("- oauth_client web"), "{pruned}");
+    let mut refused = (0, String::new());
+    for _ in 0..100 {
+        refused = bearer(&dp, &token).await;
+        if refused.0 == 403 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(refused.0, 403, "{}", refused.1);
+    assert!(
+        refused.1.contains("OAuth client access was revoked"),
+        "{}",
+        refused.1
+    );
+}
+
 /// A writer that holds rows the way a plain management API write does (row first, then the
 /// revision counter) meets an apply: neither waits on the other in the opposite order, so there
 /// is no deadlock (a 500 before), and reads (dump, diff, dry run) never wait on it at all.
