@@ -82,7 +82,21 @@ fn symlink_refused(path: &Path) -> FolderError {
 /// Reads at most [`MAX_FILE_BYTES`] and what is left of `budget`, whatever the file's size
 /// claimed when it was listed (it may grow, or be a device).
 fn read_bounded(path: &Path, budget: &mut u64) -> Result<String, FolderError> {
-    let file = std::fs::File::open(path).map_err(|e| file_error(path, e))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // The listing checked the file; a link or a FIFO put in its place since is refused at the
+    // open itself (no follow, no blocking open) and by what the opened handle is.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => symlink_refused(path),
+            _ => file_error(path, e),
+        })?;
+    let meta = file.metadata().map_err(|e| file_error(path, e))?;
+    if !meta.is_file() {
+        return Err(file_error(path, "must be a plain file"));
+    }
     let limit = MAX_FILE_BYTES.min(*budget);
     let mut text = String::new();
     file.take(limit + 1)
@@ -402,6 +416,32 @@ mod tests {
         std::fs::create_dir_all(dir.join("policy")).unwrap();
         let e = read(&dir).unwrap_err().to_string();
         assert!(e.contains("unknown folder"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// What the listing saw may be swapped before the open: a link or a FIFO put in a file's
+    /// place is refused by the open itself, without following it or blocking on it.
+    #[test]
+    fn a_file_swapped_for_a_link_or_a_fifo_is_refused_at_the_open() {
+        let dir = std::env::temp_dir().join(format!("portcullis-swap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret.txt");
+        std::fs::write(&secret, "not for the control plane").unwrap();
+        let link = dir.join("a.json");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        let mut budget = MAX_TOTAL_BYTES;
+        let e = read_bounded(&link, &mut budget).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        let fifo = dir.join("b.json");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let e = read_bounded(&fifo, &mut budget).unwrap_err().to_string();
+        assert!(e.contains("plain file"), "{e}");
+        assert_eq!(budget, MAX_TOTAL_BYTES, "nothing was read");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
