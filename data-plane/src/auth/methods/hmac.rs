@@ -96,7 +96,7 @@ pub fn parse_params(raw: &[u8]) -> Option<SignatureParams> {
     let mut rest = text.trim();
     while !rest.is_empty() {
         let eq = rest.find('=')?;
-        let name = rest.get(..eq)?.trim().to_ascii_lowercase();
+        let name = rest.get(..eq)?.trim();
         rest = rest.get(eq + 1..)?.trim_start();
         let value;
         if let Some(quoted) = rest.strip_prefix('"') {
@@ -113,12 +113,17 @@ pub fn parse_params(raw: &[u8]) -> Option<SignatureParams> {
             None if rest.is_empty() => {}
             None => return None,
         }
-        let (slot, field) = match name.as_str() {
-            "keyid" => (0, &mut out.key_id),
-            "algorithm" => (1, &mut out.algorithm),
-            "headers" => (2, &mut String::new()),
-            "signature" => (3, &mut out.signature),
-            _ => return None,
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        let (slot, field) = if is("keyid") {
+            (0, &mut out.key_id)
+        } else if is("algorithm") {
+            (1, &mut out.algorithm)
+        } else if is("headers") {
+            (2, &mut String::new())
+        } else if is("signature") {
+            (3, &mut out.signature)
+        } else {
+            return None;
         };
         if std::mem::replace(&mut seen[slot], true) {
             return None;
@@ -169,55 +174,67 @@ pub fn decode_signature(value: &str) -> Option<Vec<u8>> {
     B64.decode(out).ok()
 }
 
-/// One header's signed value: every value of it, trimmed, joined by `, `.
-fn header_value(parts: &Parts, name: &str) -> Option<String> {
+/// Appends one header's signed value: every value of it, trimmed, joined by `, `. None when
+/// the request lacks it or a value is not visible ASCII.
+fn push_header_value(out: &mut String, parts: &Parts, name: &str) -> Option<()> {
     let mut values = parts.headers.get_all(name).iter().peekable();
     values.peek()?;
-    let mut out = String::new();
+    let mut first = true;
     for v in values {
-        if !out.is_empty() {
+        if !first {
             out.push_str(", ");
         }
+        first = false;
         out.push_str(v.to_str().ok()?.trim());
     }
+    Some(())
+}
+
+fn header_value(parts: &Parts, name: &str) -> Option<String> {
+    let mut out = String::new();
+    push_header_value(&mut out, parts, name)?;
     Some(out)
 }
 
 /// The signing strings the client may have signed: `(request-target)` over the path alone (as
-/// Tyk), and over path and query (as draft-cavage) when there is a query.
+/// Tyk), and over path and query (as draft-cavage) when there is a query. Each is written into
+/// one buffer: this runs on every signed request.
 pub fn signing_strings(parts: &Parts, headers: &[String]) -> Option<Vec<String>> {
-    let method = parts.method.as_str().to_ascii_lowercase();
+    let method = parts.method.as_str();
     let path = parts.uri.path();
-    let mut targets = vec![format!("{method} {path}")];
-    if let Some(q) = parts.uri.query() {
-        targets.push(format!("{method} {path}?{q}"));
-    }
-    let mut lines = Vec::with_capacity(headers.len());
-    for name in headers {
-        if name == "(request-target)" {
-            lines.push(None);
-        } else {
-            lines.push(Some(format!("{name}: {}", header_value(parts, name)?)));
+    let query = parts
+        .uri
+        .query()
+        .filter(|_| headers.iter().any(|h| h == "(request-target)"));
+    let build = |query: Option<&str>| -> Option<String> {
+        let mut s = String::with_capacity(128 + path.len());
+        for (i, name) in headers.iter().enumerate() {
+            if i > 0 {
+                s.push('\n');
+            }
+            if name == "(request-target)" {
+                s.push_str("(request-target): ");
+                s.extend(method.chars().map(|c| c.to_ascii_lowercase()));
+                s.push(' ');
+                s.push_str(path);
+                if let Some(q) = query {
+                    s.push('?');
+                    s.push_str(q);
+                }
+            } else {
+                s.push_str(name);
+                s.push_str(": ");
+                push_header_value(&mut s, parts, name)?;
+            }
         }
+        Some(s)
+    };
+    let mut out = Vec::with_capacity(2);
+    out.push(build(None)?);
+    if query.is_some() {
+        out.push(build(query)?);
     }
-    if !lines.iter().any(Option::is_none) {
-        targets.truncate(1);
-    }
-    Some(
-        targets
-            .iter()
-            .map(|t| {
-                lines
-                    .iter()
-                    .map(|l| match l {
-                        Some(l) => l.clone(),
-                        None => format!("(request-target): {t}"),
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })
-            .collect(),
-    )
+    Some(out)
 }
 
 /// `Mon, 02 Jan 2006 15:04:05 MST` (any RFC 2822 zone) or Go's `... -07`, in unix ms.
