@@ -2,7 +2,8 @@
 //! two regions (each its own Redis prefix), an API with `use_oauth2`, a policy, an OAuth
 //! client, and on the other side one Python process (`py/oauth_portal.py`) that is the login
 //! portal, the notification webhook and the upstream. The grants are driven by Authlib
-//! (`py/oauth_client.py`), an implementation independent of the gateway's.
+//! (`py/oauth_client.py`), an implementation independent of the gateway's, and by a second
+//! library, requests-oauthlib (`py/oauth_client_requests_oauthlib.py`).
 
 use std::process::Child;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::{ADMIN_SECRET, Cp, CpOptions, Dp, DpOptions, TestDb, eventually, keyl
 
 const PORTAL: &str = include_str!("py/oauth_portal.py");
 const CLIENT: &str = include_str!("py/oauth_client.py");
+const REQUESTS_OAUTHLIB: &str = include_str!("py/oauth_client_requests_oauthlib.py");
 
 /// The edges' `--oauth-portal-secret` (never the control plane's admin secret).
 pub const PORTAL_SECRET: &str = "test-oauth-portal-secret-0123456789abcdef";
@@ -78,7 +80,9 @@ impl Side {
         self.url("/")
     }
 
-    /// Where the portal sends the logged-in user's authorization (see `py/oauth_portal.py`).
+    /// Where the portal sends the logged-in user's authorization, and how the webhook answers
+    /// (`"hook": {"fail", "fail_status", "hold"}`); the keys given replace those keys (see
+    /// `py/oauth_portal.py`).
     pub async fn configure(&self, config: Value) {
         let resp = self
             .http
@@ -90,7 +94,18 @@ impl Side {
         assert!(resp.status().is_success());
     }
 
-    /// `{"logins": [...], "hooks": [...], "upstream": [...]}`.
+    /// Answers every held webhook attempt, and those to come (`"hook": {"hold": true}`).
+    pub async fn release_hooks(&self) {
+        let resp = self
+            .http
+            .post(self.url("/_release"))
+            .send()
+            .await
+            .expect("portal reachable");
+        assert!(resp.status().is_success());
+    }
+
+    /// `{"logins": [...], "hooks": [...], "hook_attempts": [...], "upstream": [...]}`.
     pub async fn seen(&self) -> Value {
         self.http
             .get(self.url("/_seen"))
@@ -104,6 +119,15 @@ impl Side {
 
     pub async fn hooks(&self) -> Vec<Value> {
         self.seen().await["hooks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every POST the webhook received, in order: `{"attempt", "secret", "body", "answer"}`
+    /// (`answer`: the status sent, or `"held"`; `abandoned` when the sender hung up).
+    pub async fn hook_attempts(&self) -> Vec<Value> {
+        self.seen().await["hook_attempts"]
             .as_array()
             .cloned()
             .unwrap_or_default()
@@ -130,6 +154,16 @@ impl Drop for Side {
 pub async fn authlib(job: Value) -> Value {
     let input = serde_json::to_vec(&job).expect("job serialises");
     let out = tokio::task::spawn_blocking(move || run_python(CLIENT, &input))
+        .await
+        .expect("python task");
+    serde_json::from_slice(&out).expect("the client prints JSON")
+}
+
+/// Runs one job of `py/oauth_client_requests_oauthlib.py` (requests-oauthlib); returns its
+/// JSON result.
+pub async fn requests_oauthlib(job: Value) -> Value {
+    let input = serde_json::to_vec(&job).expect("job serialises");
+    let out = tokio::task::spawn_blocking(move || run_python(REQUESTS_OAUTHLIB, &input))
         .await
         .expect("python task");
     serde_json::from_slice(&out).expect("the client prints JSON")
@@ -460,6 +494,25 @@ impl World {
             json!({"revoke_url": Self::revoke_url(dp), "token": token, "token_type_hint": hint}),
         ))
         .await
+    }
+
+    /// A whole flow `op` of `py/oauth_client_requests_oauthlib.py` as the world's client.
+    pub async fn requests_oauthlib(&self, op: &str, fields: Value) -> Value {
+        requests_oauthlib(merged(
+            json!({
+                "op": op,
+                "client_id": self.client.id,
+                "client_secret": self.client.secret,
+                "redirect_uri": REDIRECT,
+            }),
+            fields,
+        ))
+        .await
+    }
+
+    /// `{lp}resource?n=1` at `dp` (the resource [`World::bearer`] calls).
+    pub fn resource_url(dp: &Dp) -> String {
+        dp.url(&format!("{LP}resource?n=1"))
     }
 
     /// A bearer call to `{lp}resource` at `dp`: status and JSON body.

@@ -11,12 +11,15 @@ use serde_json::{Value, json};
 /// Where the virtualenv lives (outside the clone: it is machine state, not project state).
 pub const VENV: &str = "/var/tmp/portcullis-test-venv";
 /// Exact versions, so every machine runs the same clients. Authlib and requests drive the OAuth
-/// 2.0 grants (`py/oauth_client.py`).
+/// 2.0 grants (`py/oauth_client.py`); requests-oauthlib over oauthlib is the second,
+/// independent OAuth client (`py/oauth_client_requests_oauthlib.py`).
 const PINS: &[&str] = &[
     "PyJWT[crypto]==2.10.1",
     "cryptography==45.0.7",
     "Authlib==1.9.10",
     "requests==2.34.2",
+    "requests-oauthlib==2.0.0",
+    "oauthlib==4.0.1",
     // Verifies the gateway's upstream request signatures (tests/src/token_server.rs).
     "httpsig==1.3.0",
     "pycryptodome==3.24.1",

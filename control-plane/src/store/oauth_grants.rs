@@ -91,7 +91,7 @@ pub(super) async fn disable_client_tokens_in(
     tx: &mut Transaction<'_, Postgres>,
     client_id: &str,
 ) -> Result<usize, StoreError> {
-    delete_codes_and_refresh_tokens(&mut **tx, client_id).await?;
+    delete_codes_and_refresh_tokens(tx, client_id).await?;
     let hashes: Vec<(String,)> = sqlx::query_as(
         "UPDATE keys SET session = jsonb_set(session, '{is_inactive}', 'true'::jsonb),
              updated_at = now()

@@ -8,14 +8,25 @@ prints on its first stdout line.
                         admin secret; or the edge's, with the portal secret), and a 200 answer's
                         `redirect_to` becomes a 302. Any other answer: 502 with
                         {"portal_error": status, "body": body}.
-  POST /hook            the `oauth_on_keychange_url`: records the JSON body and the
-                        X-Tyk-Shared-Secret header.
-  GET  /_seen           {"logins": [...], "hooks": [...], "upstream": [...]}.
+  POST /hook            the `oauth_on_keychange_url`. Every attempt is recorded in
+                        "hook_attempts" as {"attempt" (1-based, over all notifications),
+                        "secret" (the X-Tyk-Shared-Secret header), "body", "answer"}. The
+                        configured "hook" behaviour decides the answer: the first `fail`
+                        attempts get `fail_status` (default 500); then, with `hold`, the request
+                        is accepted and left unanswered ("answer": "held") until POST /_release,
+                        or until the sender hangs up ("abandoned": true); then 200. Each 2xx
+                        answer also records {"secret", "body"} in "hooks" (the deliveries).
+  POST /_release        answers every held and future /hook attempt (200).
+  GET  /_seen           {"logins": [...], "hooks": [...], "hook_attempts": [...],
+                        "upstream": [...]}.
   POST /_config         JSON {"authorize_client_url", "secret", "api_id" (omit: not sent),
-                        "key_rules" (omit: not sent)}.
+                        "key_rules" (omit: not sent), "hook": {"fail", "fail_status", "hold"}}.
+                        The keys given replace those keys; the others are kept.
   anything else         the upstream: answers 200 with what it received, and records it.
 """
 import json
+import select
+import socket
 import sys
 import threading
 import urllib.error
@@ -25,7 +36,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
 CONFIG = {}
-SEEN = {"logins": [], "hooks": [], "upstream": []}
+SEEN = {"logins": [], "hooks": [], "hook_attempts": [], "upstream": []}
+# Set by POST /_release: held webhook attempts are answered.
+RELEASE = threading.Event()
 # Loopback only: never through a proxy from the environment.
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -96,6 +109,58 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.answer(502, {"portal_error": status, "body": body})
 
+    def hung_up(self):
+        """Whether the sender closed the connection (it gave up waiting for the answer)."""
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        if not readable:
+            return False
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def hook(self):
+        raw = self.body()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        secret = self.headers.get("X-Tyk-Shared-Secret")
+        with LOCK:
+            behaviour = dict(CONFIG.get("hook") or {})
+            attempt = {
+                "attempt": len(SEEN["hook_attempts"]) + 1,
+                "secret": secret,
+                "body": body,
+                "answer": None,
+            }
+            SEEN["hook_attempts"].append(attempt)
+            if attempt["attempt"] <= int(behaviour.get("fail") or 0):
+                attempt["answer"] = int(behaviour.get("fail_status") or 500)
+            elif behaviour.get("hold") and not RELEASE.is_set():
+                attempt["answer"] = "held"
+            else:
+                attempt["answer"] = 200
+        if attempt["answer"] == "held":
+            # Accepted, and not answered until released (or until the sender gives up).
+            while not RELEASE.wait(0.05):
+                if self.hung_up():
+                    with LOCK:
+                        attempt["abandoned"] = True
+                    self.close_connection = True
+                    return
+            with LOCK:
+                attempt["answer"] = 200
+                attempt["released"] = True
+        status = attempt["answer"]
+        if 200 <= status < 300:
+            with LOCK:
+                SEEN["hooks"].append({"secret": secret, "body": body})
+        try:
+            self.answer(status, {"ok": 200 <= status < 300})
+        except OSError:
+            self.close_connection = True
+
     def handle_any(self):
         path, _, query = self.path.partition("?")
         if self.command == "GET" and path == "/login":
@@ -106,20 +171,13 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "POST" and path == "/_config":
             update = json.loads(self.body() or b"{}")
             with LOCK:
-                CONFIG.clear()
                 CONFIG.update(update)
             return self.answer(200, {"ok": True})
-        if self.command == "POST" and path == "/hook":
-            raw = self.body()
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                body = raw.decode("utf-8", "replace")
-            with LOCK:
-                SEEN["hooks"].append(
-                    {"secret": self.headers.get("X-Tyk-Shared-Secret"), "body": body}
-                )
+        if self.command == "POST" and path == "/_release":
+            RELEASE.set()
             return self.answer(200, {"ok": True})
+        if self.command == "POST" and path == "/hook":
+            return self.hook()
         got = self.received()
         with LOCK:
             SEEN["upstream"].append(got)

@@ -32,6 +32,7 @@ mod management;
 mod mtls;
 mod oas;
 mod oauth;
+mod oauth_peers;
 mod observability;
 mod oidc;
 mod otlp_traces;
