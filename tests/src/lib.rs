@@ -15,6 +15,7 @@ pub mod idp_stack;
 pub mod kube_manifests;
 pub mod oauth;
 pub mod oidc_provider;
+pub mod openssl_jwt;
 pub mod own_redis;
 pub mod peers;
 pub mod private_pg;

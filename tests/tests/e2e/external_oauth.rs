@@ -322,3 +322,197 @@ async fn external_oauth_secrets_are_sealed_at_rest() {
     assert_upstream(&s.get("/ext/", &[("Authorization", &bearer(&token))]).await);
     assert_nowhere_in_the_database(&s, &[SECRET, CLIENT_SECRET.as_bytes()]).await;
 }
+
+async fn refused_without_providers(external_oauth: Value) {
+    let s = Stack::start().await;
+    let def = api(
+        "ext",
+        "http://127.0.0.1:9",
+        json!({"external_oauth": external_oauth}),
+    );
+    let (status, body) = s.cp.call(Method::POST, "/tyk/apis", Some(&def)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        (body["field"].as_str(), body["message"].as_str()),
+        (
+            Some("external_oauth.providers"),
+            Some("external_oauth.providers: there should be at least one provider configured")
+        ),
+        "{body}"
+    );
+    let (status, _) = s.cp.call(Method::GET, "/tyk/apis/ext", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing stored");
+}
+
+#[tokio::test]
+async fn external_oauth_with_an_empty_provider_list_is_refused_at_write() {
+    refused_without_providers(json!({"enabled": true, "providers": []})).await;
+}
+
+#[tokio::test]
+async fn external_oauth_without_a_provider_list_is_refused_at_write() {
+    refused_without_providers(json!({"enabled": true})).await;
+}
+
+#[tokio::test]
+async fn external_oauth_jwt_without_an_identity_claim_is_401() {
+    let s = stack(vec![
+        json!({"jwt": {"enabled": true, "signing_method": "hmac",
+        "source": source(SECRET), "identity_base_field": "email"}}),
+    ])
+    .await;
+    let [none, empty, good]: [String; 3] = sign_all(vec![
+        Job::hs256(SECRET, json!({"name": "nobody", "exp": now() + 600})),
+        Job::hs256(SECRET, json!({"email": "", "sub": "", "exp": now() + 600})),
+        Job::hs256(
+            SECRET,
+            json!({"email": "a@example.com", "exp": now() + 600}),
+        ),
+    ])
+    .await
+    .try_into()
+    .unwrap();
+    assert_upstream(&s.get("/ext/", &[("Authorization", &bearer(&good))]).await);
+    for token in [none, empty] {
+        assert_error(
+            &s.get("/ext/", &[("Authorization", &bearer(&token))]).await,
+            401,
+            "access token is not valid",
+        );
+    }
+}
+
+#[tokio::test]
+async fn external_oauth_introspected_token_without_an_identity_is_401() {
+    let idp = IdpServer::start().await;
+    let (anonymous, named) = (opaque(), opaque());
+    // Active, but neither the identity field, `sub` nor `username`.
+    idp.set_tokens(json!({
+        &anonymous: {"active": true, "client_id": "app", "exp": now() + 600},
+        &named: {"active": true, "username": "bob", "exp": now() + 600},
+    }))
+    .await;
+    let s = stack(vec![introspection_provider(
+        &idp,
+        json!({"enabled": false}),
+    )])
+    .await;
+    assert_error(
+        &s.get("/ext/", &[("Authorization", &bearer(&anonymous))])
+            .await,
+        401,
+        "access token is not valid",
+    );
+    assert_upstream(&s.get("/ext/", &[("Authorization", &bearer(&named))]).await);
+    assert_eq!(idp.count("/introspect").await, 2, "both were introspected");
+}
+
+#[tokio::test]
+async fn external_oauth_jwt_issued_in_the_future_is_401() {
+    let s = stack(vec![jwt_provider(SECRET, "")]).await;
+    let token = sign(Job::hs256(
+        SECRET,
+        json!({"sub": "u1", "iat": now() + 60, "exp": now() + 600}),
+    ))
+    .await;
+    assert_error(
+        &s.get("/ext/", &[("Authorization", &bearer(&token))]).await,
+        401,
+        "token used before issued",
+    );
+}
+
+#[tokio::test]
+async fn external_oauth_jwt_not_yet_valid_is_401() {
+    let s = stack(vec![jwt_provider(SECRET, "")]).await;
+    let token = sign(Job::hs256(
+        SECRET,
+        json!({"sub": "u1", "nbf": now() + 60, "exp": now() + 600}),
+    ))
+    .await;
+    assert_error(
+        &s.get("/ext/", &[("Authorization", &bearer(&token))]).await,
+        401,
+        "token is not valid yet",
+    );
+}
+
+#[tokio::test]
+async fn external_oauth_skews_admit_iat_and_nbf_in_the_future() {
+    // The provider's skews apply: what the two tests above refuse passes with 120 s of skew.
+    let s = stack(vec![
+        json!({"jwt": {"enabled": true, "signing_method": "hmac",
+        "source": source(SECRET), "identity_base_field": "sub",
+        "issued_at_validation_skew": 120, "not_before_validation_skew": 120}}),
+    ])
+    .await;
+    let token = sign(Job::hs256(
+        SECRET,
+        json!({"sub": "u1", "iat": now() + 60, "nbf": now() + 60, "exp": now() + 600}),
+    ))
+    .await;
+    assert_upstream(&s.get("/ext/", &[("Authorization", &bearer(&token))]).await);
+}
+
+#[tokio::test]
+async fn external_oauth_session_is_refused_on_an_api_it_was_not_made_for() {
+    const ORG: &str = "org-ext";
+    let mut s = Stack::start().await;
+    let t = s.target();
+    let with_org = |mut def: Value| {
+        def["org_id"] = json!(ORG);
+        def
+    };
+    let other_secret = b"another-provider-secret-89".as_slice();
+    s.create(
+        &[
+            with_org(api(
+                "ext",
+                &t,
+                json!({"external_oauth": {"enabled": true,
+                                          "providers": [jwt_provider(SECRET, "")]}}),
+            )),
+            // Another external-OAuth API, trusting another provider.
+            with_org(api(
+                "ext2",
+                &t,
+                json!({"external_oauth": {"enabled": true,
+                                          "providers": [jwt_provider(other_secret, "")]}}),
+            )),
+            // An auth-token API of the same organisation.
+            with_org(api(
+                "tok",
+                &t,
+                json!({"auth": {"auth_header_name": "Authorization"}}),
+            )),
+        ],
+        &[],
+    )
+    .await;
+    let sub = format!("ext-user-{}", uuid::Uuid::new_v4().simple());
+    let token = sign(Job::hs256(SECRET, claims(&sub))).await;
+    let auth = bearer(&token);
+    assert_upstream(&s.get("/ext/", &[("Authorization", &auth)]).await);
+
+    assert_error(
+        &s.get("/ext2/", &[("Authorization", &auth)]).await,
+        401,
+        "access token is not valid",
+    );
+    // The session's key (Tyk's virtual key, computable from `sub`) is not a key anywhere: the
+    // session lives in the API that made it, and is never stored.
+    let virtual_key = format!("{ORG}{}", pyjwt::md5_hex(&sub).await);
+    for presented in [virtual_key.as_str(), token.as_str()] {
+        assert_error(
+            &s.get("/tok/", &[("Authorization", presented)]).await,
+            403,
+            "Access to this API has been disallowed",
+        );
+    }
+    let (status, body) =
+        s.cp.call(Method::GET, &format!("/tyk/keys/{virtual_key}"), None)
+            .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    // Still good where it was made.
+    assert_upstream(&s.get("/ext/", &[("Authorization", &auth)]).await);
+}

@@ -1,12 +1,15 @@
-//! JWT (`enable_jwt`) at the edge, with tokens signed by PyJWT: Tyk's statuses and messages,
-//! signing methods and sources (secret, PEM, JWK set, per-key secret), time claims and skews,
-//! identity and policy claims, scopes mapped to policies, and where the token is read.
+//! JWT (`enable_jwt`) at the edge, with tokens signed by PyJWT and by the `openssl` command
+//! line (`openssl_jwt.rs`): Tyk's statuses and messages, signing methods and sources (secret,
+//! PEM, JWK set, per-key secret), time claims and skews, identity and policy claims, scopes
+//! mapped to policies, policies and APIs written in either order, and where the token is read.
 
 use std::time::Duration;
 
+use base64::Engine;
 use portcullis_tests::eventually;
 use portcullis_tests::idp_server::IdpServer;
 use portcullis_tests::idp_stack::{Stack, api, assert_error, assert_upstream, bearer, policy};
+use portcullis_tests::openssl_jwt::{self, Signer};
 use portcullis_tests::pyjwt::{self, Job, KeyDir, now, sign, sign_all, source};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -759,6 +762,251 @@ async fn jwt_jwks_rotation_to_a_new_key_only_retires_the_old_kid() {
     // A token of the withdrawn key, never seen before, no longer verifies.
     assert_error(
         &s.get("/jw/", &[("Authorization", &tokens[2])]).await,
+        403,
+        "Key not authorized",
+    );
+}
+
+#[tokio::test]
+async fn jwt_empty_predefined_base_claim_is_403() {
+    // The identity claim is present but empty: refused, even though `sub` would do.
+    let s = claims_stack(json!({"jwt_default_policies": ["p1"]})).await;
+    let [empty, good]: [String; 2] = sign_all(vec![
+        Job::hs256(
+            TYK_SECRET,
+            json!({"user_id": "", "sub": "u1", "exp": now() + 60}),
+        ),
+        Job::hs256(
+            TYK_SECRET,
+            json!({"user_id": "u1", "sub": "u1", "exp": now() + 60}),
+        ),
+    ])
+    .await
+    .try_into()
+    .unwrap();
+    assert_upstream(&s.get("/hs/", &[("Authorization", &good)]).await);
+    assert_error(
+        &s.get("/hs/", &[("Authorization", &empty)]).await,
+        403,
+        "found an empty user ID in predefined base claim",
+    );
+}
+
+#[tokio::test]
+async fn jwt_one_to_one_token_without_kid_or_identity_is_403() {
+    // Tyk answers 404 here (one-to-one mode); Portcullis keeps the 403 of the other mode.
+    let (s, _name) = per_key_stack().await;
+    let token = sign(Job::hs256(
+        b"per-key-secret-0123",
+        json!({"name": "nobody", "exp": now() + 60}),
+    ))
+    .await;
+    assert_error(
+        &s.get("/pk/", &[("Authorization", &token)]).await,
+        403,
+        "no suitable claims for user ID were found",
+    );
+}
+
+async fn create_policy(s: &mut Stack, p: &Value) {
+    let (status, body) = s.cp.call(Method::POST, "/tyk/policies", Some(p)).await;
+    assert_eq!(status, StatusCode::OK, "create policy: {body}");
+    s.revisions += 1;
+    s.dp.wait_for_revision(s.revisions).await;
+}
+
+async fn create_api(s: &mut Stack, def: &Value) {
+    s.cp.create_api(def).await;
+    s.revisions += 1;
+    s.dp.wait_for_revision(s.revisions).await;
+}
+
+#[tokio::test]
+async fn jwt_policy_written_before_its_api_grants_it_once_the_api_exists() {
+    let mut s = Stack::start().await;
+    let t = s.target();
+    // The policy names `late`, which does not exist yet.
+    create_policy(&mut s, &policy("p-early", &["late"], 0, 0)).await;
+    let (status, stored) = s.cp.call(Method::GET, "/tyk/policies/p-early", None).await;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    assert!(
+        stored["access_rights"]["late"].is_object(),
+        "the right for the missing API is kept: {stored}"
+    );
+    create_api(
+        &mut s,
+        &jwt_api("late", &t, json!({"jwt_default_policies": ["p-early"]})),
+    )
+    .await;
+    let token = sign(Job::hs256(TYK_SECRET, claims("u1"))).await;
+    let seen = assert_upstream(&s.get("/late/x", &[("Authorization", &token)]).await);
+    assert_eq!(seen.path, "/x");
+}
+
+#[tokio::test]
+async fn jwt_api_naming_a_policy_written_later_works_once_it_exists() {
+    let mut s = Stack::start().await;
+    let t = s.target();
+    create_api(
+        &mut s,
+        &jwt_api("early", &t, json!({"jwt_default_policies": ["p-later"]})),
+    )
+    .await;
+    let token = sign(Job::hs256(TYK_SECRET, claims("u1"))).await;
+    // The token is good but its policy does not exist yet.
+    assert_error(
+        &s.get("/early/", &[("Authorization", &token)]).await,
+        403,
+        "Access to this API has been disallowed",
+    );
+    create_policy(&mut s, &policy("p-later", &["early"], 0, 0)).await;
+    // The same token, the same session: the policy applies as soon as the edge has it.
+    assert_upstream(&s.get("/early/", &[("Authorization", &token)]).await);
+}
+
+#[tokio::test]
+async fn jwt_scopes_mapped_only_to_missing_policies_are_disallowed() {
+    // Tyk: "could not apply several policies"; here the policies are applied per request and a
+    // set with no existing policy is refused like any session without rights.
+    let s = claims_stack(json!({
+        "jwt_scope_to_policy_mapping": {"read": "ghost-1", "write": "ghost-2", "ok": "p1"},
+        "jwt_scope_claim_name": "scope"}))
+    .await;
+    let [ghosts, mixed]: [String; 2] = sign_all(vec![
+        Job::hs256(
+            TYK_SECRET,
+            json!({"user_id": "u1", "scope": "read write", "exp": now() + 60}),
+        ),
+        Job::hs256(
+            TYK_SECRET,
+            json!({"user_id": "u2", "scope": "read ok", "exp": now() + 60}),
+        ),
+    ])
+    .await
+    .try_into()
+    .unwrap();
+    assert_error(
+        &s.get("/hs/", &[("Authorization", &ghosts)]).await,
+        403,
+        "Access to this API has been disallowed",
+    );
+    // Among several policies a missing one is skipped (as Tyk's ApplyPolicies does).
+    assert_upstream(&s.get("/hs/", &[("Authorization", &mixed)]).await);
+}
+
+/// The claims every openssl-signed token carries: `sub` is `u1`, so changing its last
+/// character to `0` is a one-bit change of the payload that keeps it valid JSON.
+fn openssl_claims() -> Value {
+    json!({"sub": "u1", "iat": now() - 5, "exp": now() + 600,
+           "jti": uuid::Uuid::new_v4().to_string()})
+}
+
+/// The token with `"sub":"u1"` turned into `"sub":"u0"` (bit 0 of one payload byte), the
+/// signature left as it was.
+fn payload_bit_flipped(token: &str) -> String {
+    let payload = token.split('.').nth(1).expect("a payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    let at = bytes
+        .windows(10)
+        .position(|w| w == b"\"sub\":\"u1\"")
+        .expect("the sub claim")
+        + 8;
+    let altered = openssl_jwt::flip_bit(token, 1, at, 7);
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(altered.split('.').nth(1).expect("a payload"))
+        .expect("base64url");
+    let claims: Value = serde_json::from_slice(&decoded).expect("still JSON");
+    assert_eq!(claims["sub"], "u0", "one bit changed the subject");
+    altered
+}
+
+/// `token` is accepted at `path`; the same token with one bit of its signature flipped, or
+/// one bit of its payload, is refused.
+async fn openssl_token_accepted_and_one_bit_off_refused(s: &Stack, path: &str, token: &str) {
+    let (header, _) = portcullis_tests::oidc_provider::parts(token);
+    assert_eq!(header["typ"], "JWT", "{header}");
+    assert_upstream(&s.get(path, &[("Authorization", token)]).await);
+    let bad_sig = openssl_jwt::flip_bit(token, 2, 0, 0);
+    assert_ne!(bad_sig, token);
+    assert_error(
+        &s.get(path, &[("Authorization", &bad_sig)]).await,
+        403,
+        "Key not authorized",
+    );
+    assert_error(
+        &s.get(path, &[("Authorization", &payload_bit_flipped(token))])
+            .await,
+        403,
+        "Key not authorized",
+    );
+    // The good token still works after the refusals.
+    assert_upstream(&s.get(path, &[("Authorization", &bearer(token))]).await);
+}
+
+#[tokio::test]
+async fn jwt_hs256_signed_by_the_openssl_cli_is_accepted_and_one_bit_off_refused() {
+    let s = hmac_stack().await;
+    let token = openssl_jwt::sign(Signer::Hs256(TYK_SECRET.to_vec()), openssl_claims()).await;
+    assert_eq!(
+        portcullis_tests::oidc_provider::parts(&token).0["alg"],
+        "HS256"
+    );
+    openssl_token_accepted_and_one_bit_off_refused(&s, "/hs/", &token).await;
+}
+
+/// APIs `rs` (RSA PEM source) and `es` (EC PEM source) with policy p1.
+async fn pem_stack(rsa: &pyjwt::KeyPair, ec: &pyjwt::KeyPair) -> Stack {
+    let mut s = Stack::start().await;
+    let t = s.target();
+    s.create(
+        &[
+            jwt_api("rs", &t, json!({"jwt_signing_method": "rsa", "jwt_source": source(rsa.public_pem.as_bytes())})),
+            jwt_api("es", &t, json!({"jwt_signing_method": "ecdsa", "jwt_source": source(ec.public_pem.as_bytes())})),
+        ],
+        &[policy("p1", &["rs", "es"], 0, 0)],
+    )
+    .await;
+    s
+}
+
+#[tokio::test]
+async fn jwt_rs256_signed_by_the_openssl_cli_is_accepted_and_one_bit_off_refused() {
+    let keys = KeyDir::new();
+    let (rsa, ec) = (keys.rsa("rsa").await, keys.ec("ec").await);
+    let s = pem_stack(&rsa, &ec).await;
+    let token = openssl_jwt::sign(Signer::Rs256(rsa.private.clone()), openssl_claims()).await;
+    assert_eq!(
+        portcullis_tests::oidc_provider::parts(&token).0["alg"],
+        "RS256"
+    );
+    openssl_token_accepted_and_one_bit_off_refused(&s, "/rs/", &token).await;
+}
+
+#[tokio::test]
+async fn jwt_es256_signed_by_the_openssl_cli_is_accepted_and_one_bit_off_refused() {
+    let keys = KeyDir::new();
+    let (rsa, ec) = (keys.rsa("rsa").await, keys.ec("ec").await);
+    let s = pem_stack(&rsa, &ec).await;
+    let token = openssl_jwt::sign(Signer::Es256(ec.private.clone()), openssl_claims()).await;
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.split('.').nth(2).expect("a signature"))
+        .expect("base64url");
+    assert_eq!(sig.len(), 64, "JOSE's raw r || s, not DER");
+    openssl_token_accepted_and_one_bit_off_refused(&s, "/es/", &token).await;
+    // The DER signature openssl wrote, sent as it is, is not a JWS signature.
+    let input = token.rsplit_once('.').expect("three parts").0.to_owned();
+    let private = ec.private.clone();
+    let der = tokio::task::spawn_blocking(move || {
+        let sig = openssl_jwt::der_signature(&private, input.as_bytes());
+        assert_eq!(sig[0], 0x30, "a DER SEQUENCE");
+        format!("{input}.{}", openssl_jwt::b64url(&sig))
+    })
+    .await
+    .expect("openssl task");
+    assert_error(
+        &s.get("/es/", &[("Authorization", &der)]).await,
         403,
         "Key not authorized",
     );
