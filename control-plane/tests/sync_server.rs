@@ -250,6 +250,38 @@ async fn watch(node: &mut Node, revision: u64, hash: &str) -> Result<Stream, ton
     Ok(Stream { tx, rx })
 }
 
+/// Waits until the control plane's tailer has read the change log up to `revision`: rows
+/// written straight into the table reach it on its own schedule, and a watch opened before that
+/// gets a snapshot of an older head.
+async fn wait_head(cp: &ControlPlane, revision: i64) {
+    let url = format!("http://{}/metrics", cp.api_addr);
+    let admin = "admin-secret-for-the-sync-server-tests";
+    let seen = async {
+        loop {
+            let text = reqwest::Client::new()
+                .get(&url)
+                .header("x-tyk-authorization", admin)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let head = text
+                .lines()
+                .find_map(|l| l.strip_prefix("portcullis_sync_head_revision "))
+                .and_then(|v| v.trim().parse::<i64>().ok());
+            if head.is_some_and(|h| h >= revision) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), seen)
+        .await
+        .expect("the tailer reaches the revision");
+}
+
 async fn ca_pem(store: &Store) -> String {
     store.load_node_ca().await.unwrap().unwrap().0
 }
@@ -263,6 +295,7 @@ async fn join_then_snapshot_then_group_filtered_changes() {
     write_api(&store, "shared", &[], None).await;
     write_api(&store, "eu-only", &["eu"], None).await;
     write_api(&store, "us-only", &["us"], None).await;
+    wait_head(&cp, 3).await;
 
     let t = token(&store, "eu", 3600, None).await;
     let mut node = join(&cp, &ca, &t, "eu").await.unwrap();
