@@ -158,6 +158,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/tyk/oauth/clients/create", post(oauth_clients::create))
         .route("/tyk/oauth/clients/{api_id}", get(oauth_clients::list))
         .route(
+            "/tyk/oauth/clients/apis/{client_id}",
+            get(oauth_clients::apis_of_client)
+                .put(oauth_clients::update_of_apis)
+                .delete(oauth_clients::remove_of_apis),
+        )
+        .route(
             "/tyk/oauth/clients/{api_id}/{client_id}",
             get(oauth_clients::get)
                 .put(oauth_clients::update)
@@ -178,6 +184,8 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/tyk/oauth/revoke", post(oauth::revoke))
         .route("/tyk/oauth/revoke_all", post(oauth::revoke_all))
+        .route("/tyk/oauth/refresh/{token}", delete(oauth::delete_refresh))
+        .route("/tyk/oauth/tokens", delete(oauth::purge_lapsed))
         .route(
             "/portcullis/bootstrap-tokens",
             get(fleet::list_tokens).post(fleet::create_token),

@@ -1,14 +1,16 @@
 //! The OAuth 2.0 provider's management routes: authorize-client (the login portal's call),
-//! revoke and revoke_all (docs/oauth.md). The grants themselves live in `crate::oauth`.
+//! revoke, revoke_all, deleting a refresh token and purging lapsed tokens (docs/oauth.md). The grants themselves live in `crate::oauth`.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use portcullis_proto::key_hash::key_hash;
+use portcullis_proto::model::ValidationError;
 use serde_json::{Value, json};
 
-use super::ApiState;
+use super::{ApiError, ApiState};
 use crate::oauth::OAuthReply;
 
 const MAX_FIELDS: usize = 64;
@@ -107,6 +109,96 @@ pub async fn revoke_all(State(state): State<ApiState>, body: Bytes) -> Response 
         Ok(form) => reply(state.oauth.admin_revoke_all(&form).await),
         Err(why) => bad(why),
     }
+}
+
+/// One query parameter's value, if given.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// `DELETE /tyk/oauth/refresh/{token}?api_id=`: one refresh token goes; the access tokens of its
+/// grant stay valid until they expire (Tyk's behaviour; `POST /tyk/oauth/revoke` with
+/// `token_type_hint=refresh_token` revokes the whole grant).
+pub async fn delete_refresh(
+    State(state): State<ApiState>,
+    Path(token): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let api_id = query_param(query.as_deref(), "api_id")
+        .filter(|a| !a.is_empty())
+        .ok_or(ApiError::Invalid(ValidationError::new(
+            "api_id",
+            "Missing parameter api_id",
+        )))?;
+    if token.len() > MAX_VALUE || api_id.len() > 255 || api_id.contains('\0') {
+        return Err(ApiError::NotFound(REFRESH_NOT_FOUND));
+    }
+    let deleted = state
+        .store
+        .delete_refresh_token(&key_hash(&token), &api_id)
+        .await
+        .map_err(ApiError::Internal)?;
+    if !deleted {
+        return Err(ApiError::NotFound(REFRESH_NOT_FOUND));
+    }
+    Ok(Json(
+        json!({"key": token, "status": "ok", "action": "deleted"}),
+    ))
+}
+
+const REFRESH_NOT_FOUND: &str = "refresh token not found";
+
+/// Sweep rounds one purge runs at most (each deletes up to a batch per table), so that one call
+/// cannot hold the database for long; the periodic sweep takes the rest.
+const MAX_PURGE_ROUNDS: usize = 100;
+
+/// `DELETE /tyk/oauth/tokens?scope=lapsed`: expired codes, refresh tokens and access tokens are
+/// deleted now rather than by the next periodic sweep (each access token as a key, so every
+/// edge drops it).
+pub async fn purge_lapsed(
+    State(state): State<ApiState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    match query_param(query.as_deref(), "scope").as_deref() {
+        None | Some("") => {
+            return Ok((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({"status": "error", "message": "scope parameter is required"})),
+            )
+                .into_response());
+        }
+        Some("lapsed") => {}
+        Some(_) => {
+            return Err(ApiError::Invalid(ValidationError::new(
+                "scope",
+                "must be lapsed",
+            )));
+        }
+    }
+    let mut purged: u64 = 0;
+    for _ in 0..MAX_PURGE_ROUNDS {
+        let keys = state
+            .store
+            .sweep_expired_keys()
+            .await
+            .map_err(ApiError::Internal)?;
+        let grants = state
+            .store
+            .sweep_expired_oauth()
+            .await
+            .map_err(ApiError::Internal)?;
+        let round = grants + keys as u64;
+        purged += round;
+        if round == 0 {
+            break;
+        }
+    }
+    Ok(
+        Json(json!({"status": "ok", "message": "lapsed tokens purged", "purged": purged}))
+            .into_response(),
+    )
 }
 
 #[cfg(test)]

@@ -466,6 +466,80 @@ pub async fn tokens(
     })))
 }
 
+/// `GET /tyk/oauth/clients/apis/{client_id}?orgID=`: the ids of the OAuth APIs the client may
+/// use (Tyk's route): its own API, or those its policy grants. An unknown client, or one of
+/// another org, has none.
+pub async fn apis_of_client(
+    State(state): State<ApiState>,
+    Path(client_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let none = || Ok(Json(Value::Array(Vec::new())));
+    if !path_id_ok(&client_id) {
+        return none();
+    }
+    let client = match state.store.get_oauth_client(&client_id).await {
+        Ok(c) => c,
+        Err(StoreError::NotFound) => return none(),
+        Err(e) => return Err(ApiError::Internal(e)),
+    };
+    let org = query.as_deref().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "orgID")
+            .map(|(_, v)| v.into_owned())
+    });
+    if org.is_some_and(|o| !o.is_empty() && o != client.org_id) {
+        return none();
+    }
+    if !client.api_id.is_empty() {
+        return Ok(Json(json!([client.api_id])));
+    }
+    if client.policy_id.is_empty() || Policy::check_id(&client.policy_id).is_err() {
+        return none();
+    }
+    let policy = match state.store.get_policy(&client.policy_id).await {
+        Ok(p) => p,
+        Err(StoreError::NotFound) => return none(),
+        Err(e) => return Err(ApiError::Internal(e)),
+    };
+    let granted: Vec<String> = policy
+        .get("access_rights")
+        .and_then(Value::as_object)
+        .map(|r| r.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut ids = Vec::new();
+    for api_id in granted {
+        let stored = match state.store.get_api(&api_id).await {
+            Ok(v) => v,
+            Err(StoreError::NotFound) => continue,
+            Err(e) => return Err(ApiError::Internal(e)),
+        };
+        if stored.get("use_oauth2").and_then(Value::as_bool) == Some(true) {
+            ids.push(api_id);
+        }
+    }
+    Ok(Json(Value::Array(
+        ids.into_iter().map(Value::String).collect(),
+    )))
+}
+
+/// `PUT` and `DELETE /tyk/oauth/clients/apis/{client_id}`: the path of a client of an API whose
+/// id is `apis` (the static route above takes it); `GET` there is Tyk's list, as in Tyk.
+pub async fn update_of_apis(
+    state: State<ApiState>,
+    Path(client_id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    update(state, Path(("apis".to_owned(), client_id)), body).await
+}
+
+pub async fn remove_of_apis(
+    state: State<ApiState>,
+    Path(client_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    remove(state, Path(("apis".to_owned(), client_id))).await
+}
+
 /// `PUT /tyk/oauth/clients/{api_id}/{client_id}/rotate`: a new secret for a confidential
 /// client; its tokens stay valid (as in Tyk).
 pub async fn rotate(

@@ -342,6 +342,23 @@ impl Store {
         }
     }
 
+    /// Deletes one refresh token of `api_id` (Tyk's `DELETE /tyk/oauth/refresh/{token}`); the
+    /// access tokens of its grant stay, as in Tyk. `false`: there is none.
+    pub async fn delete_refresh_token(
+        &self,
+        token_hash: &str,
+        api_id: &str,
+    ) -> Result<bool, StoreError> {
+        let deleted =
+            sqlx::query("DELETE FROM oauth_refresh_tokens WHERE token_hash = $1 AND api_id = $2")
+                .bind(token_hash)
+                .bind(api_id)
+                .execute(self.pool())
+                .await?
+                .rows_affected();
+        Ok(deleted > 0)
+    }
+
     /// Deletes expired codes and refresh tokens (their access tokens go by the keys' own
     /// lifetime). Returns how many rows.
     pub async fn sweep_expired_oauth(&self) -> Result<u64, StoreError> {

@@ -1438,3 +1438,151 @@ async fn oauth_a_client_update_reaches_every_edge_and_keeps_its_secret() {
     // The sealed secret sent back is kept: the plaintext one still authenticates.
     assert_token(&w.token(&w.us, "client_credentials", json!({})).await);
 }
+
+// ---------------------------------------------------------------- Tyk's remaining token routes
+
+#[tokio::test]
+async fn oauth_tyk_routes_list_a_clients_apis_delete_a_refresh_token_and_purge_lapsed_ones() {
+    let w = World::start().await;
+    // The APIs a client may use; an unknown client, or another org's, has none.
+    let (status, apis) =
+        w.cp.call(
+            Method::GET,
+            &format!("/tyk/oauth/clients/apis/{}", w.client.id),
+            None,
+        )
+        .await;
+    assert_eq!((status, apis), (StatusCode::OK, json!([API_ID])));
+    let (_, none) =
+        w.cp.call(Method::GET, "/tyk/oauth/clients/apis/no-such-client", None)
+            .await;
+    assert_eq!(none, json!([]));
+    let (_, other_org) =
+        w.cp.call(
+            Method::GET,
+            &format!("/tyk/oauth/clients/apis/{}?orgID=other-org", w.client.id),
+            None,
+        )
+        .await;
+    assert_eq!(other_org, json!([]));
+    // A client of an API whose id is `apis`: the static segment does not hide its routes.
+    let mut api = oauth::oauth_api(
+        &w.side.upstream_url(),
+        &["client_credentials"],
+        &["code"],
+        &w.side.login_url(),
+    );
+    api["api_id"] = json!("apis");
+    api["name"] = json!("apis");
+    api["proxy"]["listen_path"] = json!("/apis-lp/");
+    w.cp.create_api(&api).await;
+    let (status, made) =
+        oauth::create_client(&w.cp, &json!({"api_id": "apis", "redirect_uri": REDIRECT})).await;
+    assert_eq!(status, StatusCode::OK, "{made}");
+    let cid = s(&made["client_id"]);
+    let (status, body) =
+        w.cp.call(
+            Method::GET,
+            &format!("/tyk/oauth/clients/apis/{cid}/tokens"),
+            None,
+        )
+        .await;
+    assert_eq!((status, body), (StatusCode::OK, json!([])));
+    let mut changed = made.clone();
+    changed["description"] = json!("changed through the shadowed path");
+    let (status, body) =
+        w.cp.call(
+            Method::PUT,
+            &format!("/tyk/oauth/clients/apis/{cid}"),
+            Some(&changed),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["description"], "changed through the shadowed path");
+    let (_, apis) =
+        w.cp.call(Method::GET, &format!("/tyk/oauth/clients/apis/{cid}"), None)
+            .await;
+    assert_eq!(apis, json!(["apis"]));
+    let (status, body) =
+        w.cp.call(
+            Method::DELETE,
+            &format!("/tyk/oauth/clients/apis/{cid}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, apis) =
+        w.cp.call(Method::GET, &format!("/tyk/oauth/clients/apis/{cid}"), None)
+            .await;
+    assert_eq!(apis, json!([]), "deleted");
+
+    // One refresh token deleted: it no longer refreshes, its access token still works.
+    let t = w.tokens().await;
+    let (access, refresh) = (s(&t["access_token"]), s(&t["refresh_token"]));
+    let (status, body) =
+        w.cp.call(
+            Method::DELETE,
+            &format!("/tyk/oauth/refresh/{refresh}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, &body["field"]),
+        (StatusCode::BAD_REQUEST, &json!("api_id"))
+    );
+    let (status, body) =
+        w.cp.call(
+            Method::DELETE,
+            &format!("/tyk/oauth/refresh/{refresh}?api_id=another-api"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) =
+        w.cp.call(
+            Method::DELETE,
+            &format!("/tyk/oauth/refresh/{refresh}?api_id={API_ID}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (&body["action"], &body["status"]),
+        (&json!("deleted"), &json!("ok"))
+    );
+    let got = w.refresh(&w.us, &refresh).await;
+    assert_oauth_error(
+        &got,
+        403,
+        "invalid_grant",
+        Some("the refresh token is unknown, expired or revoked"),
+    );
+    assert_reached(&w.bearer(&w.eu, &access).await);
+
+    // Lapsed rows go at once; the scope is required, as in Tyk.
+    let (status, body) = w.cp.call(Method::DELETE, "/tyk/oauth/tokens", None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["message"], "scope parameter is required");
+    let pool = w.db.pool().await;
+    sqlx::query(
+        "INSERT INTO oauth_codes (code_hash, client_id, api_id, redirect_uri, session, scope, expires_at)
+         VALUES ('lapsed-code', $1, $2, $3, '{}'::jsonb, '', now() - interval '1 hour')",
+    )
+    .bind(&w.client.id)
+    .bind(API_ID)
+    .bind(REDIRECT)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (status, body) =
+        w.cp.call(Method::DELETE, "/tyk/oauth/tokens?scope=lapsed", None)
+            .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM oauth_codes WHERE code_hash = 'lapsed-code'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0);
+    assert_reached(&w.bearer(&w.us, &access).await);
+}
