@@ -11,8 +11,8 @@ use portcullis_proto::sealed_field;
 use serde_json::Value;
 
 use super::oauth_clients::{
-    DEFAULT_AUTH_METHOD, SECRET_FIELD, api_id_required, check_plain_secret, new_secret,
-    open_secret, parse_client, policy_org, same_secret, seal_secret,
+    DEFAULT_AUTH_METHOD, SECRET_FIELD, api_id_required, check_plain_secret, grants, new_secret,
+    parse_client, policy_org, same_secret, seal_secret,
 };
 use super::{ApiError, ApiState};
 use crate::store::StoreError;
@@ -66,10 +66,23 @@ fn refused(source: &str, field: &str, reason: &str) -> ApiError {
 }
 
 pub(super) fn parse_item(state: &ApiState, source: &str, body: &Value) -> Result<Wanted, ApiError> {
-    let bytes = serde_json::to_vec(body)
+    // The secret is read apart: a parse error quotes the value it met, and a secret written
+    // unquoted in YAML (a number) must not come back in an answer.
+    let mut body = body.clone();
+    let given = match body.as_object_mut().and_then(|o| o.remove("secret")) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s,
+        Some(_) => {
+            return Err(refused(
+                source,
+                "secret",
+                "must be a string (quote it in YAML)",
+            ));
+        }
+    };
+    let bytes = serde_json::to_vec(&body)
         .map_err(|e| in_file(source)(ValidationError::new("body", e.to_string()).into()))?;
-    let mut client = parse_client(&bytes).map_err(in_file(source))?;
-    let given = std::mem::take(&mut client.secret);
+    let client = parse_client(&bytes).map_err(in_file(source))?;
     let secret = if given.is_empty() {
         Secret::Keep
     } else if sealed_field::is_sealed(&given) {
@@ -176,18 +189,56 @@ pub(super) fn resolve(
                     client.client_id
                 )))
             })?;
-        if current.as_ref().is_some_and(|c| c.api_id != client.api_id) {
-            return Err(refused(
-                &source,
-                "api_id",
-                "cannot change: the client's tokens belong to its API; delete the client and create it again",
-            ));
+        if let Some(c) = &current {
+            // As PUT keeps them: the client's tokens belong to its API and its org.
+            let moved = if c.api_id != client.api_id {
+                Some("api_id")
+            } else if c.org_id != client.org_id {
+                Some("org_id")
+            } else {
+                None
+            };
+            if let Some(field) = moved {
+                return Err(refused(
+                    &source,
+                    field,
+                    "cannot change (the client's tokens belong to it; its org comes from its API or policy): delete the client and create it again",
+                ));
+            }
+            // PUT's rule: the client stays usable on its API.
+            if !client.api_id.is_empty()
+                && !client.policy_id.is_empty()
+                && !targets
+                    .policies
+                    .get(&client.policy_id)
+                    .is_some_and(|p| grants(p, &client.api_id))
+            {
+                return Err(refused(
+                    &source,
+                    "policy_id",
+                    "Policy access rights doesn't contain API this OAuth client belongs to",
+                ));
+            }
         }
-        let current_plain = match &current {
-            Some(c) => open_secret(state, c)?,
-            None => String::new(),
-        };
-        let plain = match (client.is_public(), secret) {
+        // The stored secret, opened only when it is kept or compared; one that does not open
+        // (another --encryption-secret) is replaced by a secret the file gives.
+        let stored_secret = current
+            .as_ref()
+            .map(|c| c.secret.as_str())
+            .unwrap_or_default();
+        let stored_plain = (!stored_secret.is_empty())
+            .then(|| {
+                sealed_field::open(
+                    &state.stored_secrets,
+                    &client.client_id,
+                    SECRET_FIELD,
+                    stored_secret,
+                )
+                .ok()
+            })
+            .flatten();
+        // (what is written, sealed; what the plan compares, as `opened` shows the stored one)
+        let (sealed, compared_secret) = match (client.is_public(), secret) {
             (true, Secret::Plain(_)) => {
                 return Err(refused(
                     &source,
@@ -195,17 +246,26 @@ pub(super) fn resolve(
                     "a public client (token_endpoint_auth_method none) has no secret",
                 ));
             }
-            (true, Secret::Keep) => String::new(),
-            (false, Secret::Plain(s)) => s,
-            (false, Secret::Keep) if !current_plain.is_empty() => current_plain.clone(),
-            (false, Secret::Keep) => new_secret(),
+            (true, Secret::Keep) => (String::new(), String::new()),
+            (false, Secret::Plain(s)) => {
+                // An unchanged secret keeps its sealed copy, so the row does not change for
+                // nothing.
+                let sealed = match &stored_plain {
+                    Some(p) if same_secret(p, &s) => stored_secret.to_owned(),
+                    _ => seal_secret(state, &client.client_id, &s),
+                };
+                (sealed, s)
+            }
+            (false, Secret::Keep) if !stored_secret.is_empty() => (
+                stored_secret.to_owned(),
+                stored_plain.unwrap_or_else(|| stored_secret.to_owned()),
+            ),
+            (false, Secret::Keep) => {
+                let plain = new_secret();
+                (seal_secret(state, &client.client_id, &plain), plain)
+            }
         };
-        // An unchanged secret keeps its sealed copy, so the row does not change for nothing.
-        let sealed = match &current {
-            Some(c) if !plain.is_empty() && same_secret(&plain, &current_plain) => c.secret.clone(),
-            _ => seal_secret(state, &client.client_id, &plain),
-        };
-        client.secret = plain;
+        client.secret = compared_secret;
         let compared = serde_json::to_value(&client)
             .map_err(|e| ApiError::Internal(StoreError::Corrupt(format!("OAuth client: {e}"))))?;
         client.secret = sealed;

@@ -171,7 +171,7 @@ async fn policy(state: &ApiState, policy_id: &str) -> Result<Value, ApiError> {
 
 /// A policy body grants an API when its `access_rights` has the API's id as a key (what the
 /// store's list query reads too).
-fn grants(policy: &Value, api_id: &str) -> bool {
+pub(super) fn grants(policy: &Value, api_id: &str) -> bool {
     policy
         .get("access_rights")
         .and_then(Value::as_object)

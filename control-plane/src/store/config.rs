@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::apis::Apis;
 use super::certificates::Certificates;
 use super::oauth_clients::OAuthClients;
-use super::oauth_grants::disable_client_tokens_in;
+use super::oauth_grants::disable_client_token_rows;
 use super::policies::Policies;
 use super::resources::{self, Pending, Tx};
 use super::{Store, StoreError};
@@ -39,7 +39,7 @@ pub struct ConfigTx<'c> {
     /// Rows written, their change-log entries taken at commit.
     pending: Vec<Pending>,
     /// OAuth clients deleted or created: their tokens (a deleted client's, or leftovers of an
-    /// earlier client of the same id) are disabled at commit, after every row.
+    /// earlier client of the same id) are disabled at commit.
     client_tokens: Vec<String>,
 }
 
@@ -155,14 +155,19 @@ impl ConfigTx<'_> {
         Ok(())
     }
 
-    /// Takes one revision per written row, in write order, then disables the tokens of deleted
-    /// and new OAuth clients, and commits.
+    /// Disables the tokens of deleted and new OAuth clients (their rows: still before any
+    /// revision), takes one revision per written row in write order, then one session event
+    /// per disabled token, and commits.
     pub async fn commit(mut self) -> Result<(), StoreError> {
+        let mut disabled = Vec::new();
+        for client_id in &self.client_tokens {
+            disabled.extend(disable_client_token_rows(&mut self.tx, client_id).await?);
+        }
         for row in &self.pending {
             row.log(&mut self.tx).await?;
         }
-        for client_id in &self.client_tokens {
-            disable_client_tokens_in(&mut self.tx, client_id).await?;
+        for hash in &disabled {
+            super::keys::session_event(&mut self.tx, hash, false).await?;
         }
         self.tx.commit().await?;
         Ok(())

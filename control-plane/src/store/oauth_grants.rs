@@ -85,12 +85,14 @@ async fn delete_codes_and_refresh_tokens(
     Ok(())
 }
 
-/// [`Store::disable_client_tokens`] inside `tx`. Each token takes a revision (its session
-/// event), so a transaction that also writes resource rows calls this after the last row.
-pub(super) async fn disable_client_tokens_in(
+/// The row half of [`Store::disable_client_tokens`]: codes and refresh tokens deleted, access
+/// tokens marked inactive, their hashes returned for the session events. A transaction that
+/// writes resource rows too runs this before it takes any revision (rows first, then the
+/// revision counter, as every single write does).
+pub(super) async fn disable_client_token_rows(
     tx: &mut Transaction<'_, Postgres>,
     client_id: &str,
-) -> Result<usize, StoreError> {
+) -> Result<Vec<String>, StoreError> {
     delete_codes_and_refresh_tokens(tx, client_id).await?;
     let hashes: Vec<(String,)> = sqlx::query_as(
         "UPDATE keys SET session = jsonb_set(session, '{is_inactive}', 'true'::jsonb),
@@ -100,10 +102,7 @@ pub(super) async fn disable_client_tokens_in(
     .bind(client_id)
     .fetch_all(&mut **tx)
     .await?;
-    for (hash,) in &hashes {
-        super::keys::session_event(tx, hash, false).await?;
-    }
-    Ok(hashes.len())
+    Ok(hashes.into_iter().map(|(h,)| h).collect())
 }
 
 impl Store {
@@ -154,9 +153,12 @@ impl Store {
     /// method. A client created again under the same id clears them first.
     pub async fn disable_client_tokens(&self, client_id: &str) -> Result<usize, StoreError> {
         let mut tx = self.pool().begin().await?;
-        let disabled = disable_client_tokens_in(&mut tx, client_id).await?;
+        let hashes = disable_client_token_rows(&mut tx, client_id).await?;
+        for hash in &hashes {
+            super::keys::session_event(&mut tx, hash, false).await?;
+        }
         tx.commit().await?;
-        Ok(disabled)
+        Ok(hashes.len())
     }
 
     /// Stores a new authorization code.

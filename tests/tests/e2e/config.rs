@@ -509,8 +509,19 @@ async fn oauth_clients_live_in_the_folder_with_their_secrets_sealed() {
     assert!(e.contains("oauth_clients/copy.json: secret"), "{e}");
     std::fs::remove_dir_all(&out).unwrap();
 
-    // A client of an API nobody has, or of one that is not OAuth, changes nothing.
+    // A client of an API nobody has, or of one that is not OAuth, changes nothing; nor does
+    // a secret YAML reads as a number, which is never echoed back.
     let revisions = change_count(&db).await;
+    folder.write(
+        "oauth_clients/lost.yaml",
+        "client_id: lost\napi_id: billing\nsecret: 20240617123456\n",
+    );
+    let e = config(&cp, &["apply", folder.path()]).await.unwrap_err();
+    assert!(
+        e.contains("oauth_clients/lost.yaml: secret: must be a string"),
+        "{e}"
+    );
+    assert!(!e.contains("20240617123456"), "{e}");
     folder.write(
         "oauth_clients/lost.yaml",
         "client_id: lost\napi_id: nowhere\n",

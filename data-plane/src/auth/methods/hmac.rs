@@ -179,12 +179,12 @@ pub fn decode_signature(value: &str) -> Option<Vec<u8>> {
 fn push_header_value(out: &mut String, parts: &Parts, name: &str) -> Option<()> {
     let mut values = parts.headers.get_all(name).iter().peekable();
     values.peek()?;
-    let mut first = true;
+    // Empty leading values add no separator (what Tyk-compatible clients sign).
+    let start = out.len();
     for v in values {
-        if !first {
+        if out.len() > start {
             out.push_str(", ");
         }
-        first = false;
         out.push_str(v.to_str().ok()?.trim());
     }
     Some(())
@@ -575,6 +575,17 @@ mod tests {
         );
         assert_eq!(parse_date("yesterday"), None);
         assert_eq!(parse_date("Mon, 02 Jan 2006 15:04:05 -0"), None);
+    }
+
+    #[test]
+    fn repeated_headers_join_without_a_separator_for_empty_leading_values() {
+        let parts = request("/p", &[("x-a", ""), ("x-a", " a "), ("x-a", "b")]);
+        let s = signing_strings(&parts, &["x-a".to_owned()]).unwrap();
+        assert_eq!(s, ["x-a: a, b"]);
+        let parts = request("/p?", &[("date", DATE)]);
+        let s =
+            signing_strings(&parts, &["(request-target)".to_owned(), "date".to_owned()]).unwrap();
+        assert_eq!(s[1], format!("(request-target): get /p?\ndate: {DATE}"));
     }
 
     #[test]
