@@ -409,30 +409,21 @@ impl Store {
     /// Deletes expired codes, refresh tokens and redeemed-code records (access tokens go by
     /// the keys' own lifetime). Returns how many rows.
     pub async fn sweep_expired_oauth(&self) -> Result<u64, StoreError> {
-        let codes = sqlx::query(
-            "DELETE FROM oauth_codes WHERE code_hash IN
-               (SELECT code_hash FROM oauth_codes WHERE expires_at <= now() LIMIT $1)",
-        )
-        .bind(SWEEP_BATCH)
-        .execute(self.pool())
-        .await?
-        .rows_affected();
-        let refresh = sqlx::query(
-            "DELETE FROM oauth_refresh_tokens WHERE token_hash IN
-               (SELECT token_hash FROM oauth_refresh_tokens WHERE expires_at <= now() LIMIT $1)",
-        )
-        .bind(SWEEP_BATCH)
-        .execute(self.pool())
-        .await?
-        .rows_affected();
-        let redeemed = sqlx::query(
-            "DELETE FROM oauth_redeemed_codes WHERE code_hash IN
-               (SELECT code_hash FROM oauth_redeemed_codes WHERE expires_at <= now() LIMIT $1)",
-        )
-        .bind(SWEEP_BATCH)
-        .execute(self.pool())
-        .await?
-        .rows_affected();
-        Ok(codes + refresh + redeemed)
+        let mut deleted = 0;
+        for (table, id) in [
+            ("oauth_codes", "code_hash"),
+            ("oauth_refresh_tokens", "token_hash"),
+            ("oauth_redeemed_codes", "code_hash"),
+        ] {
+            deleted += sqlx::query(&format!(
+                "DELETE FROM {table} WHERE {id} IN
+                   (SELECT {id} FROM {table} WHERE expires_at <= now() LIMIT $1)"
+            ))
+            .bind(SWEEP_BATCH)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        }
+        Ok(deleted)
     }
 }
