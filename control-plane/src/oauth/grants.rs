@@ -35,10 +35,6 @@ pub(super) struct Issued {
     pub expires_in: i64,
     pub refresh_token: Option<String>,
     pub scope: String,
-    /// The access token's key hash and its refresh family, to revoke them later.
-    access_hash: String,
-    family: Option<Uuid>,
-    expires: DateTime<Utc>,
 }
 
 impl Issued {
@@ -111,9 +107,6 @@ impl OAuthServer {
             expires_in: self.lifetimes.token_secs,
             refresh_token,
             scope: scope.to_owned(),
-            access_hash,
-            family,
-            expires,
         })
     }
 
@@ -186,19 +179,10 @@ impl OAuthServer {
         form: &Form<'_>,
     ) -> Result<Issued, OAuthError> {
         let code = form.require("code", "code is required")?;
-        let code_hash = key_hash(code);
         // Burned whatever follows: a code presented with a wrong verifier is not retried.
-        let Some(redeemed) = self.store.redeem_oauth_code(&code_hash).await? else {
-            // Presented again after its redemption: one of the two presenters stole it, so
-            // what it gave is revoked (RFC 6749 4.1.2; docs/oauth.md).
-            let revoked = self.store.revoke_redeemed_code(&code_hash).await?;
-            if revoked > 0 {
-                tracing::warn!(api_id = %api.api_id, client_id = %client.client_id, revoked, "an authorization code was presented again: the tokens it gave are revoked");
-            }
-            return Err(OAuthError::InvalidGrant(
-                "the code is unknown, expired or already used",
-            ));
-        };
+        let redeemed = self.store.redeem_oauth_code(&key_hash(code)).await?.ok_or(
+            OAuthError::InvalidGrant("the code is unknown, expired or already used"),
+        )?;
         if redeemed.client_id != client.client_id || redeemed.api_id != api.api_id {
             return Err(OAuthError::InvalidGrant(
                 "the code was issued to another client or API",
@@ -240,15 +224,6 @@ impl OAuthServer {
         let refresh = self.refresh_for_new_grant(api);
         let issued = self
             .issue(api, client, &redeemed.session, &redeemed.scope, refresh)
-            .await?;
-        self.store
-            .remember_redeemed_code(
-                &code_hash,
-                &client.client_id,
-                &issued.access_hash,
-                issued.family,
-                issued.expires,
-            )
             .await?;
         self.notify_new(api, code, &issued);
         Ok(issued)

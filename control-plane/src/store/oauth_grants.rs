@@ -206,51 +206,6 @@ impl Store {
         Ok(row.and_then(|r| r.live.then_some(r.code)))
     }
 
-    /// Remembers what a redeemed code gave (its access token and refresh family) until
-    /// `expires_at`, so that presenting it again can revoke them.
-    pub async fn remember_redeemed_code(
-        &self,
-        code_hash: &str,
-        client_id: &str,
-        access_key_hash: &str,
-        family: Option<Uuid>,
-        expires_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO oauth_redeemed_codes (code_hash, client_id, access_key_hash, family,
-                 expires_at)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (code_hash) DO NOTHING",
-        )
-        .bind(code_hash)
-        .bind(client_id)
-        .bind(access_key_hash)
-        .bind(family)
-        .bind(expires_at)
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
-
-    /// A code presented after its redemption: what it gave is revoked (its access token, and
-    /// every token of its refresh family), once. Returns how many access tokens went.
-    pub async fn revoke_redeemed_code(&self, code_hash: &str) -> Result<usize, StoreError> {
-        let row: Option<(String, Option<Uuid>)> = sqlx::query_as(
-            "DELETE FROM oauth_redeemed_codes WHERE code_hash = $1 AND expires_at > now()
-             RETURNING access_key_hash, family",
-        )
-        .bind(code_hash)
-        .fetch_optional(self.pool())
-        .await?;
-        let Some((access, family)) = row else {
-            return Ok(0);
-        };
-        let mut revoked = self.delete_oauth_access_tokens([access]).await?;
-        if let Some(family) = family {
-            revoked += self.revoke_refresh_family(family).await?;
-        }
-        Ok(revoked)
-    }
-
     /// Stores a new refresh token.
     pub async fn insert_refresh_token(&self, t: &NewRefreshToken<'_>) -> Result<(), StoreError> {
         sqlx::query(
@@ -406,14 +361,13 @@ impl Store {
         Ok(deleted > 0)
     }
 
-    /// Deletes expired codes, refresh tokens and redeemed-code records (access tokens go by
-    /// the keys' own lifetime). Returns how many rows.
+    /// Deletes expired codes and refresh tokens (their access tokens go by the keys' own
+    /// lifetime). Returns how many rows.
     pub async fn sweep_expired_oauth(&self) -> Result<u64, StoreError> {
         let mut deleted = 0;
         for (table, id) in [
             ("oauth_codes", "code_hash"),
             ("oauth_refresh_tokens", "token_hash"),
-            ("oauth_redeemed_codes", "code_hash"),
         ] {
             deleted += sqlx::query(&format!(
                 "DELETE FROM {table} WHERE {id} IN
