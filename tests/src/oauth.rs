@@ -124,6 +124,18 @@ impl Side {
             .unwrap_or_default()
     }
 
+    /// The first delivery (a 2xx answer of the webhook) whose body `field` is `value`, once
+    /// there is one.
+    pub async fn delivery(&self, field: &str, value: &str, what: &str) -> Value {
+        eventually(Duration::from_secs(20), what, || async {
+            self.hooks()
+                .await
+                .into_iter()
+                .find(|h| h["body"][field] == value)
+        })
+        .await
+    }
+
     /// Every POST the webhook received, in order: `{"attempt", "secret", "body", "answer"}`
     /// (`answer`: the status sent, or `"held"`; `abandoned` when the sender hung up).
     pub async fn hook_attempts(&self) -> Vec<Value> {

@@ -334,7 +334,6 @@ fn parse(req: &ApplyRequest, state: &ApiState) -> Result<Desired, ApiError> {
         let id = required_id(item, "client_id")?;
         once(&mut seen, "OAuth client", id, &item.source)?;
         let wanted = config_clients::parse_item(state, &item.source, &item.body)?;
-        debug_assert_eq!(wanted.source(), item.source);
         out.oauth_clients.push(wanted);
     }
     Ok(out)

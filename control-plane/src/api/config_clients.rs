@@ -34,12 +34,6 @@ pub(super) struct Wanted {
     secret: Secret,
 }
 
-impl Wanted {
-    pub(super) fn source(&self) -> &str {
-        &self.source
-    }
-}
-
 /// A file's own error, named with the file.
 fn in_file(source: &str) -> impl Fn(ApiError) -> ApiError + '_ {
     move |e| match e {

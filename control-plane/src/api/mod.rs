@@ -56,6 +56,13 @@ pub struct ApiState {
 }
 
 /// Tyk's answer to a write of an API or a policy: `action` is `added`, `modified` or `deleted`.
+/// One query parameter's value, if given.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
 fn written(key: &str, action: &'static str) -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"key": key, "status": "ok", "action": action}))
 }

@@ -10,7 +10,7 @@ use portcullis_proto::key_hash::key_hash;
 use portcullis_proto::model::ValidationError;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, query_param};
 use crate::oauth::OAuthReply;
 
 const MAX_FIELDS: usize = 64;
@@ -109,13 +109,6 @@ pub async fn revoke_all(State(state): State<ApiState>, body: Bytes) -> Response 
         Ok(form) => reply(state.oauth.admin_revoke_all(&form).await),
         Err(why) => bad(why),
     }
-}
-
-/// One query parameter's value, if given.
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    url::form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
 }
 
 /// `DELETE /tyk/oauth/refresh/{token}?api_id=`: one refresh token goes; the access tokens of its

@@ -18,7 +18,7 @@ use rand::RngCore;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use super::{ApiError, ApiState, written};
+use super::{ApiError, ApiState, query_param, written};
 use crate::store::StoreError;
 
 const CLIENT_NOT_FOUND: &str = "OAuth Client ID not found";
@@ -419,9 +419,7 @@ pub async fn remove(
 
 /// `?page=N` as Tyk reads it: absent or empty, no pagination; not a number or below 1, page 1.
 fn requested_page(query: Option<&str>) -> Option<i64> {
-    let page = url::form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == "page")
-        .map(|(_, v)| v.into_owned())?;
+    let page = query_param(query, "page")?;
     if page.is_empty() {
         return None;
     }
@@ -483,11 +481,7 @@ pub async fn apis_of_client(
         Err(StoreError::NotFound) => return none(),
         Err(e) => return Err(ApiError::Internal(e)),
     };
-    let org = query.as_deref().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "orgID")
-            .map(|(_, v)| v.into_owned())
-    });
+    let org = query_param(query.as_deref(), "orgID");
     if org.is_some_and(|o| !o.is_empty() && o != client.org_id) {
         return none();
     }

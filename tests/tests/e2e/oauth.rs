@@ -827,18 +827,9 @@ async fn oauth_refresh_token_reuse_revokes_the_family() {
 // ---------------------------------------------------------------- notifications, metadata
 
 async fn hook(w: &World, kind: &str) -> Value {
-    eventually(
-        Duration::from_secs(15),
-        &format!("a {kind} notification"),
-        || async {
-            w.side
-                .hooks()
-                .await
-                .into_iter()
-                .find(|h| h["body"]["notification_type"] == kind)
-        },
-    )
-    .await
+    w.side
+        .delivery("notification_type", kind, &format!("a {kind} notification"))
+        .await
 }
 
 #[tokio::test]

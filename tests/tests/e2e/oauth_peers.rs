@@ -73,14 +73,7 @@ async fn attempt_for(w: &World, access: &str, what: &str) -> Value {
 
 /// The delivery (a 2xx answer of the webhook) carrying `access`, once there is one.
 async fn delivery_for(w: &World, access: &str, what: &str) -> Value {
-    eventually(Duration::from_secs(20), what, || async {
-        w.side
-            .hooks()
-            .await
-            .into_iter()
-            .find(|h| h["body"]["new_oauth_token"] == access)
-    })
-    .await
+    w.side.delivery("new_oauth_token", access, what).await
 }
 
 // ---------------------------------------------------------------- notifications that fail or stall
