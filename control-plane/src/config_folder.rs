@@ -1,6 +1,6 @@
 //! A configuration folder on disk (docs/config.md): `apis/`, `policies/`, `certificates/` and
-//! `oauth_clients/`, one resource per JSON or YAML file. Reading it names the file of every problem; writing it
-//! (`config dump`) puts each resource in `<kind>/<id>.json`.
+//! `oauth_clients/`, one resource per JSON or YAML file. Reading it names the file of every
+//! problem; writing it (`config dump`) puts each resource in `<kind>/<id>.json`.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};

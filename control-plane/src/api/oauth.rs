@@ -1,5 +1,6 @@
 //! The OAuth 2.0 provider's management routes: authorize-client (the login portal's call),
-//! revoke, revoke_all, deleting a refresh token and purging lapsed tokens (docs/oauth.md). The grants themselves live in `crate::oauth`.
+//! revoke, revoke_all, deleting a refresh token and purging lapsed tokens (docs/oauth.md). The
+//! grants themselves live in `crate::oauth`.
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
