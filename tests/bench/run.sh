@@ -12,6 +12,7 @@
 #        OHA=path/to/oha                   (default: oha on PATH, else ~/.cargo/bin/oha)
 #        PROPAGATION=1                     run $BIN/portcullis-bench-propagation at the end (0 = skip)
 #        W=dir                             scratch dir for configs, logs and raw outputs (default mktemp -d)
+#        HOLD=path                         after setup, wait until path exists (profile the servers by hand)
 #        NO_BUILD=1                        skip cargo build; CARGO_TARGET_DIR (default /var/tmp/portcullis-target)
 #        TLS=1                             HTTPS targets: nginx :18011 vs portcullis-gw --tls-listen :18012, same
 #                                          certificate; keep-alive and one handshake per request (0 = skip)
@@ -493,6 +494,12 @@ for t in "${ORDER[@]}"; do
   [ "$size" = 34 ] || log "!! $t: body is $size bytes, expected the 34-byte upstream body"
 done
 step_end
+
+if [ -n "${HOLD:-}" ]; then
+  # For profiling by hand: every server is up; the run goes on once $HOLD exists.
+  log "servers up (gateway pid $GW_PID); waiting for $HOLD"
+  while [ ! -e "$HOLD" ]; do sleep 1; done
+fi
 
 # ---------------------------------------------------------------------------------------------
 step_begin "closed loop (wrk, $REPS x ${DUR}s)"

@@ -24,6 +24,8 @@ pub const HEADER_ECHO: &str = include_str!("py/header_echo.py");
 /// `py/otlp_collector.py`: an OTLP/gRPC trace collector (PyPI opentelemetry-proto and grpcio)
 /// whose HTTP port answers the spans it received.
 pub const OTLP_COLLECTOR: &str = include_str!("py/otlp_collector.py");
+/// `py/framing_server.py`: a raw-socket upstream with one response framing per path.
+pub const FRAMING_SERVER: &str = include_str!("py/framing_server.py");
 /// An upstream answering 101 to everything (`py/bad_upgrade_server.py`).
 pub const BAD_UPGRADE_SERVER: &str = include_str!("py/bad_upgrade_server.py");
 

@@ -3,6 +3,7 @@
 
 pub mod balance;
 mod client_limits;
+pub mod direct;
 mod forward;
 pub mod head_timer;
 pub mod headers;

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
@@ -20,6 +21,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::direct;
 use super::upstream_tls::{self, TlsFailure};
 use super::{RequestBody, UpstreamClient};
 
@@ -82,6 +84,9 @@ enum Slot {
 /// The upstream connection reserved for one client connection.
 pub struct Reserved {
     slot: Mutex<Slot>,
+    /// The direct client's connection (`direct`), beside hyper's: a client connection that
+    /// mixes streamed and in-memory bodies keeps one of each.
+    direct: Mutex<Option<(Authority, direct::Conn)>>,
     idle: Arc<IdleUpstreams>,
     /// The byte tunnel of an upgraded request (`tunnel`): the client connection's task waits
     /// for it, so a tunnel holds its connection slot.
@@ -92,6 +97,7 @@ impl Reserved {
     pub fn new(idle: Arc<IdleUpstreams>) -> Self {
         Self {
             slot: Mutex::new(Slot::Empty),
+            direct: Mutex::new(None),
             idle,
             tunnel: Mutex::new(None),
         }
@@ -116,7 +122,41 @@ impl Reserved {
         if let Slot::Idle(authority, sender) = slot {
             self.idle.put(authority, sender);
         }
+        self.park_direct();
         Some(task)
+    }
+
+    fn park_direct(&self) {
+        let direct = self.direct.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((authority, conn)) = direct {
+            self.idle.put_direct(authority, conn);
+        }
+    }
+
+    /// The direct connection to `authority`: this client connection's own, else an idle one.
+    fn take_direct(&self, authority: &Authority) -> Option<direct::Conn> {
+        let own = self.direct.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((a, mut conn)) = own {
+            if a != *authority {
+                // A balanced API's other target: kept for whoever goes there next.
+                self.idle.put_direct(a, conn);
+            } else if conn.is_fresh() {
+                return Some(conn);
+            }
+        }
+        self.idle.take_direct(authority)
+    }
+
+    /// A connection whose response was read to its end; a second one (concurrent HTTP/2
+    /// streams) goes to the idle list.
+    fn put_direct(&self, authority: Authority, conn: direct::Conn) {
+        let mut own = self.direct.lock().unwrap_or_else(|p| p.into_inner());
+        if own.is_none() {
+            *own = Some((authority, conn));
+        } else {
+            drop(own);
+            self.idle.put_direct(authority, conn);
+        }
     }
 }
 
@@ -129,6 +169,14 @@ impl Drop for Reserved {
         if let Slot::Idle(authority, sender) = slot {
             self.idle.put(authority, sender);
         }
+        if let Some((authority, conn)) = self
+            .direct
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            self.idle.put_direct(authority, conn);
+        }
     }
 }
 
@@ -139,7 +187,19 @@ const IDLE_PER_UPSTREAM: usize = 256;
 #[derive(Default)]
 pub struct IdleUpstreams {
     by_authority: Mutex<HashMap<Authority, Vec<Sender>>>,
+    direct: Mutex<DirectIdle>,
 }
+
+/// The direct client's idle connections, each with the time it went idle.
+#[derive(Default)]
+struct DirectIdle {
+    by_authority: HashMap<Authority, Vec<(Instant, direct::Conn)>>,
+    swept: Option<Instant>,
+}
+
+/// An idle direct connection older than this is closed rather than reused (hyper's pool
+/// setting here), so targets that went away do not keep sockets open.
+const DIRECT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 impl IdleUpstreams {
     fn take(&self, authority: &Authority) -> Option<Sender> {
@@ -159,6 +219,41 @@ impl IdleUpstreams {
         list.retain(|s| !s.is_closed());
         if list.len() < IDLE_PER_UPSTREAM {
             list.push(sender);
+        }
+    }
+
+    fn take_direct(&self, authority: &Authority) -> Option<direct::Conn> {
+        let mut idle = self.direct.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.by_authority.get_mut(authority)?;
+        while let Some((since, mut conn)) = list.pop() {
+            if since.elapsed() < DIRECT_IDLE_TIMEOUT && conn.is_fresh() {
+                return Some(conn);
+            }
+        }
+        idle.by_authority.remove(authority);
+        None
+    }
+
+    fn put_direct(&self, authority: Authority, conn: direct::Conn) {
+        let mut idle = self.direct.lock().unwrap_or_else(|p| p.into_inner());
+        // Every few seconds, close what expired or was closed under every upstream, so a
+        // list nobody draws from any more does not hold its sockets.
+        let now = Instant::now();
+        if idle
+            .swept
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+        {
+            idle.swept = Some(now);
+            idle.by_authority.retain(|_, list| {
+                list.retain_mut(|(since, c)| {
+                    now.duration_since(*since) < DIRECT_IDLE_TIMEOUT && c.is_fresh()
+                });
+                !list.is_empty()
+            });
+        }
+        let list = idle.by_authority.entry(authority).or_default();
+        if list.len() < IDLE_PER_UPSTREAM {
+            list.push((now, conn));
         }
     }
 }
@@ -213,14 +308,22 @@ impl Drop for ClaimGuard<'_> {
 /// An upstream response body that hands its connection back to the client connection's slot
 /// once the body has been read to the end.
 pub struct UpstreamBody {
-    inner: Incoming,
+    inner: Inner,
     give_back: Option<(Arc<Reserved>, Authority, Sender)>,
 }
+
+enum Inner {
+    Hyper(Incoming),
+    /// With the slot its connection goes back to.
+    Direct(direct::DirectBody, Option<(Arc<Reserved>, Authority)>),
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl UpstreamBody {
     fn pooled(inner: Incoming) -> Self {
         Self {
-            inner,
+            inner: Inner::Hyper(inner),
             give_back: None,
         }
     }
@@ -243,27 +346,50 @@ impl Drop for UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.finish(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(),
-            _ => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match &mut this.inner {
+            Inner::Hyper(inner) => {
+                let polled = Pin::new(&mut *inner).poll_frame(cx);
+                let ended = match &polled {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(_))) => inner.is_end_stream(),
+                    _ => false,
+                };
+                if ended {
+                    this.finish();
+                }
+                polled.map_err(Into::into)
+            }
+            Inner::Direct(body, home) => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                if let Some(conn) = body.take_spare()
+                    && let Some((reserved, authority)) = home.take()
+                {
+                    reserved.put_direct(authority, conn);
+                }
+                polled.map_err(Into::into)
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Hyper(b) => b.is_end_stream(),
+            Inner::Direct(b, _) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Hyper(b) => b.size_hint(),
+            Inner::Direct(b, _) => b.size_hint(),
+        }
     }
 }
 
@@ -272,7 +398,7 @@ impl Body for UpstreamBody {
 /// every request for the whole upstream timeout.
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-async fn tcp(authority: &Authority) -> std::io::Result<TcpStream> {
+pub(super) async fn tcp(authority: &Authority) -> std::io::Result<TcpStream> {
     let port = authority.port_u16().unwrap_or(80);
     let connect = TcpStream::connect((
         authority
@@ -346,7 +472,10 @@ pub async fn send(
     if *scheme != Scheme::HTTP {
         return pooled(client, scheme, authority, req).await;
     }
-    let mut req = req;
+    let mut req = match direct::Outgoing::take(req) {
+        Ok(out) => return send_direct(reserved, authority, out).await,
+        Err(req) => req,
+    };
     let mut sender = match reserved.claim(authority) {
         Claim::Busy => return pooled(client, scheme, authority, req).await,
         Claim::Reuse(s) => Some(s),
@@ -381,6 +510,61 @@ pub async fn send(
     Ok(give_back(resp, reserved, authority, s))
 }
 
+/// One request through the direct client (`direct`).
+async fn send_direct(
+    reserved: &Arc<Reserved>,
+    authority: &Authority,
+    out: direct::Outgoing,
+) -> Result<Response<UpstreamBody>, SendError> {
+    if let Some(mut conn) = reserved.take_direct(authority) {
+        match conn.exchange(&out, authority).await {
+            Ok(head) => return Ok(direct_response(conn, head, reserved, authority)),
+            // The upstream closed the idle connection as the request went out: a request that
+            // may be repeated goes once more on a new connection, as hyper's pool would.
+            Err(direct::DirectError::Closed) if out.idempotent() => {}
+            Err(e) => return Err(SendError::Other(e.to_string())),
+        }
+    }
+    let mut conn = match tcp(authority).await {
+        Ok(stream) => direct::Conn::new(stream),
+        Err(e) => {
+            return Err(SendError::Connect {
+                unsent: Some(Box::new(out.into_request())),
+                detail: e.to_string(),
+            });
+        }
+    };
+    match conn.exchange(&out, authority).await {
+        Ok(head) => Ok(direct_response(conn, head, reserved, authority)),
+        Err(e) => Err(SendError::Other(e.to_string())),
+    }
+}
+
+fn direct_response(
+    conn: direct::Conn,
+    head: direct::ResponseHead,
+    reserved: &Arc<Reserved>,
+    authority: &Authority,
+) -> Response<UpstreamBody> {
+    let mut body = direct::DirectBody::new(conn, &head);
+    // A bodiless answer frees its connection at once.
+    let home = match body.take_spare() {
+        Some(conn) => {
+            reserved.put_direct(authority.clone(), conn);
+            None
+        }
+        None => Some((reserved.clone(), authority.clone())),
+    };
+    let mut resp = Response::new(UpstreamBody {
+        inner: Inner::Direct(body, home),
+        give_back: None,
+    });
+    *resp.status_mut() = head.status;
+    *resp.version_mut() = head.version;
+    *resp.headers_mut() = head.headers;
+    resp
+}
+
 fn give_back(
     resp: Response<Incoming>,
     reserved: &Arc<Reserved>,
@@ -393,7 +577,10 @@ fn give_back(
     {
         r.put(a, s);
     }
-    resp.map(|inner| UpstreamBody { inner, give_back })
+    resp.map(|inner| UpstreamBody {
+        inner: Inner::Hyper(inner),
+        give_back,
+    })
 }
 
 /// The pooled client needs the absolute URI to choose a connection; it sends origin-form on

@@ -48,5 +48,6 @@ mod statuses;
 mod streaming;
 mod tls_edge;
 mod upstream_auth;
+mod upstream_framing;
 mod upstream_tls;
 mod websockets;
