@@ -13,6 +13,8 @@ pub struct ConnInfo {
     pub remote: SocketAddr,
     /// Set when the client spoke TLS to the proxy's TLS port.
     pub tls: Option<TlsInfo>,
+    /// The client's address as `X-Forwarded-For` writes it, formatted once per connection.
+    pub forwarded_for: http::HeaderValue,
 }
 
 /// The outcome of the client's TLS handshake.
@@ -30,7 +32,18 @@ pub struct TlsInfo {
 
 impl ConnInfo {
     pub fn plain(remote: SocketAddr) -> Self {
-        Self { remote, tls: None }
+        Self {
+            remote,
+            tls: None,
+            forwarded_for: crate::proxy::headers::address_value(remote.ip()),
+        }
+    }
+
+    pub fn with_tls(remote: SocketAddr, tls: TlsInfo) -> Self {
+        Self {
+            tls: Some(tls),
+            ..Self::plain(remote)
+        }
     }
 
     pub fn is_tls(&self) -> bool {

@@ -55,6 +55,8 @@ pub struct Target {
     pub base: String,
     /// HTTP/2 without TLS, by prior knowledge (`h2c://`, Tyk's way to name gRPC upstreams).
     pub h2c: bool,
+    /// `authority` as the Host header sent to it, made once with the route.
+    pub host: http::HeaderValue,
 }
 
 impl Target {
@@ -85,11 +87,14 @@ impl Target {
         let authority: Authority = authority
             .parse()
             .map_err(|_| ValidationError::new(field, "host is not a valid authority"))?;
+        let host = http::HeaderValue::from_str(authority.as_str())
+            .map_err(|_| ValidationError::new(field, "host is not a valid authority"))?;
         Ok(Self {
             scheme,
             authority,
             base: target.path().trim_end_matches('/').to_owned(),
             h2c,
+            host,
         })
     }
 }

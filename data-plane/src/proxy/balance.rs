@@ -144,11 +144,15 @@ mod tests {
     fn balancer(n: usize) -> Balancer {
         Balancer::new(
             (0..n)
-                .map(|i| Target {
-                    scheme: http::uri::Scheme::HTTP,
-                    authority: format!("127.0.0.1:{}", 1000 + i).parse().unwrap(),
-                    base: String::new(),
-                    h2c: false,
+                .map(|i| {
+                    let authority = format!("127.0.0.1:{}", 1000 + i);
+                    Target {
+                        scheme: http::uri::Scheme::HTTP,
+                        host: http::HeaderValue::from_str(&authority).unwrap(),
+                        authority: authority.parse().unwrap(),
+                        base: String::new(),
+                        h2c: false,
+                    }
                 })
                 .collect(),
         )

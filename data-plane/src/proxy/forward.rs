@@ -117,8 +117,8 @@ fn aim(
         // The pooled client writes the target's authority itself: as Host on HTTP/1.1, as
         // :authority on HTTP/2, where a Host besides it is refused (RFC 9113 §8.3.1).
         parts.headers.remove(HOST);
-    } else if let Ok(h) = HeaderValue::from_str(target.authority.as_str()) {
-        parts.headers.insert(HOST, h);
+    } else {
+        parts.headers.insert(HOST, target.host.clone());
     }
     Ok(())
 }
@@ -158,7 +158,7 @@ pub async fn forward(
     if let Some(u) = &upgrade {
         u.restore(&mut parts.headers);
     }
-    add_forwarded(&mut parts.headers, conn.remote.ip(), conn.scheme());
+    add_forwarded(&mut parts.headers, &conn.forwarded_for, conn.scheme());
     // A reference-counted copy; turned into text only when a log line needs it.
     let request_id = parts.headers.get(REQUEST_ID).cloned();
     let timeout = route.timeout.unwrap_or(proxy.default_timeout);

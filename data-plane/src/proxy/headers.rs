@@ -34,6 +34,13 @@ pub fn lists_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool 
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names is cheaper than ten hashed removals.
+    if !headers
+        .keys()
+        .any(|k| HOP_BY_HOP.contains(k) || *k == PROXY_CONNECTION)
+    {
+        return;
+    }
     // Every Connection header counts: `Connection: close` then `Connection: x-hop` names both.
     if headers.contains_key(header::CONNECTION) {
         let listed: Vec<HeaderName> = headers
@@ -55,25 +62,31 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(PROXY_CONNECTION);
 }
 
-/// Appends the client address to `X-Forwarded-For` and records the scheme it used.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, scheme: &'static str) {
-    let mut buf = itoa_ip(client);
-    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        buf = format!("{prev}, {buf}");
-    }
-    if let Ok(v) = HeaderValue::from_str(&buf) {
+/// Appends the client address (`ConnInfo::forwarded_for`) to `X-Forwarded-For` and records
+/// the scheme it used.
+pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, scheme: &'static str) {
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => {
+            HeaderValue::from_str(&format!("{prev}, {}", client.to_str().unwrap_or_default())).ok()
+        }
+        None => Some(client.clone()),
+    };
+    if let Some(v) = value {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
 }
 
-fn itoa_ip(ip: IpAddr) -> String {
-    match ip {
+/// An address as `X-Forwarded-For` carries it: IPv4-mapped IPv6 addresses as IPv4.
+pub fn address_value(ip: IpAddr) -> HeaderValue {
+    let text = match ip {
         IpAddr::V6(v6) => v6
             .to_ipv4_mapped()
             .map_or_else(|| v6.to_string(), |v4| v4.to_string()),
         IpAddr::V4(v4) => v4.to_string(),
-    }
+    };
+    // Digits, dots and colons only.
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]
@@ -102,8 +115,16 @@ mod tests {
     fn forwarded_for_is_appended() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http");
+        let client = address_value("::ffff:127.0.0.1".parse().unwrap());
+        add_forwarded(&mut h, &client, "http");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
+        let mut h = HeaderMap::new();
+        add_forwarded(
+            &mut h,
+            &address_value("2001:db8::1".parse().unwrap()),
+            "https",
+        );
+        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
     }
 }

@@ -42,10 +42,7 @@ pub async fn serve(
                 return;
             };
             let activity = Arc::new(head_timer::Activity::default());
-            let conn = Arc::new(ConnInfo {
-                remote,
-                tls: Some(info),
-            });
+            let conn = Arc::new(ConnInfo::with_tls(remote, info));
             head_timer::CONNECTION
                 .scope(
                     activity.clone(),

@@ -316,12 +316,14 @@ mod tests {
             check.check(&ConnInfo::plain(remote), &store),
             Err(ProxyError::TlsNotEnabled)
         );
-        let tls = |chain: Vec<CertificateDer<'static>>| ConnInfo {
-            remote,
-            tls: Some(crate::conn::TlsInfo {
-                peer_chain: chain.into(),
-                ..Default::default()
-            }),
+        let tls = |chain: Vec<CertificateDer<'static>>| {
+            ConnInfo::with_tls(
+                remote,
+                crate::conn::TlsInfo {
+                    peer_chain: chain.into(),
+                    ..Default::default()
+                },
+            )
         };
         assert_eq!(
             check.check(&tls(vec![]), &store),
