@@ -169,14 +169,7 @@ impl Drop for Reserved {
         if let Slot::Idle(authority, sender) = slot {
             self.idle.put(authority, sender);
         }
-        if let Some((authority, conn)) = self
-            .direct
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            self.idle.put_direct(authority, conn);
-        }
+        self.park_direct();
     }
 }
 

@@ -190,10 +190,12 @@ impl Conn {
         // An upstream may answer and close before it reads the request (a 401 or 413 of its
         // own): what it answered is still read, and only without an answer is the write's
         // failure the result.
-        let mut write_failed = None;
-        if let Err(e) = self.stream.write_all(&self.out).await {
-            write_failed = Some(e);
-        }
+        let write_failed = match self.stream.write_all(&self.out).await {
+            Ok(()) => false,
+            Err(e) if is_reset(&e) => true,
+            // Not the upstream going away: nothing will answer.
+            Err(e) => return Err(e.into()),
+        };
         let mut interim = 0;
         let mut answered = false;
         loop {
@@ -210,27 +212,20 @@ impl Conn {
                         }
                         continue;
                     }
-                    if write_failed.is_some() {
-                        // Part of the request may still be unread on a connection that failed.
-                        let mut head = head;
-                        head.reusable = false;
-                        return Ok(head);
-                    }
+                    // Part of the request may still be unread on a connection that failed.
+                    let mut head = head;
+                    head.reusable &= !write_failed;
                     return Ok(head);
                 }
             }
             if self.buf.capacity() - self.buf.len() < 1024 {
                 self.buf.reserve(READ_CHUNK);
             }
-            let nothing = |e: Option<std::io::Error>| match e {
-                Some(e) if !is_reset(&e) => DirectError::Io(e),
-                _ => DirectError::Closed,
-            };
             match self.stream.read_buf(&mut self.buf).await {
-                Ok(0) if !answered => return Err(nothing(write_failed)),
+                Ok(0) if !answered => return Err(DirectError::Closed),
                 Ok(0) => return Err(DirectError::Truncated),
                 Ok(_) => {}
-                Err(e) if !answered && is_reset(&e) => return Err(nothing(write_failed)),
+                Err(e) if !answered && is_reset(&e) => return Err(DirectError::Closed),
                 Err(e) => return Err(e.into()),
             }
         }
