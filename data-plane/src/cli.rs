@@ -100,6 +100,11 @@ pub struct RunArgs {
         default_value_t = crate::limits::RateLimiterKind::Gcra
     )]
     pub rate_limiter: crate::limits::RateLimiterKind,
+    /// With `--rate-limiter local`: reserve quotas in Redis up to this many requests at a time
+    /// and count them in memory (docs/limits.md). 0: one Redis call per request.
+    #[arg(long, env = "PORTCULLIS_QUOTA_LEASE", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(crate::limits::MAX_LEASE)))]
+    pub quota_lease: u32,
     /// Look every session up in Redis instead of caching it in-process for up to 10 s.
     #[arg(long, env = "PORTCULLIS_DISABLE_LOCAL_SESSION_CACHE")]
     pub disable_local_session_cache: bool,
@@ -112,9 +117,15 @@ pub struct RunArgs {
     /// Let keys with no access rights call every API, as Tyk does (off: refused everywhere).
     #[arg(long, env = "PORTCULLIS_ALLOW_MASTER_KEYS")]
     pub allow_master_keys: bool,
-    /// Tokio worker threads (default: one per core).
+    /// Tokio worker threads (default: one per core; with --proxy-workers, one for the control
+    /// work).
     #[arg(long, env = "PORTCULLIS_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// Serve the proxy listeners from N threads with a single-threaded runtime each, as nginx's
+    /// worker processes (docs/architecture.md "Proxy workers"); 0: the tokio runtime serves them.
+    #[arg(long, env = "PORTCULLIS_PROXY_WORKERS", default_value_t = 0,
+          value_parser = clap::value_parser!(u16).range(0..=crate::proxy::workers::MAX_WORKERS as i64))]
+    pub proxy_workers: u16,
     #[arg(long, env = "PORTCULLIS_LOG_JSON")]
     pub log_json: bool,
     /// One JSON line per proxied request to `stdout` or a file (appended); never the key or
@@ -319,6 +330,10 @@ pub enum CliError {
     RedisCa { path: String, reason: String },
     #[error("--tls-handshake-timeout must be more than 0 and at most 300 seconds")]
     HandshakeTimeout,
+    #[error(
+        "--quota-lease needs --rate-limiter local (gcra and sliding-log count the quota in the rate's own Redis call)"
+    )]
+    QuotaLease,
     #[error(transparent)]
     ClientLimits(#[from] crate::proxy::LimitError),
     #[error(transparent)]
@@ -400,6 +415,9 @@ impl RunArgs {
         if !(self.tls_handshake_timeout > 0.0 && self.tls_handshake_timeout <= 300.0) {
             return Err(CliError::HandshakeTimeout);
         }
+        if self.quota_lease > 0 && self.rate_limiter != crate::limits::RateLimiterKind::Local {
+            return Err(CliError::QuotaLease);
+        }
         Ok(Config {
             listen: self.listen,
             admin_listen: self.admin_listen,
@@ -435,6 +453,8 @@ impl RunArgs {
             },
             redis_prefix: self.redis_prefix.clone(),
             rate_limiter: self.rate_limiter,
+            quota_lease: self.quota_lease,
+            proxy_workers: usize::from(self.proxy_workers),
             access_log: self.access_log.clone(),
             tracing: self
                 .otlp_endpoint
@@ -508,6 +528,27 @@ mod tests {
                 .contains("sliding-log"),
             "a wrong name lists the right ones"
         );
+    }
+
+    #[test]
+    fn proxy_workers_are_off_by_default_and_bounded() {
+        assert_eq!(parse(&[]).unwrap().proxy_workers, 0);
+        assert_eq!(parse(&["--proxy-workers", "4"]).unwrap().proxy_workers, 4);
+        assert!(parse(&["--proxy-workers", "257"]).is_err());
+    }
+
+    #[test]
+    fn a_quota_lease_needs_the_local_limiter_and_a_bound() {
+        assert_eq!(parse(&[]).unwrap().quota_lease, 0, "exact by default");
+        let leased = parse(&["--rate-limiter", "local", "--quota-lease", "64"]).unwrap();
+        assert_eq!(leased.quota_lease, 64);
+        assert!(
+            parse(&["--quota-lease", "64"])
+                .unwrap_err()
+                .contains("needs --rate-limiter local")
+        );
+        assert!(parse(&["--rate-limiter", "local", "--quota-lease", "100001"]).is_err());
+        assert!(parse(&["--rate-limiter", "local", "--quota-lease", "-1"]).is_err());
     }
 
     #[test]

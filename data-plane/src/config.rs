@@ -40,6 +40,11 @@ pub struct Config {
     pub redis_prefix: String,
     /// How rate limits are counted (`--rate-limiter`, docs/limits.md).
     pub rate_limiter: crate::limits::RateLimiterKind,
+    /// `--quota-lease`: quotas reserved up to this many requests at a time (0: exact).
+    pub quota_lease: u32,
+    /// `--proxy-workers`: threads with a runtime each serving the proxy listeners (0: the
+    /// caller's runtime serves them, as every test does).
+    pub proxy_workers: usize,
     /// `--access-log`: one JSON line per proxied request (docs/observability.md).
     pub access_log: Option<crate::access_log::Target>,
     /// `--otlp-endpoint` and friends: traces over OTLP (docs/observability.md).

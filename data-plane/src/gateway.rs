@@ -36,6 +36,8 @@ pub enum StartError {
     Redis(String),
     #[error("--access-log: {0}")]
     AccessLog(std::io::Error),
+    #[error("cannot start the proxy workers: {0}")]
+    Workers(std::io::Error),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -268,23 +270,43 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
             config.client_limits.clone(),
         )?
         .with_upstream_tls(config.upstream_tls.clone())
-        .with_limiter(crate::limits::Limiter::new(config.rate_limiter))
-        .with_access_log(access_log),
+        .with_limiter(crate::limits::Limiter::with_quota_lease(
+            config.rate_limiter,
+            config.quota_lease,
+        ))
+        .with_access_log(access_log)
+        .with_workers(config.proxy_workers),
     );
     let tls_addr = tls_listener.as_ref().map(|(_, a)| *a);
-    let tls_task = tls_listener.map(|(listener, _)| {
-        tokio::spawn(crate::tls::serve(
-            listener,
-            proxy.clone(),
-            shared.clone(),
-            config.tls_handshake_timeout,
-        ))
-    });
+    let (proxy_task, tls_task) = if config.proxy_workers == 0 {
+        let tls_task = tls_listener.map(|(listener, _)| {
+            tokio::spawn(crate::tls::serve(
+                listener,
+                proxy.clone(),
+                shared.clone(),
+                config.tls_handshake_timeout,
+            ))
+        });
+        (tokio::spawn(proxy::serve(proxy_listener, proxy)), tls_task)
+    } else {
+        let listeners = proxy::workers::Listeners {
+            plain: proxy_listener,
+            tls: tls_listener.map(|(l, _)| l),
+            handshake_timeout: config.tls_handshake_timeout,
+        };
+        let mut workers =
+            proxy::workers::Workers::start(config.proxy_workers, listeners, proxy, shared.clone())
+                .map_err(StartError::Workers)?;
+        let task = tokio::spawn(async move {
+            let (what, e) = workers.failed().await;
+            Err(std::io::Error::new(e.kind(), format!("{what}: {e}")))
+        });
+        (task, None)
+    };
     let expiry_task = tokio::spawn(crate::tls::expiry::watch(
         shared.clone(),
         config.certificate_expiry_warning,
     ));
-    let proxy_task = tokio::spawn(proxy::serve(proxy_listener, proxy));
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, shared.clone()));
     let sync = SyncClient::new(config, shared.clone(), state_dir, identity, applied);
     let sync_task = tokio::spawn(sync.run());

@@ -59,7 +59,12 @@ fn main() -> ExitCode {
     init_logs(args.log_json);
     let _ = rustls::crypto::ring::default_provider().install_default();
     // One worker: the current-thread scheduler avoids work-stealing bookkeeping on every wake-up.
-    let mut builder = match args.worker_threads {
+    // With proxy workers the main runtime only does the control work: one thread unless asked.
+    let threads = match args.worker_threads {
+        None | Some(0) if args.proxy_workers > 0 => Some(1),
+        n => n,
+    };
+    let mut builder = match threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(n) if n > 1 => {
             let mut b = tokio::runtime::Builder::new_multi_thread();

@@ -22,6 +22,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
+use tokio::runtime::Handle;
 
 /// A Redis call slower than this counts as an outage for this request.
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(250);
@@ -36,13 +37,68 @@ enum Source {
 
 /// A connection to the region's Redis, whatever its topology. Cheap to clone: each is a handle
 /// on one multiplexed connection (per node, for a cluster).
+///
+/// The client library drives each connection, and opens a replacement after an error, in a
+/// task on the runtime that makes the call. Called from a proxy worker (docs/architecture.md
+/// "Proxy workers"), that would move the region's one connection onto a busy worker thread for
+/// every other caller, and a worker's stop would drop it; so a call from a worker runs on the
+/// runtime that opened the link (`home`) instead.
 #[derive(Clone)]
-pub enum Conn {
+pub struct Conn {
+    inner: Inner,
+    home: Option<Handle>,
+}
+
+#[derive(Clone)]
+enum Inner {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
 }
 
+impl Inner {
+    fn on_home(&self, home: &Option<Handle>) -> Option<(Self, Handle)> {
+        match home {
+            Some(h) if crate::proxy::workers::is_worker() => Some((self.clone(), h.clone())),
+            _ => None,
+        }
+    }
+}
+
+fn home_gone(e: tokio::task::JoinError) -> redis::RedisError {
+    std::io::Error::other(format!("the Redis call's runtime stopped: {e}")).into()
+}
+
 impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        if let Some((mut inner, home)) = self.inner.on_home(&self.home) {
+            let cmd = cmd.clone();
+            let task = home.spawn(async move { inner.req_packed_command(&cmd).await });
+            return Box::pin(async move { task.await.map_err(home_gone)? });
+        }
+        self.inner.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        if let Some((mut inner, home)) = self.inner.on_home(&self.home) {
+            let cmd = cmd.clone();
+            let task =
+                home.spawn(async move { inner.req_packed_commands(&cmd, offset, count).await });
+            return Box::pin(async move { task.await.map_err(home_gone)? });
+        }
+        self.inner.req_packed_commands(cmd, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
+
+impl ConnectionLike for Inner {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),
@@ -72,9 +128,11 @@ impl ConnectionLike for Conn {
 
 pub struct RedisLink {
     source: Source,
-    conn: ArcSwapOption<Conn>,
+    conn: ArcSwapOption<Inner>,
     prefix: String,
     reconnecting: AtomicBool,
+    /// The runtime that opened the link: it drives the connections (see [`Conn`]).
+    home: Option<Handle>,
 }
 
 /// True when `e` says the connection (or, for a cluster, its view of the nodes) is unusable,
@@ -235,17 +293,17 @@ impl Source {
         }
     }
 
-    async fn connect(&self) -> redis::RedisResult<Conn> {
+    async fn connect(&self) -> redis::RedisResult<Inner> {
         match self {
             Self::Single(client) => ConnectionManager::new_with_config(client.clone(), config())
                 .await
-                .map(Conn::Single),
-            Self::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+                .map(Inner::Single),
+            Self::Cluster(client) => client.get_async_connection().await.map(Inner::Cluster),
             Self::Sentinel(sentinel) => {
                 let primary = sentinel.lock().await.async_get_client().await?;
                 ConnectionManager::new_with_config(primary, config())
                     .await
-                    .map(Conn::Single)
+                    .map(Inner::Single)
             }
         }
     }
@@ -277,6 +335,7 @@ impl RedisLink {
             conn: ArcSwapOption::empty(),
             prefix: prefix.to_owned(),
             reconnecting: AtomicBool::new(false),
+            home: Handle::try_current().ok(),
         });
         match tokio::time::timeout(Duration::from_secs(3), link.source.connect()).await {
             Ok(Ok(m)) => link.conn.store(Some(Arc::new(m))),
@@ -307,7 +366,10 @@ impl RedisLink {
 
     /// A connection to use now, if the link is up.
     pub fn conn(&self) -> Option<Conn> {
-        self.conn.load_full().map(|c| (*c).clone())
+        self.conn.load_full().map(|c| Conn {
+            inner: (*c).clone(),
+            home: self.home.clone(),
+        })
     }
 
     /// `GET key` within [`CALL_TIMEOUT`]; a failure or timeout reports the link failed and
@@ -355,7 +417,7 @@ impl RedisLink {
             return;
         }
         let link = self.clone();
-        tokio::spawn(async move {
+        let reconnect = async move {
             loop {
                 match tokio::time::timeout(Duration::from_secs(1), link.source.connect()).await {
                     Ok(Ok(m)) => {
@@ -367,7 +429,12 @@ impl RedisLink {
                 }
             }
             link.reconnecting.store(false, Ordering::Release);
-        });
+        };
+        // On the link's own runtime, never on a proxy worker's (see [`Conn`]).
+        match &self.home {
+            Some(home) => drop(home.spawn(reconnect)),
+            None => drop(tokio::spawn(reconnect)),
+        }
     }
 }
 

@@ -30,8 +30,9 @@
 #        H2=1                              HTTP/2 clients: h2load -c1 -m64 (h2c prior knowledge) against nginx with
 #                                          `http2` on :18006 and the keyless API, when h2load is installed (0 = skip)
 #        FLOAT=1                           both cores, nothing pinned: every process above let float, nginx with 2
-#                                          workers on :18007 against a gateway with 2 worker threads on :18008, keyless
-#                                          and token + rate limit + quota (needs AUTH=1) (0 = skip)
+#                                          workers on :18007 against a gateway with 2 worker threads on :18008 and one
+#                                          with --proxy-workers 2 --rate-limiter local --quota-lease 100 on :18058,
+#                                          keyless and token + rate limit + quota (needs AUTH=1) (0 = skip)
 #        OAUTH=1                           OAuth 2.0 provider: bearer token issued by this edge (cached session),
 #                                          client_credentials at the token endpoint (req/s), and the first use of
 #                                          FIRST_USE_TOKENS=300 tokens at the other gateway (own Redis prefix) (0 = skip)
@@ -62,6 +63,7 @@ declare -A URL=(
   [token_cached]="http://127.0.0.1:18002/tok/"
   [token_redis]="http://127.0.0.1:18003/tok/"
   [token_rl_quota]="http://127.0.0.1:18002/tok/"
+  [token_rl_quota_leased]="http://127.0.0.1:18009/tok/"
   [basic_cached]="http://127.0.0.1:18002/basic/"
   [nginx_tls]="https://127.0.0.1:18011/"
   [portcullis_tls]="https://127.0.0.1:18012/tlsb/"
@@ -83,6 +85,7 @@ declare -A HDR=(
   [token_cached]="Authorization: bench-token-key"
   [token_redis]="Authorization: bench-token-key"
   [token_rl_quota]="Authorization: bench-limited-key"
+  [token_rl_quota_leased]="Authorization: bench-limited-key"
   [basic_cached]="Authorization: Basic $(printf 'bench-user:bench-password' | base64)"
   # A new connection, so a full TLS handshake, for every request.
   [nginx_tls_hs]="Connection: close"
@@ -96,7 +99,7 @@ else
   HAPROXY=0
 fi
 if [ "${AUTH:-1}" = 1 ]; then
-  ORDER+=(token_cached token_redis token_rl_quota basic_cached)
+  ORDER+=(token_cached token_redis token_rl_quota token_rl_quota_leased basic_cached)
 fi
 if [ "${TLS:-1}" = 1 ]; then
   ORDER+=(nginx_tls portcullis_tls nginx_tls_hs portcullis_tls_hs)
@@ -178,7 +181,7 @@ ensure_cargo
 ensure_protoc
 ensure_postgres
 OHA="${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}"
-for p in 17080 17443 18000 18001 18002 18005 18006 18007 18008 18011 18012 18020 19080 19088; do
+for p in 17080 17443 18000 18001 18002 18005 18006 18007 18008 18009 18011 18058 18068 18012 18020 19080 19088 19089 19098; do
   if port_open "$p"; then die "127.0.0.1:$p is already in use (another benchmark or stack running?)"; fi
 done
 step_end
@@ -294,6 +297,7 @@ ensure_database "$DB_NAME"
 ADMIN_SECRET="$(openssl rand -hex 32)"
 ENC_SECRET="$(openssl rand -hex 32)"
 printf '%s\n' "$ADMIN_SECRET" >"$W/admin_secret"
+printf '%s\n' "$ENC_SECRET" >"$W/encryption_secret" # for a gateway joined by hand (HOLD)
 
 start "$LG_CPU" upstream-nginx nginx -p "$W/up" -e "$W/up/logs/error.log" -c "$W/up/nginx.conf"
 start "$PX_CPU" proxy-nginx nginx -p "$W/px" -e "$W/px/logs/error.log" -c "$W/px/nginx.conf"
@@ -333,6 +337,17 @@ if [ "${AUTH:-1}" = 1 ]; then
     start "$PX_CPU" portcullis-gw-nocache "$BIN/portcullis-gw" run --listen 127.0.0.1:18003 \
     --tls-listen 127.0.0.1:18013 --admin-listen 127.0.0.1:19081 --control-plane https://127.0.0.1:17443 \
     --ca-hash "$BOOT_CA_HASH" --redis-url "redis://127.0.0.1:16379" --redis-prefix gw2: --disable-local-session-cache
+  # The same again, counting rate limits in memory and quotas in leases of up to 100 requests,
+  # for "token + rate limit + quota, leased" (docs/limits.md).
+  bootstrap_token "$API" "$ADMIN_SECRET" default
+  RUST_LOG="${RUST_LOG:-warn}" \
+    PORTCULLIS_WORKER_THREADS=1 \
+    PORTCULLIS_BOOTSTRAP_TOKEN="$BOOT_TOKEN" \
+    PORTCULLIS_ENCRYPTION_SECRET="$ENC_SECRET" \
+    start "$PX_CPU" portcullis-gw-leased "$BIN/portcullis-gw" run --listen 127.0.0.1:18009 \
+    --tls-listen 127.0.0.1:18019 --admin-listen 127.0.0.1:19089 --control-plane https://127.0.0.1:17443 \
+    --ca-hash "$BOOT_CA_HASH" --redis-url "redis://127.0.0.1:16379" --redis-prefix gw3: \
+    --rate-limiter local --quota-lease 100
 fi
 wait_http_code 200 30 "$GW_PID" "http://127.0.0.1:19080/ready"
 tyk_api_upsert "$API" "$ADMIN_SECRET" bench \
@@ -368,7 +383,7 @@ if [ "${AUTH:-1}" = 1 ]; then
   api_call POST "$API/tyk/keys/bench-user" "$ADMIN_SECRET" \
     '{"access_rights":{"basic":{"api_id":"basic"}},"basic_auth_data":{"password":"bench-password"}}'
   [ "$API_CODE" = 200 ] || die "creating the basic user: $API_CODE $API_BODY"
-  for t in token_cached token_redis token_rl_quota basic_cached; do
+  for t in token_cached token_redis token_rl_quota token_rl_quota_leased basic_cached; do
     code="$(curl -s -o /dev/null -w '%{http_code}' -H "${HDR[$t]}" --max-time 5 "${URL[$t]}" || true)"
     [ "$code" = 200 ] || die "$t answers $code"
   done
@@ -730,23 +745,38 @@ EOF
     start - portcullis-gw-float "$BIN/portcullis-gw" run --listen 127.0.0.1:18008 \
     --tls-listen 127.0.0.1:18018 --admin-listen 127.0.0.1:19088 --control-plane https://127.0.0.1:17443 \
     --ca-hash "$BOOT_CA_HASH" --redis-url "redis://127.0.0.1:16379" --redis-prefix gw8:
+  # Two proxy workers instead of a multi-threaded runtime, with the limiter that suits them (rate
+  # limits in memory, quotas in leases; docs/limits.md): a request then goes to Redis only to
+  # take the next lease.
+  bootstrap_token "$API" "$ADMIN_SECRET" default
+  RUST_LOG="${RUST_LOG:-warn}" \
+    PORTCULLIS_PROXY_WORKERS=2 \
+    PORTCULLIS_BOOTSTRAP_TOKEN="$BOOT_TOKEN" \
+    PORTCULLIS_ENCRYPTION_SECRET="$ENC_SECRET" \
+    start - portcullis-gw-workers "$BIN/portcullis-gw" run --listen 127.0.0.1:18058 \
+    --tls-listen 127.0.0.1:18068 --admin-listen 127.0.0.1:19098 --control-plane https://127.0.0.1:17443 \
+    --ca-hash "$BOOT_CA_HASH" --redis-url "redis://127.0.0.1:16379" --redis-prefix gw9: \
+    --rate-limiter local --quota-lease 100
   # Let everything started so far float over both cores.
   for pid in "${PIDS[@]}"; do taskset -a -pc 0-1 "$pid" >/dev/null 2>&1 || true; done
   declare -A FURL=([nginx_float]="http://127.0.0.1:18007/" [keyless_float]="http://127.0.0.1:18008/bench/" \
-    [token_rl_quota_float]="http://127.0.0.1:18008/tok/")
-  code=000
-  for _ in $(seq 1 150); do
-    code="$(curl -s -o /dev/null -w '%{http_code}' -H "${HDR[token_rl_quota]}" --max-time 5 "${FURL[token_rl_quota_float]}" || true)"
-    [ "$code" = 200 ] && break
-    sleep 0.2
+    [token_rl_quota_float]="http://127.0.0.1:18008/tok/" [keyless_workers]="http://127.0.0.1:18058/bench/" \
+    [token_rl_quota_workers_leased]="http://127.0.0.1:18058/tok/")
+  for t in token_rl_quota_float token_rl_quota_workers_leased; do
+    code=000
+    for _ in $(seq 1 150); do
+      code="$(curl -s -o /dev/null -w '%{http_code}' -H "${HDR[token_rl_quota]}" --max-time 5 "${FURL[$t]}" || true)"
+      [ "$code" = 200 ] && break
+      sleep 0.2
+    done
+    [ "$code" = 200 ] || die "the floating gateway answers $code at ${FURL[$t]}"
   done
-  [ "$code" = 200 ] || die "the floating gateway answers $code"
   mkdir -p "$W/results/float"
   for r in $(seq 1 "$REPS"); do
-    for t in nginx_float keyless_float token_rl_quota_float; do
+    for t in nginx_float keyless_float token_rl_quota_float keyless_workers token_rl_quota_workers_leased; do
       out="$W/results/float/$t.$r.txt"
       FH=()
-      [ "$t" = token_rl_quota_float ] && FH=(-H "${HDR[token_rl_quota]}")
+      case "$t" in token_rl_quota_*) FH=(-H "${HDR[token_rl_quota]}") ;; esac
       wrk -t2 -c"$CONNS" -d"${DUR}s" --latency "${FH[@]}" "${FURL[$t]}" >"$out"
       printf '    %-20s rep %s: %s\n' "$t" "$r" "$(awk '/Requests\/sec/ {print $2 " req/s"}' "$out")" >&2
       sleep 1
@@ -756,11 +786,13 @@ EOF
 import glob, os, re, statistics as st, sys
 d = sys.argv[1]
 rows = {}
-for t in ("nginx_float", "keyless_float", "token_rl_quota_float"):
+for t in ("nginx_float", "keyless_float", "token_rl_quota_float", "keyless_workers",
+          "token_rl_quota_workers_leased"):
     rows[t] = [float(re.search(r"Requests/sec:\s+([\d.]+)", open(f).read()).group(1))
                for f in sorted(glob.glob(os.path.join(d, f"{t}.*.txt")))]
 print()
-print("## Both cores floating: wrk -t2, nginx 2 workers, gateway 2 worker threads, median")
+print("## Both cores floating: wrk -t2, nginx 2 workers, gateway 2 worker threads (*_float)")
+print("## or 2 proxy workers (*_workers; *_leased: --rate-limiter local --quota-lease 100), median")
 print()
 print("| target | rps median (min–max) | ÷ nginx |")
 print("|---|---|---|")

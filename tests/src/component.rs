@@ -326,6 +326,10 @@ pub struct DpOptions {
     pub plugins: portcullis_data_plane::plugins::PluginConfig,
     /// `--rate-limiter` (default: the gateway's, gcra).
     pub rate_limiter: Option<portcullis_data_plane::limits::RateLimiterKind>,
+    /// `--quota-lease` (default 0: exact).
+    pub quota_lease: u32,
+    /// `--proxy-workers` (default 0: the test's runtime serves the proxy).
+    pub proxy_workers: usize,
     /// `--access-log`.
     pub access_log: Option<portcullis_data_plane::access_log::Target>,
     /// `--otlp-endpoint` and friends.
@@ -383,6 +387,8 @@ impl Dp {
             redis_url: opts.redis_url,
             redis_prefix: opts.redis_prefix.unwrap_or_else(|| "portcullis:".into()),
             rate_limiter: opts.rate_limiter.unwrap_or_default(),
+            quota_lease: opts.quota_lease,
+            proxy_workers: opts.proxy_workers,
             access_log: opts.access_log.clone(),
             tracing: opts.tracing.clone(),
             local_session_cache: !opts.no_local_session_cache,

@@ -1,7 +1,8 @@
 //! GCRA in the gateway's memory (`--rate-limiter local`; docs/limits.md), like Tyk's DRL: the
 //! rate limit costs no Redis round trip, and each gateway enforces the FULL rate on its own, so
 //! N gateways of a region admit up to N × `rate`. Quotas are still counted in the regional
-//! Redis (one script call, only for keys with a quota), so they stay exact across the region.
+//! Redis: one script call per request of a key with a quota, exact across the region, or with
+//! `--quota-lease` in leases of several requests (`lease.rs`), never more than the quota.
 //!
 //! Memory is bounded: at most [`MAX_CELLS`] counters, in shards each kept in least recently
 //! used order. A counter whose TAT has passed is the same as none, so idle counters are dropped
@@ -15,6 +16,7 @@ use std::time::Instant;
 use hashlink::LinkedHashMap;
 
 use super::gcra::{Cell, RedisGcra};
+use super::lease::Leases;
 use super::{Decision, Limits, Outcome};
 use crate::redis_link::RedisLink;
 
@@ -40,7 +42,14 @@ pub(super) struct LocalGcra {
     hasher: std::collections::hash_map::RandomState,
     shards: Box<[Mutex<Shard>]>,
     per_shard: usize,
-    quota: RedisGcra,
+    quota: Quota,
+}
+
+/// How the local limiter counts quotas.
+enum Quota {
+    /// One script call per request.
+    Exact(RedisGcra),
+    Leased(Leases),
 }
 
 impl Default for LocalGcra {
@@ -56,8 +65,14 @@ impl LocalGcra {
             hasher: Default::default(),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
             per_shard: cells.div_ceil(SHARDS).max(1),
-            quota: RedisGcra::default(),
+            quota: Quota::Exact(RedisGcra::default()),
         }
+    }
+
+    /// Quotas reserved `max` requests at a time at most (`--quota-lease`).
+    pub(super) fn with_quota_lease(mut self, max: u32) -> Self {
+        self.quota = Quota::Leased(Leases::new(max));
+        self
     }
 
     /// Microseconds on the gateway's monotonic clock: wall-clock jumps do not move limits.
@@ -138,12 +153,12 @@ impl LocalGcra {
             return Ok(admitted);
         }
         // Without Redis the quota is not enforced, but the local rate limit still is.
-        let (_, _, quota_ok) = self
-            .quota
-            .call(redis, None, limits)
-            .await
-            .map_err(|u| (u, admitted))?;
-        if quota_ok == 0 {
+        let quota_ok = match &self.quota {
+            Quota::Exact(exact) => exact.call(redis, None, limits).await.map(|a| a.2 != 0),
+            Quota::Leased(leases) => leases.take(redis, limits).await,
+        }
+        .map_err(|u| (u, admitted))?;
+        if !quota_ok {
             if let Some(c) = cell {
                 self.give_back(&limits.scope, c);
             }

@@ -9,13 +9,15 @@
 //!   `per`-second window, one sorted-set entry per admitted request.
 //! * `local`: the same GCRA in each gateway's memory, without a Redis round trip for the rate;
 //!   like Tyk's DRL, every gateway enforces the full rate, so N gateways admit up to N times it.
+//!   With `--quota-lease N` its quotas are reserved up to N requests at a time (`lease.rs`),
+//!   so a busy key costs no Redis round trip either.
 //!
 //! Rules that hold whatever the limiter:
 //! * A request refused by the rate limit consumes no quota. A request refused by the quota
 //!   gives its rate-limit slot back.
 //! * The quota is a counter that lives `quota_renewal_rate` seconds from the first request of
 //!   the period; with a Redis limiter it is counted in the same script call as the rate, so a
-//!   request costs ONE round trip.
+//!   request costs ONE round trip. Leased or not, the region never admits more than the quota.
 //! * Counters are per region (one Redis per region), per key, or per key and API when the key's
 //!   access right for the API carries its own `limit`.
 //! * Without Redis (none configured, or no answer within 250 ms) what Redis would count is not
@@ -23,6 +25,7 @@
 //!   `/metrics` counts these requests (`portcullis_gateway_limits_unenforced_total`).
 
 mod gcra;
+mod lease;
 mod local;
 mod log;
 mod script;
@@ -34,6 +37,7 @@ use crate::redis_link::RedisLink;
 use crate::sessions::Sessions;
 
 pub use gcra::Cell;
+pub use lease::MAX_LEASE;
 
 /// Longest rate-limit window: ten years, in ms.
 const MAX_WINDOW_MS: u64 = 10 * 365 * 86_400_000;
@@ -145,9 +149,19 @@ enum Unanswered {
 
 impl Limiter {
     pub fn new(kind: RateLimiterKind) -> Self {
+        Self::with_quota_lease(kind, 0)
+    }
+
+    /// `quota_lease` > 0 (only with [`RateLimiterKind::Local`]; the CLI refuses it with the
+    /// others, whose script counts the quota in the rate's round trip anyway): quotas reserved
+    /// up to that many requests at a time.
+    pub fn with_quota_lease(kind: RateLimiterKind, quota_lease: u32) -> Self {
         let algorithm = match kind {
             RateLimiterKind::Gcra => Algorithm::Gcra(gcra::RedisGcra::default()),
             RateLimiterKind::SlidingLog => Algorithm::SlidingLog(log::SlidingLog::default()),
+            RateLimiterKind::Local if quota_lease > 0 => {
+                Algorithm::Local(local::LocalGcra::default().with_quota_lease(quota_lease))
+            }
             RateLimiterKind::Local => Algorithm::Local(local::LocalGcra::default()),
         };
         Self { algorithm }

@@ -10,6 +10,7 @@ pub mod headers;
 mod tunnel;
 mod upstream;
 pub mod upstream_tls;
+pub mod workers;
 
 pub use client_limits::{ClientArgs, ClientLimits, LimitError};
 
@@ -54,7 +55,9 @@ pub struct Proxy {
     shared: Arc<Shared>,
     client: UpstreamClient,
     h2c: H2cClient,
-    idle: Arc<upstream::IdleUpstreams>,
+    /// Idle upstream connections, one pool per proxy worker (`workers`): a connection's socket
+    /// is registered with the reactor of the thread that opened it and is only reused there.
+    idle: Box<[Arc<upstream::IdleUpstreams>]>,
     upstream_tls: upstream_tls::UpstreamTls,
     limiter: Limiter,
     default_timeout: Duration,
@@ -91,7 +94,7 @@ impl Proxy {
             shared,
             client,
             h2c,
-            idle: Arc::default(),
+            idle: Box::new([Arc::default()]),
             limiter: Limiter::default(),
             default_timeout,
             limits: limits.bounded(),
@@ -515,8 +518,17 @@ fn server_builder(limits: &ClientLimits) -> hyper_util::server::conn::auto::Buil
 /// loop stops accepting: new ones wait in the kernel's listen backlog until one closes.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) -> std::io::Result<()> {
     proxy.limits.warn_if_above_file_limit();
-    let builder = Arc::new(server_builder(&proxy.limits));
     let slots = Arc::new(Semaphore::new(proxy.limits.max_connections));
+    serve_with_slots(listener, proxy, slots).await
+}
+
+/// [`serve`] counting open connections in `slots`, which the proxy workers share (`workers`).
+pub async fn serve_with_slots(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    slots: Arc<Semaphore>,
+) -> std::io::Result<()> {
+    let builder = Arc::new(server_builder(&proxy.limits));
     while let Some((stream, remote, slot)) = accept_capped(&listener, &slots).await {
         let proxy = proxy.clone();
         let builder = builder.clone();
@@ -571,12 +583,19 @@ impl Proxy {
         &self.limits
     }
 
-    /// The rate limiter the gateway's flags chose (docs/limits.md).
+    /// `--access-log` (docs/observability.md).
     pub fn with_access_log(mut self, log: Option<Arc<crate::access_log::AccessLog>>) -> Self {
         self.access_log = log;
         self
     }
 
+    /// One pool of idle upstream connections for each of `workers` proxy workers.
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.idle = (0..workers.max(1)).map(|_| Arc::default()).collect();
+        self
+    }
+
+    /// The rate limiter the gateway's flags chose (docs/limits.md).
     pub fn with_limiter(mut self, limiter: Limiter) -> Self {
         self.limiter = limiter;
         self
@@ -601,7 +620,8 @@ pub async fn connection<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let remote = conn.remote;
-    let reserved = Arc::new(upstream::Reserved::new(proxy.idle.clone()));
+    let idle = &proxy.idle[workers::current().min(proxy.idle.len() - 1)];
+    let reserved = Arc::new(upstream::Reserved::new(idle.clone()));
     let tunnels = reserved.clone();
     let counted = activity.clone();
     let for_service = proxy.clone();

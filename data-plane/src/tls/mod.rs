@@ -31,8 +31,20 @@ pub async fn serve(
     shared: Arc<Shared>,
     handshake_timeout: Duration,
 ) -> std::io::Result<()> {
-    let builder = Arc::new(proxy.server_builder());
     let slots = Arc::new(Semaphore::new(proxy.limits().max_connections));
+    serve_with_slots(listener, proxy, shared, handshake_timeout, slots).await
+}
+
+/// [`serve`] counting open connections in `slots`, which the proxy workers share
+/// (`proxy::workers`).
+pub async fn serve_with_slots(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    shared: Arc<Shared>,
+    handshake_timeout: Duration,
+    slots: Arc<Semaphore>,
+) -> std::io::Result<()> {
+    let builder = Arc::new(proxy.server_builder());
     while let Some((stream, remote, slot)) = proxy::accept_capped(&listener, &slots).await {
         let (proxy, builder, shared) = (proxy.clone(), builder.clone(), shared.clone());
         tokio::spawn(async move {

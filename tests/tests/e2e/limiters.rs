@@ -318,3 +318,94 @@ async fn local_keeps_enforcing_the_rate_while_redis_is_down() {
         "the quota cannot be counted, so it is not enforced"
     );
 }
+
+/// `--quota-lease`: gateways reserve quota in batches and spend it in memory. The region never
+/// admits more than the quota, may refuse a key early while another gateway holds part of it,
+/// and once the leases have expired and each gateway has seen the key again, what they held
+/// unused has gone back: the key ends up with exactly its quota admitted.
+#[tokio::test]
+async fn leased_quotas_never_over_admit_and_end_up_exact() {
+    let region = region().await;
+    // The second gateway serves from two proxy workers, whose Redis calls run on its main
+    // runtime (docs/architecture.md "Proxy workers").
+    let region = &region;
+    let leased = |proxy_workers| async move {
+        let dp = Dp::start(
+            &region.cp,
+            DpOptions {
+                token: Some(region.cp.token("default").await),
+                redis_url: Some(portcullis_tests::redis_url()),
+                redis_prefix: Some(region.prefix.clone()),
+                rate_limiter: Some(RateLimiterKind::Local),
+                quota_lease: 16,
+                proxy_workers,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("gateway starts");
+        dp.wait_for_revision(1).await;
+        dp
+    };
+    let (a, b) = (leased(0).await, leased(2).await);
+    let gateways = [&a, &b];
+    // Requests alternating between the gateways until both refuse: how many were admitted.
+    let settle = |key: String| async move {
+        tokio::time::sleep(LEASE_LIFE_AND_A_BIT).await;
+        let (mut admitted, mut refused) = (0, [false, false]);
+        for round in 0..400 {
+            if refused == [true, true] {
+                return admitted;
+            }
+            let i = round % 2;
+            match status(gateways[i], &key).await {
+                StatusCode::OK => admitted += 1,
+                StatusCode::FORBIDDEN => refused[i] = true,
+                other => panic!("{other}"),
+            }
+        }
+        panic!("still admitting after 400 requests");
+    };
+
+    // One client on gateway a: its leases grow (1, 2, 4, 8, 16), the last mostly unused.
+    let key = region.key(session(10_000, 60, 50)).await;
+    for _ in 0..16 {
+        assert_eq!(status(&a, &key).await, StatusCode::OK);
+    }
+    let mut on_b = 0;
+    while status(&b, &key).await == StatusCode::OK {
+        on_b += 1;
+        assert!(on_b <= 34, "never more than the quota");
+    }
+    assert!(
+        16 + on_b < 50,
+        "b is refused early while a holds part of the quota: {on_b}"
+    );
+    assert_eq!(
+        16 + on_b + settle(key.clone()).await,
+        50,
+        "exactly the quota once a's lease has gone back"
+    );
+
+    // Many at once through both gateways.
+    let key = region.key(session(10_000, 60, 50)).await;
+    let mut admitted = 0;
+    for _ in 0..3 {
+        let (ok, statuses) = concurrent(&[&a, &b], &key, 40).await;
+        assert!(
+            statuses
+                .iter()
+                .all(|s| *s == StatusCode::OK || *s == StatusCode::FORBIDDEN),
+            "{statuses:?}"
+        );
+        admitted += ok;
+    }
+    assert!(admitted <= 50, "never more than the quota: {admitted}");
+    assert_eq!(admitted + settle(key.clone()).await, 50);
+    // A gateway counting every request in Redis shares the same counter.
+    let exact = region.gateway(RateLimiterKind::Local).await;
+    assert_eq!(status(&exact, &key).await, StatusCode::FORBIDDEN);
+}
+
+/// A lease's life (one second) and a margin.
+const LEASE_LIFE_AND_A_BIT: Duration = Duration::from_millis(1_200);

@@ -837,3 +837,83 @@ async fn a_client_that_never_finishes_its_handshake_is_disconnected() {
         .expect("the edge closes the connection");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
+
+/// `--proxy-workers 2`: both listeners are served by the worker threads (the runtime that
+/// started the gateway no longer accepts on them), many connections at once over HTTP/1.1 and h2,
+/// and dropping the gateway closes them.
+#[tokio::test]
+async fn proxy_workers_serve_plain_and_https_and_stop_with_the_gateway() {
+    let db = TestDb::new().await;
+    let cp = Cp::start(&db.url).await;
+    let edge = Dp::start(
+        &cp,
+        DpOptions {
+            token: Some(cp.token("default").await),
+            proxy_workers: 2,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("gateway with proxy workers starts");
+    let dir = temp_dir("workers");
+    let pki = ServerPki::new(&dir);
+    let upstream = PyUpstream::start();
+    let id = upload(&cp, &pki.leaf_bundle(&["w.example.test"])).await;
+    cp.create_api(&api("w", "w.example.test", &[&id], &upstream.url()))
+        .await;
+    wait_served(&edge, "w.example.test", &pki.ca_pem, "/w/").await;
+
+    // Twelve curl processes at once, each reusing its connection for three requests.
+    let plain = format!("http://w.example.test:{}", edge.proxy_addr.port());
+    let tls = format!("https://w.example.test:{}", edge.tls_addr.port());
+    let resolve = |port: u16| format!("w.example.test:{port}:127.0.0.1");
+    let children: Vec<_> = (0..12)
+        .map(|i| {
+            let (base, port, version) = match i % 3 {
+                0 => (&plain, edge.proxy_addr.port(), "--http1.1"),
+                1 => (&tls, edge.tls_addr.port(), "--http1.1"),
+                _ => (&tls, edge.tls_addr.port(), "--http2"),
+            };
+            Command::new("curl")
+                .args(["-sS", "--max-time", "20", version])
+                .args(["--resolve", &resolve(port)])
+                .arg("--cacert")
+                .arg(&pki.ca_file)
+                .args(["-w", "\n%{http_code} %{num_connects}\n"])
+                .args((0..3).map(|n| format!("{base}/w/c{i}-{n}")))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("curl runs")
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "curl {i}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for n in 0..3 {
+            assert!(text.contains(&format!(r#""path": "/c{i}-{n}""#)), "{text}");
+        }
+        let statuses: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("200 ") || l.starts_with("000 "))
+            .collect();
+        // One connection for the first request, reused for the other two.
+        assert_eq!(statuses, ["200 1", "200 0", "200 0"], "curl {i}: {text}");
+    }
+
+    let (plain_addr, tls_addr) = (edge.proxy_addr, edge.tls_addr);
+    drop(edge);
+    for addr in [plain_addr, tls_addr] {
+        eventually(
+            Duration::from_secs(10),
+            &format!("{addr} closed once the gateway is dropped"),
+            || async move { tokio::net::TcpStream::connect(addr).await.err().map(|_| ()) },
+        )
+        .await;
+    }
+}
