@@ -64,16 +64,42 @@ impl Inner {
     }
 }
 
-fn home_gone(e: tokio::task::JoinError) -> redis::RedisError {
-    std::io::Error::other(format!("the Redis call's runtime stopped: {e}")).into()
+/// A call running on the link's runtime for a caller on a worker. Dropping it (the caller's
+/// timeout, the request gone) aborts the call, as dropping the call itself would: a command
+/// still waiting for a connection is then never sent late.
+struct OnHome<T>(tokio::task::JoinHandle<redis::RedisResult<T>>);
+
+impl<T> Future for OnHome<T> {
+    type Output = redis::RedisResult<T>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|e| {
+                Err(std::io::Error::other(format!(
+                    "the Redis call on the gateway's main runtime did not finish: {e}"
+                ))
+                .into())
+            })
+        })
+    }
+}
+
+impl<T> Drop for OnHome<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         if let Some((mut inner, home)) = self.inner.on_home(&self.home) {
             let cmd = cmd.clone();
-            let task = home.spawn(async move { inner.req_packed_command(&cmd).await });
-            return Box::pin(async move { task.await.map_err(home_gone)? });
+            return Box::pin(OnHome(
+                home.spawn(async move { inner.req_packed_command(&cmd).await }),
+            ));
         }
         self.inner.req_packed_command(cmd)
     }
@@ -86,9 +112,9 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         if let Some((mut inner, home)) = self.inner.on_home(&self.home) {
             let cmd = cmd.clone();
-            let task =
-                home.spawn(async move { inner.req_packed_commands(&cmd, offset, count).await });
-            return Box::pin(async move { task.await.map_err(home_gone)? });
+            return Box::pin(OnHome(home.spawn(async move {
+                inner.req_packed_commands(&cmd, offset, count).await
+            })));
         }
         self.inner.req_packed_commands(cmd, offset, count)
     }

@@ -42,7 +42,9 @@ const EXPIRE_PER_CALL: usize = 2;
 /// A period is named by when its counter expires on Redis's clock (ms; -1: a counter that never
 /// expires). Two periods of one key are at least a second apart (renewals are whole seconds), so
 /// names within [`PERIOD_SLACK_MS`] are the same period: TIME and PTTL round differently from
-/// one call to the next. Leftovers are only given back to the period they were leased in.
+/// one call to the next. Leftovers are only given back to the period they were leased in, and
+/// never to a counter that does not expire: one that was deleted and made again has the same
+/// name, and giving back into it would admit more than its quota.
 const SCRIPT: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
 local want, back, leased_in = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -56,7 +58,7 @@ if raw then
   if not used then return redis.error_reply('quota counter is not a number') end
   ttl = redis.call('PTTL', KEYS[1])
   if ttl >= 0 then period = now + ttl end
-  if back > 0 and math.abs(period - leased_in) > 500 then back = 0 end
+  if back > 0 and (period < 0 or math.abs(period - leased_in) > 500) then back = 0 end
   if back > used then back = used end
   used = used - back
 end
@@ -250,11 +252,19 @@ impl Leases {
             lease.reserving_until = 0;
         }
         let same = same_period(lease.period, period);
-        // Another period than the lease's: the current one if this reservation was asked after
-        // the one that named the lease's, or the counter expires later (-1, no expiry, is only
-        // newer by the first rule); otherwise the answer was overtaken by a newer one and names
-        // the period before.
-        let newer = !same && (seq > lease.adopted || (lease.period >= 0 && period > lease.period));
+        // Another period than the lease's: the current one if the counter expires later, or,
+        // where a name is -1 (no expiry) or the lease had expired, if this reservation was
+        // asked after the one that named the lease's; otherwise the answer was overtaken by a
+        // newer one and names the period before.
+        let newer = !same
+            && if lease.period >= 0 && period >= 0 && lease.expires > asked_at {
+                // Both expire: a new period always ends later. Reservations may reach Redis in
+                // another order than they were numbered (proxy workers), so the number alone
+                // could move a live lease back to the period that just ended.
+                period > lease.period
+            } else {
+                seq > lease.adopted || (lease.period >= 0 && period > lease.period)
+            };
         if granted == 0 {
             // Used up: the next request asks Redis again (the quota may be raised or renewed).
             // What another reservation of this period still holds stays spendable.
@@ -572,5 +582,34 @@ mod tests {
         );
         assert_eq!(leases.spend("k", 1_099), Ok(()));
         assert_ne!(leases.spend("k", 1_100), Ok(()));
+    }
+
+    #[test]
+    fn a_live_lease_is_not_moved_back_to_the_period_that_just_ended() {
+        let leases = Leases::new(64);
+        let big = Ask {
+            want: 10,
+            ..Ask::FIRST
+        };
+        // Reservation 2 reached Redis after the new period began and was answered first;
+        // reservation 3 ran just before, in the old period.
+        assert_eq!(
+            leases
+                .settle("k", taken(big, 2), Ok((10, 9_000, 1_000)))
+                .ok(),
+            Some(true)
+        );
+        assert_eq!(
+            leases.settle("k", taken(big, 3), Ok((10, 8_000, 10))).ok(),
+            Some(true)
+        );
+        for _ in 0..9 {
+            assert_eq!(
+                leases.spend("k", 200),
+                Ok(()),
+                "the new period's lease is kept"
+            );
+        }
+        assert_ne!(leases.spend("k", 200), Ok(()));
     }
 }

@@ -45,11 +45,25 @@ pub struct Listeners {
     pub handshake_timeout: Duration,
 }
 
-/// The running workers. Dropping this stops them: each closes its listeners and its open
-/// connections, then its thread ends.
+/// The running workers. Dropping this stops them and waits for their threads: each closes its
+/// listeners and its open connections (at most [`STOP_WAIT`] for its blocking tasks), so the
+/// ports are closed once it is gone.
 pub struct Workers {
-    _stop: watch::Sender<()>,
+    stop: Option<watch::Sender<()>>,
     failed: mpsc::UnboundedReceiver<(&'static str, std::io::Error)>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// How long a stopping worker waits for its blocking tasks (bcrypt, name lookups).
+const STOP_WAIT: Duration = Duration::from_secs(1);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Workers {
@@ -68,6 +82,12 @@ impl Workers {
         proxy.limits().warn_if_above_file_limit();
         let (stop, stopped) = watch::channel(());
         let (report, failed) = mpsc::unbounded_channel();
+        // Built first so that an error below stops (and waits for) the workers already started.
+        let mut workers = Self {
+            stop: Some(stop),
+            failed,
+            threads: Vec::new(),
+        };
         for index in 0..n.clamp(1, MAX_WORKERS) {
             let worker = Worker {
                 index,
@@ -81,14 +101,13 @@ impl Workers {
                 stopped: stopped.clone(),
                 report: report.clone(),
             };
-            std::thread::Builder::new()
-                .name(format!("proxy-worker-{index}"))
-                .spawn(move || worker.run())?;
+            workers.threads.push(
+                std::thread::Builder::new()
+                    .name(format!("proxy-worker-{index}"))
+                    .spawn(move || worker.run())?,
+            );
         }
-        Ok(Self {
-            _stop: stop,
-            failed,
-        })
+        Ok(workers)
     }
 
     /// Waits until a worker's server fails: which one, and why.
@@ -138,7 +157,8 @@ impl Worker {
             Ok(None) => {}
             Err(_) => drop(report.send(("proxy worker", std::io::Error::other("panicked")))),
         }
-        // Dropping the runtime cancels this worker's connections.
+        // Cancels this worker's connections.
+        runtime.shutdown_timeout(STOP_WAIT);
     }
 
     async fn serve(self) -> Option<(&'static str, std::io::Error)> {
