@@ -55,10 +55,11 @@ enum Inner {
     Cluster(ClusterConnection),
 }
 
-impl Inner {
-    fn on_home(&self, home: &Option<Handle>) -> Option<(Self, Handle)> {
-        match home {
-            Some(h) if crate::proxy::workers::is_worker() => Some((self.clone(), h.clone())),
+impl Conn {
+    /// What a call made here must run on instead: the link's runtime, when this is a worker.
+    fn on_home(&self) -> Option<(Inner, Handle)> {
+        match &self.home {
+            Some(h) if crate::proxy::workers::is_worker() => Some((self.inner.clone(), h.clone())),
             _ => None,
         }
     }
@@ -95,7 +96,7 @@ impl<T> Drop for OnHome<T> {
 
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        if let Some((mut inner, home)) = self.inner.on_home(&self.home) {
+        if let Some((mut inner, home)) = self.on_home() {
             let cmd = cmd.clone();
             return Box::pin(OnHome(
                 home.spawn(async move { inner.req_packed_command(&cmd).await }),
@@ -110,7 +111,7 @@ impl ConnectionLike for Conn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        if let Some((mut inner, home)) = self.inner.on_home(&self.home) {
+        if let Some((mut inner, home)) = self.on_home() {
             let cmd = cmd.clone();
             return Box::pin(OnHome(home.spawn(async move {
                 inner.req_packed_commands(&cmd, offset, count).await

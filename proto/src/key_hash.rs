@@ -5,14 +5,12 @@ use sha2::{Digest, Sha256};
 
 /// Lowercase hex sha256 of a key.
 pub fn key_hash(key: &str) -> String {
-    // Every token request hashes its key: a table lookup per nibble into one allocation of the
-    // final size, instead of `hex::encode`'s character-at-a-time String pushes.
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    // Every token request hashes its key: encoded into a buffer of the final size, one
+    // allocation, instead of `hex::encode`'s character-at-a-time String pushes.
     let digest = Sha256::digest(key.as_bytes());
     let mut out = [0u8; 64];
-    for (pair, byte) in out.chunks_exact_mut(2).zip(digest) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    if hex::encode_to_slice(digest, &mut out).is_err() {
+        return String::new();
     }
     // Only ASCII hex digits were written.
     String::from_utf8(out.to_vec()).unwrap_or_default()

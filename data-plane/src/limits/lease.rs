@@ -184,14 +184,14 @@ impl Leases {
         redis: Option<&Arc<RedisLink>>,
         limits: &Limits,
     ) -> Result<bool, Unanswered> {
-        let ask = match self.spend(&limits.scope, self.now()) {
+        // The lease's life counts from the ask: an answer that was slow to come must not carry
+        // the lease past the counter's period.
+        let asked_at = self.now();
+        let ask = match self.spend(&limits.scope, asked_at) {
             Ok(()) => return Ok(true),
             Err(ask) => ask,
         };
         let seq = self.asked.fetch_add(1, Ordering::Relaxed);
-        // The lease's life counts from the ask: an answer that was slow to come must not carry
-        // the lease past the counter's period.
-        let asked_at = self.now();
         let answer = self.reserve(redis, limits, ask).await;
         let taken = Taken { ask, seq, asked_at };
         self.settle(&limits.scope, taken, answer)

@@ -17,7 +17,7 @@
 //!   gives its rate-limit slot back.
 //! * The quota is a counter that lives `quota_renewal_rate` seconds from the first request of
 //!   the period; with a Redis limiter it is counted in the same script call as the rate, so a
-//!   request costs ONE round trip. Leased or not, the region never admits more than the quota.
+//!   request costs ONE round trip. Leased or not, the region never admits more than an unchanged quota.
 //! * Counters are per region (one Redis per region), per key, or per key and API when the key's
 //!   access right for the API carries its own `limit`.
 //! * Without Redis (none configured, or no answer within 250 ms) what Redis would count is not

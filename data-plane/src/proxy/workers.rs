@@ -191,9 +191,15 @@ impl Worker {
                 None => std::future::pending().await,
             }
         };
+        // A server that ends is a failure even without an error: the gateway would otherwise
+        // serve on with a worker fewer and never say so.
+        let ended = |r: std::io::Result<()>| {
+            r.err()
+                .unwrap_or_else(|| std::io::Error::other("stopped accepting"))
+        };
         tokio::select! {
-            r = plain => r.err().map(|e| ("proxy", e)),
-            r = tls => r.err().map(|e| ("TLS proxy", e)),
+            r = plain => Some(("proxy", ended(r))),
+            r = tls => Some(("TLS proxy", ended(r))),
             // The sender is gone: the gateway was dropped.
             _ = stopped.changed() => None,
         }
