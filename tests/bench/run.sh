@@ -25,6 +25,8 @@
 #        PLUGIN=1                          a gRPC coprocess auth plugin (the tests' Python grpcio server, `bench` hook,
 #                                          on the load generator's CPU; needs the test venv, built by the tests)
 #                                          through a third gateway on :18004, against token auth (0 = skip)
+#        HYPER=1                           the same gateway with --hyper-http1-server on :18010: keyless_hyper and
+#                                          token_cached_hyper, to compare the direct HTTP/1 server with hyper's (0 = skip)
 #        HAPROXY=1                         HAProxy (1 thread, CPU 1, keep-alive to the upstream) on :18005 as a second
 #                                          peer of the keyless target, when haproxy is installed (0 = skip)
 #        H2=1                              HTTP/2 clients: h2load -c1 -m64 (h2c prior knowledge) against nginx with
@@ -79,10 +81,13 @@ declare -A URL=(
   [hmac_sha256]="http://127.0.0.1:18002/hmacb/"
   [upstream_signed]="http://127.0.0.1:18002/signb/"
   [plugin_grpc]="http://127.0.0.1:18004/plugb/"
+  [keyless_hyper]="http://127.0.0.1:18010/bench/"
+  [token_cached_hyper]="http://127.0.0.1:18010/tok/"
 )
 # Request headers per target (auth scenarios of issue 4).
 declare -A HDR=(
   [token_cached]="Authorization: bench-token-key"
+  [token_cached_hyper]="Authorization: bench-token-key"
   [token_redis]="Authorization: bench-token-key"
   [token_rl_quota]="Authorization: bench-limited-key"
   [token_rl_quota_leased]="Authorization: bench-limited-key"
@@ -100,6 +105,10 @@ else
 fi
 if [ "${AUTH:-1}" = 1 ]; then
   ORDER+=(token_cached token_redis token_rl_quota token_rl_quota_leased basic_cached)
+fi
+if [ "${HYPER:-1}" = 1 ]; then
+  ORDER+=(keyless_hyper)
+  if [ "${AUTH:-1}" = 1 ]; then ORDER+=(token_cached_hyper); fi
 fi
 if [ "${TLS:-1}" = 1 ]; then
   ORDER+=(nginx_tls portcullis_tls nginx_tls_hs portcullis_tls_hs)
@@ -349,10 +358,23 @@ if [ "${AUTH:-1}" = 1 ]; then
     --ca-hash "$BOOT_CA_HASH" --redis-url "redis://127.0.0.1:16379" --redis-prefix gw3: \
     --rate-limiter local --quota-lease 100
 fi
+if [ "${HYPER:-1}" = 1 ]; then
+  # The same gateway with hyper's HTTP/1 server for every client connection, to compare the
+  # direct server with it in the same run (docs/architecture.md, "Client connections").
+  bootstrap_token "$API" "$ADMIN_SECRET" default
+  RUST_LOG="${RUST_LOG:-warn}" \
+    PORTCULLIS_WORKER_THREADS=1 \
+    PORTCULLIS_BOOTSTRAP_TOKEN="$BOOT_TOKEN" \
+    PORTCULLIS_ENCRYPTION_SECRET="$ENC_SECRET" \
+    start "$PX_CPU" portcullis-gw-hyper "$BIN/portcullis-gw" run --listen 127.0.0.1:18010 \
+    --tls-listen 127.0.0.1:18030 --admin-listen 127.0.0.1:19090 --control-plane https://127.0.0.1:17443 \
+    --ca-hash "$BOOT_CA_HASH" --redis-url "redis://127.0.0.1:16379" --redis-prefix gw1h: --hyper-http1-server
+fi
 wait_http_code 200 30 "$GW_PID" "http://127.0.0.1:19080/ready"
 tyk_api_upsert "$API" "$ADMIN_SECRET" bench \
   '{"name":"bench","api_id":"bench","use_keyless":true,"active":true,"proxy":{"listen_path":"/bench/","target_url":"http://127.0.0.1:18000/","strip_listen_path":true}}'
 wait_http_code 200 30 "$GW_PID" "${URL[portcullis]}"
+if [ "${HYPER:-1}" = 1 ]; then wait_http_code 200 30 "$GW_PID" "${URL[keyless_hyper]}"; fi
 if [ "${TLS:-1}" = 1 ]; then
   # The same certificate and key as nginx, through the certificate store.
   cat "$W/tls.crt" "$W/tls.key" >"$W/tls.bundle.pem"
@@ -383,7 +405,9 @@ if [ "${AUTH:-1}" = 1 ]; then
   api_call POST "$API/tyk/keys/bench-user" "$ADMIN_SECRET" \
     '{"access_rights":{"basic":{"api_id":"basic"}},"basic_auth_data":{"password":"bench-password"}}'
   [ "$API_CODE" = 200 ] || die "creating the basic user: $API_CODE $API_BODY"
-  for t in token_cached token_redis token_rl_quota token_rl_quota_leased basic_cached; do
+  checks=(token_cached token_redis token_rl_quota token_rl_quota_leased basic_cached)
+  if [ "${HYPER:-1}" = 1 ]; then checks+=(token_cached_hyper); fi
+  for t in "${checks[@]}"; do
     code="$(curl -s -o /dev/null -w '%{http_code}' -H "${HDR[$t]}" --max-time 5 "${URL[$t]}" || true)"
     [ "$code" = 200 ] || die "$t answers $code"
   done

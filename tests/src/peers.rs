@@ -28,6 +28,8 @@ pub const OTLP_COLLECTOR: &str = include_str!("py/otlp_collector.py");
 pub const FRAMING_SERVER: &str = include_str!("py/framing_server.py");
 /// An upstream answering 101 to everything (`py/bad_upgrade_server.py`).
 pub const BAD_UPGRADE_SERVER: &str = include_str!("py/bad_upgrade_server.py");
+/// `py/pipeline_client.py`: raw bytes out, answers read back with `http.client`'s parser.
+pub const PIPELINE_CLIENT: &str = include_str!("py/pipeline_client.py");
 
 /// A Python server in a child process.
 pub struct PyPeer {

@@ -31,6 +31,9 @@ pub struct ClientLimits {
     pub websockets: bool,
     /// An upgraded connection that moves no byte either way for this long is closed.
     pub upgrade_idle_timeout: Duration,
+    /// Serve every HTTP/1 client connection with hyper's server, not the direct one
+    /// (`--hyper-http1-server`, docs/architecture.md "Client connections").
+    pub hyper_http1: bool,
 }
 
 impl Default for ClientLimits {
@@ -50,6 +53,7 @@ impl Default for ClientLimits {
             path_rules: crate::path::PathRules::default(),
             websockets: true,
             upgrade_idle_timeout: Duration::from_secs(300),
+            hyper_http1: false,
         }
     }
 }
@@ -149,6 +153,10 @@ pub struct ClientArgs {
     /// sides are closed.
     #[arg(long, env = "PORTCULLIS_UPGRADE_IDLE_TIMEOUT", default_value_t = 300.0)]
     pub upgrade_idle_timeout: f64,
+    /// Serve HTTP/1 clients with hyper's server only, instead of the gateway's direct server
+    /// for plain requests (docs/architecture.md, "Client connections").
+    #[arg(long, env = "PORTCULLIS_HYPER_HTTP1_SERVER")]
+    pub hyper_http1_server: bool,
 }
 
 fn seconds(flag: &'static str, got: f64, min: f64, max: f64) -> Result<Duration, LimitError> {
@@ -265,6 +273,7 @@ impl ClientArgs {
                 0.1,
                 MAX_WAIT,
             )?,
+            hyper_http1: self.hyper_http1_server,
         })
     }
 }

@@ -5,6 +5,7 @@ pub mod balance;
 mod client_limits;
 pub mod direct;
 mod forward;
+mod h1_server;
 pub mod head_timer;
 pub mod headers;
 mod tunnel;
@@ -104,7 +105,7 @@ impl Proxy {
 
     async fn handle(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         conn: &Arc<ConnInfo>,
         reserved: &Arc<upstream::Reserved>,
     ) -> Response<ProxyBody> {
@@ -134,7 +135,7 @@ impl Proxy {
 
     async fn route_request(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         conn: &Arc<ConnInfo>,
         reserved: &Arc<upstream::Reserved>,
         trace: Option<&crate::trace::RequestTrace>,
@@ -229,7 +230,7 @@ impl Proxy {
     #[allow(clippy::too_many_arguments)]
     async fn handle_route(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         route: &Arc<crate::router::Route>,
         held: Held,
         conn: &Arc<ConnInfo>,
@@ -297,9 +298,9 @@ impl Proxy {
                     if let Err(e) = route.auth.check_certificate(&ctx) {
                         return reply(e);
                     }
-                    Request::from_parts(parts, Either::Left(body))
+                    Request::from_parts(parts, body)
                 } else {
-                    req.map(Either::Left)
+                    req
                 }
             }
             Some(policies) => {
@@ -317,7 +318,7 @@ impl Proxy {
                         .unwrap_or_default();
                     (Either::Right(Full::new(bytes.clone())), Some(bytes))
                 } else {
-                    (Either::Left(body), None)
+                    (body, None)
                 };
                 let ctx = RequestContext::new(
                     &parts,
@@ -622,17 +623,32 @@ pub async fn connection<I>(
     let remote = conn.remote;
     let idle = &proxy.idle[workers::current().min(proxy.idle.len() - 1)];
     let reserved = Arc::new(upstream::Reserved::new(idle.clone()));
+    let io = head_timer::CountingIo::new(io, activity.clone());
+    // HTTP/2 by ALPN is hyper's from the start; HTTP/2 by prior knowledge is handed over at
+    // its preface.
+    let h2 = conn
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.alpn.as_deref() == Some(b"h2"));
+    let io = if proxy.limits.hyper_http1 || h2 {
+        h1_server::Rewind::new(Bytes::new(), io)
+    } else {
+        match h1_server::serve(proxy, io, &conn, &reserved, &activity).await {
+            h1_server::Ended::Closed => return,
+            h1_server::Ended::Handoff(io) => io,
+        }
+    };
     let tunnels = reserved.clone();
     let counted = activity.clone();
     let for_service = proxy.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: Request<Incoming>| {
         counted.request_started();
         let proxy = for_service.clone();
         let reserved = reserved.clone();
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, &conn, &reserved).await) }
+        async move { Ok::<_, Infallible>(proxy.handle(req.map(Either::Left), &conn, &reserved).await) }
     });
-    let io = TokioIo::new(head_timer::CountingIo::new(io, activity.clone()));
+    let io = TokioIo::new(io);
     let conn = builder.serve_connection_with_upgrades(io, service);
     let mut conn = std::pin::pin!(conn);
     // hyper's own timers start only once the protocol is known: the first request must also

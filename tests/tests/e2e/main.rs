@@ -9,6 +9,7 @@ mod auth_chain_any;
 mod auth_token;
 mod backup;
 mod certs_api;
+mod client_http1;
 mod config;
 mod console;
 mod edge_sessions;

@@ -1346,7 +1346,7 @@ async fn oauth_token_endpoint_takes_json_and_bounds_its_body() {
                 .body(twice),
         ),
     ] {
-        let resp = req.send().await.unwrap();
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{what}: {e:?}"));
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         assert_eq!(

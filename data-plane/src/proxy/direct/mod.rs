@@ -127,7 +127,7 @@ impl Outgoing {
 }
 
 /// `Full` yields its one frame at once, so a waker that does nothing is enough.
-fn full_bytes(mut full: Full<Bytes>) -> Bytes {
+pub(crate) fn full_bytes(mut full: Full<Bytes>) -> Bytes {
     let mut cx = Context::from_waker(Waker::noop());
     match Pin::new(&mut full).poll_frame(&mut cx) {
         Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
