@@ -12,15 +12,13 @@
 //! and falls back to what was used when one expires, so a quiet key leases one request at a time
 //! (one call per request, as without leases) and a busy one `N` at a time.
 
-use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
-
-use hashlink::LinkedHashMap;
+use std::time::Duration;
 
 use super::gcra::QUOTA;
 use super::script::{self, LuaScript, NUMBER_LEN};
+use super::shards::Shards;
 use super::{Limits, Unanswered};
 use crate::redis_link::RedisLink;
 
@@ -29,7 +27,6 @@ use crate::redis_link::RedisLink;
 pub(super) const LEASE_LIFE: Duration = Duration::from_secs(1);
 /// The largest `--quota-lease`.
 pub const MAX_LEASE: u32 = 100_000;
-const SHARDS: usize = 64;
 /// Leases kept per gateway (about 150 bytes each with the scope). Dropping one loses what was
 /// left of it: the counter keeps it as used, which never admits more than the quota.
 const MAX_LEASES: usize = 1 << 17;
@@ -106,14 +103,9 @@ struct Lease {
     adopted: u64,
 }
 
-type Shard = LinkedHashMap<String, Lease>;
-
 pub(super) struct Leases {
     max: u64,
-    epoch: Instant,
-    hasher: std::collections::hash_map::RandomState,
-    shards: Box<[Mutex<Shard>]>,
-    per_shard: usize,
+    leases: Shards<Lease>,
     script: LuaScript,
     /// Numbers the reservations in the order they are asked.
     asked: AtomicU64,
@@ -159,22 +151,18 @@ impl Leases {
     fn with_capacity(max: u32, leases: usize) -> Self {
         Self {
             max: u64::from(max.clamp(1, MAX_LEASE)),
-            epoch: Instant::now(),
-            hasher: Default::default(),
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
-            per_shard: leases.div_ceil(SHARDS).max(1),
+            leases: Shards::with_capacity(leases),
             script: LuaScript::new(SCRIPT),
             asked: AtomicU64::new(1),
         }
     }
 
     fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+        self.leases.now()
     }
 
-    fn shard(&self, scope: &str) -> MutexGuard<'_, Shard> {
-        let i = (self.hasher.hash_one(scope) % SHARDS as u64) as usize;
-        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    fn shard(&self, scope: &str) -> std::sync::MutexGuard<'_, super::shards::Shard<Lease>> {
+        self.leases.lock(scope)
     }
 
     /// One request against the key's quota: `Ok(true)` admitted, `Ok(false)` the quota is used
@@ -230,11 +218,9 @@ impl Leases {
             expires = expires.min(asked_at.saturating_add(ms.saturating_mul(1000)));
         }
         if !shard.contains_key(scope) {
-            if shard.len() >= self.per_shard {
-                shard.pop_front();
-            }
-            shard.insert(
-                scope.to_owned(),
+            self.leases.insert(
+                &mut shard,
+                scope,
                 Lease {
                     left: 0,
                     size: 0,
@@ -367,10 +353,7 @@ impl Leases {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map_or(0, |s| s.len()))
-            .sum()
+        self.leases.len()
     }
 }
 
@@ -457,20 +440,17 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_and_only_spent_expired_leases_are_swept() {
-        let leases = Leases::with_capacity(64, SHARDS * 2);
+        let leases = Leases::with_capacity(64, 128);
         for i in 0..1_000 {
             let scope = format!("key-{i}");
             let mut shard = leases.shard(&scope);
-            if shard.len() >= leases.per_shard {
-                shard.pop_front();
-            }
-            shard.insert(scope, lease(0, 1, 5));
+            leases.leases.insert(&mut shard, &scope, lease(0, 1, 5));
         }
-        assert!(leases.len() <= SHARDS * 2, "{}", leases.len());
+        assert!(leases.len() <= 128, "{}", leases.len());
         for i in 0..200 {
             let _ = leases.spend(&format!("new-{i}"), 10);
         }
-        assert!(leases.len() < SHARDS * 2, "{}", leases.len());
+        assert!(leases.len() < 128, "{}", leases.len());
         let alone = Leases::new(64);
         with(&alone, "k", lease(3, 4, 5));
         assert_eq!(

@@ -9,19 +9,14 @@
 //! from the old end as requests come; when a shard is full its least recently used counter is
 //! forgotten (that key starts afresh, with a full burst).
 
-use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
-
-use hashlink::LinkedHashMap;
+use std::sync::Arc;
 
 use super::gcra::{Cell, RedisGcra};
 use super::lease::Leases;
+use super::shards::Shards;
 use super::{Decision, Limits, Outcome};
 use crate::redis_link::RedisLink;
 
-/// Shards, so concurrent requests for different keys rarely wait on one lock.
-const SHARDS: usize = 64;
 /// Counters kept per gateway: about 200 bytes each with its scope, so some 50 MB at most.
 pub(super) const MAX_CELLS: usize = 1 << 18;
 /// Idle counters dropped per request, from the least recently used end: enough to keep pace
@@ -29,19 +24,14 @@ pub(super) const MAX_CELLS: usize = 1 << 18;
 const EXPIRE_PER_CALL: usize = 2;
 
 struct Stored {
-    /// Theoretical arrival time, µs since `LocalGcra::epoch`.
+    /// Theoretical arrival time, µs on the counters' clock (`Shards::now`).
     tat: u64,
     /// The interval the TAT was counted with (see `Cell::carried`).
     interval: u64,
 }
 
-type Shard = LinkedHashMap<String, Stored>;
-
 pub(super) struct LocalGcra {
-    epoch: Instant,
-    hasher: std::collections::hash_map::RandomState,
-    shards: Box<[Mutex<Shard>]>,
-    per_shard: usize,
+    cells: Shards<Stored>,
     quota: Quota,
 }
 
@@ -61,10 +51,7 @@ impl Default for LocalGcra {
 impl LocalGcra {
     fn with_capacity(cells: usize) -> Self {
         Self {
-            epoch: Instant::now(),
-            hasher: Default::default(),
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
-            per_shard: cells.div_ceil(SHARDS).max(1),
+            cells: Shards::with_capacity(cells),
             quota: Quota::Exact(RedisGcra::default()),
         }
     }
@@ -75,22 +62,11 @@ impl LocalGcra {
         self
     }
 
-    /// Microseconds on the gateway's monotonic clock: wall-clock jumps do not move limits.
-    fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
-    }
-
-    fn shard(&self, scope: &str) -> MutexGuard<'_, Shard> {
-        let i = (self.hasher.hash_one(scope) % SHARDS as u64) as usize;
-        // A panic while holding the lock leaves plain numbers behind: still usable.
-        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// One request against the key's counter: the backlog after it when admitted, the
     /// backlog that refused it otherwise.
     fn take(&self, scope: &str, cell: Cell) -> Result<u64, u64> {
-        let now = self.now();
-        let mut shard = self.shard(scope);
+        let now = self.cells.now();
+        let mut shard = self.cells.lock(scope);
         for _ in 0..EXPIRE_PER_CALL {
             match shard.front() {
                 Some((_, oldest)) if oldest.tat <= now => {
@@ -109,11 +85,9 @@ impl LocalGcra {
             return Ok(after);
         }
         let after = cell.admit(0).ok_or(0u64)?;
-        if shard.len() >= self.per_shard {
-            shard.pop_front();
-        }
-        shard.insert(
-            scope.to_owned(),
+        self.cells.insert(
+            &mut shard,
+            scope,
             Stored {
                 tat: now.saturating_add(after),
                 interval: cell.interval,
@@ -124,7 +98,7 @@ impl LocalGcra {
 
     /// Gives back the slot [`Self::take`] handed out (the quota refused the request).
     fn give_back(&self, scope: &str, cell: Cell) {
-        if let Some(stored) = self.shard(scope).get_mut(scope)
+        if let Some(stored) = self.cells.lock(scope).get_mut(scope)
             && stored.interval == cell.interval
         {
             stored.tat = stored.tat.saturating_sub(cell.interval);
@@ -133,10 +107,7 @@ impl LocalGcra {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map_or(0, |s| s.len()))
-            .sum()
+        self.cells.len()
     }
 
     pub(super) async fn check(&self, redis: Option<&Arc<RedisLink>>, limits: &Limits) -> Outcome {
@@ -209,12 +180,12 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_and_idle_counters_go() {
-        let local = LocalGcra::with_capacity(SHARDS * 4);
+        let local = LocalGcra::with_capacity(256);
         let c = Cell::of(&limits(1.0, 3600.0)).unwrap();
         for i in 0..10_000 {
             assert!(local.take(&format!("key-{i}"), c).is_ok());
         }
-        assert!(local.len() <= SHARDS * 4, "{}", local.len());
+        assert!(local.len() <= 256, "{}", local.len());
         // Counters that are already back to idle are dropped by later requests.
         let idle = LocalGcra::with_capacity(MAX_CELLS);
         let fast = Cell {

@@ -29,6 +29,7 @@ mod lease;
 mod local;
 mod log;
 mod script;
+mod shards;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
