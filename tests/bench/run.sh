@@ -164,6 +164,21 @@ start() { # start CPUSET NAME CMD...   (CPUSET "-" = not pinned)
   PIDS+=("$!")
   log "    started $name pid=$! cpus=$cpus log=$W/$name.log"
 }
+# start_gw CPUSET NAME PORT TLS_PORT ADMIN_PORT REDIS_PREFIX [ARGS...]: a gateway joined to the
+# control plane with a bootstrap token of its own, PORTCULLIS_WORKER_THREADS=${GW_THREADS:-1}.
+start_gw() {
+  local cpus="$1" name="$2" port="$3" tls="$4" admin="$5" prefix="$6"
+  shift 6
+  bootstrap_token "$API" "$ADMIN_SECRET" default
+  RUST_LOG="${RUST_LOG:-warn}" \
+    PORTCULLIS_WORKER_THREADS="${GW_THREADS:-1}" \
+    PORTCULLIS_BOOTSTRAP_TOKEN="$BOOT_TOKEN" \
+    PORTCULLIS_ENCRYPTION_SECRET="$ENC_SECRET" \
+    start "$cpus" "$name" "$BIN/portcullis-gw" run --listen "127.0.0.1:$port" \
+    --tls-listen "127.0.0.1:$tls" --admin-listen "127.0.0.1:$admin" \
+    --control-plane https://127.0.0.1:17443 --ca-hash "$BOOT_CA_HASH" \
+    --redis-url "redis://127.0.0.1:16379" --redis-prefix "$prefix" "$@"
+}
 cleanup() {
   local rc=$?
   if [ "${#PIDS[@]}" -gt 0 ]; then
@@ -327,48 +342,23 @@ RUST_LOG="${RUST_LOG:-warn}" \
   start - portcullis-cp "$BIN/portcullis-cp" serve --api-listen 127.0.0.1:17080 --sync-listen 127.0.0.1:17443
 CP_PID="${PIDS[-1]}"
 wait_http_code 200 30 "$CP_PID" "$API/hello"
-bootstrap_token "$API" "$ADMIN_SECRET" default
-RUST_LOG="${RUST_LOG:-warn}" \
-  PORTCULLIS_WORKER_THREADS=1 \
-  PORTCULLIS_BOOTSTRAP_TOKEN="$BOOT_TOKEN" \
-  PORTCULLIS_ENCRYPTION_SECRET="$ENC_SECRET" \
-  start "$PX_CPU" portcullis-gw "$BIN/portcullis-gw" run --listen 127.0.0.1:18002 \
-  --tls-listen 127.0.0.1:18012 --admin-listen 127.0.0.1:19080 --control-plane https://127.0.0.1:17443 \
-  --ca-hash "$BOOT_CA_HASH" --state-dir "$W/gw-state" --redis-url "redis://127.0.0.1:16379" --redis-prefix gw1:
+start_gw "$PX_CPU" portcullis-gw 18002 18012 19080 gw1: \
+  --state-dir "$W/gw-state"
 GW_PID="${PIDS[-1]}"
 if [ "${AUTH:-1}" = 1 ]; then
   # The same gateway, but every session from Redis (no in-process cache), for "token (Redis)".
-  bootstrap_token "$API" "$ADMIN_SECRET" default
-  RUST_LOG="${RUST_LOG:-warn}" \
-    PORTCULLIS_WORKER_THREADS=1 \
-    PORTCULLIS_BOOTSTRAP_TOKEN="$BOOT_TOKEN" \
-    PORTCULLIS_ENCRYPTION_SECRET="$ENC_SECRET" \
-    start "$PX_CPU" portcullis-gw-nocache "$BIN/portcullis-gw" run --listen 127.0.0.1:18003 \
-    --tls-listen 127.0.0.1:18013 --admin-listen 127.0.0.1:19081 --control-plane https://127.0.0.1:17443 \
-    --ca-hash "$BOOT_CA_HASH" --redis-url "redis://127.0.0.1:16379" --redis-prefix gw2: --disable-local-session-cache
+  start_gw "$PX_CPU" portcullis-gw-nocache 18003 18013 19081 gw2: \
+    --disable-local-session-cache
   # The same again, counting rate limits in memory and quotas in leases of up to 100 requests,
   # for "token + rate limit + quota, leased" (docs/limits.md).
-  bootstrap_token "$API" "$ADMIN_SECRET" default
-  RUST_LOG="${RUST_LOG:-warn}" \
-    PORTCULLIS_WORKER_THREADS=1 \
-    PORTCULLIS_BOOTSTRAP_TOKEN="$BOOT_TOKEN" \
-    PORTCULLIS_ENCRYPTION_SECRET="$ENC_SECRET" \
-    start "$PX_CPU" portcullis-gw-leased "$BIN/portcullis-gw" run --listen 127.0.0.1:18009 \
-    --tls-listen 127.0.0.1:18019 --admin-listen 127.0.0.1:19089 --control-plane https://127.0.0.1:17443 \
-    --ca-hash "$BOOT_CA_HASH" --redis-url "redis://127.0.0.1:16379" --redis-prefix gw3: \
+  start_gw "$PX_CPU" portcullis-gw-leased 18009 18019 19089 gw3: \
     --rate-limiter local --quota-lease 100
 fi
 if [ "${HYPER:-1}" = 1 ]; then
   # The same gateway with hyper's HTTP/1 server for every client connection, to compare the
   # direct server with it in the same run (docs/architecture.md, "Client connections").
-  bootstrap_token "$API" "$ADMIN_SECRET" default
-  RUST_LOG="${RUST_LOG:-warn}" \
-    PORTCULLIS_WORKER_THREADS=1 \
-    PORTCULLIS_BOOTSTRAP_TOKEN="$BOOT_TOKEN" \
-    PORTCULLIS_ENCRYPTION_SECRET="$ENC_SECRET" \
-    start "$PX_CPU" portcullis-gw-hyper "$BIN/portcullis-gw" run --listen 127.0.0.1:18010 \
-    --tls-listen 127.0.0.1:18030 --admin-listen 127.0.0.1:19090 --control-plane https://127.0.0.1:17443 \
-    --ca-hash "$BOOT_CA_HASH" --redis-url "redis://127.0.0.1:16379" --redis-prefix gw1h: --hyper-http1-server
+  start_gw "$PX_CPU" portcullis-gw-hyper 18010 18030 19090 gw1h: \
+    --hyper-http1-server
 fi
 wait_http_code 200 30 "$GW_PID" "http://127.0.0.1:19080/ready"
 tyk_api_upsert "$API" "$ADMIN_SECRET" bench \
@@ -506,14 +496,7 @@ if [ "${PLUGIN:-1}" = 1 ]; then
     sleep 0.2
   done
   [ -n "$PLUGIN_PORT" ] || die "the plugin server printed no port (see $W/plugin-server.log)"
-  bootstrap_token "$API" "$ADMIN_SECRET" default
-  RUST_LOG="${RUST_LOG:-warn}" \
-    PORTCULLIS_WORKER_THREADS=1 \
-    PORTCULLIS_BOOTSTRAP_TOKEN="$BOOT_TOKEN" \
-    PORTCULLIS_ENCRYPTION_SECRET="$ENC_SECRET" \
-    start "$PX_CPU" portcullis-gw-plugin "$BIN/portcullis-gw" run --listen 127.0.0.1:18004 \
-    --tls-listen 127.0.0.1:18014 --admin-listen 127.0.0.1:19082 --control-plane https://127.0.0.1:17443 \
-    --ca-hash "$BOOT_CA_HASH" --redis-url "redis://127.0.0.1:16379" --redis-prefix gw3: \
+  start_gw "$PX_CPU" portcullis-gw-plugin 18004 18014 19082 gw3: \
     --coprocess-grpc-server "tcp://127.0.0.1:$PLUGIN_PORT"
   tyk_api_upsert "$API" "$ADMIN_SECRET" plugb \
     '{"name":"plugb","api_id":"plugb","enable_coprocess_auth":true,"custom_middleware":{"driver":"grpc","auth_check":{"name":"bench"}},"proxy":{"listen_path":"/plugb/","target_url":"http://127.0.0.1:18000/","strip_listen_path":true}}'
@@ -761,26 +744,12 @@ http {
 EOF
   start - proxy-nginx2 nginx -p "$W/px" -e "$W/px/logs/error2.log" -c "$W/px/nginx2.conf"
   wait_http_code 200 10 "${PIDS[-1]}" "http://127.0.0.1:18007/"
-  bootstrap_token "$API" "$ADMIN_SECRET" default
-  RUST_LOG="${RUST_LOG:-warn}" \
-    PORTCULLIS_WORKER_THREADS=2 \
-    PORTCULLIS_BOOTSTRAP_TOKEN="$BOOT_TOKEN" \
-    PORTCULLIS_ENCRYPTION_SECRET="$ENC_SECRET" \
-    start - portcullis-gw-float "$BIN/portcullis-gw" run --listen 127.0.0.1:18008 \
-    --tls-listen 127.0.0.1:18018 --admin-listen 127.0.0.1:19088 --control-plane https://127.0.0.1:17443 \
-    --ca-hash "$BOOT_CA_HASH" --redis-url "redis://127.0.0.1:16379" --redis-prefix gw8:
+  GW_THREADS=2 start_gw - portcullis-gw-float 18008 18018 19088 gw8:
   # Two proxy workers instead of a multi-threaded runtime, with the limiter that suits them (rate
   # limits in memory, quotas in leases; docs/limits.md): a request then goes to Redis only to
   # take the next lease.
-  bootstrap_token "$API" "$ADMIN_SECRET" default
-  RUST_LOG="${RUST_LOG:-warn}" \
-    PORTCULLIS_PROXY_WORKERS=2 \
-    PORTCULLIS_BOOTSTRAP_TOKEN="$BOOT_TOKEN" \
-    PORTCULLIS_ENCRYPTION_SECRET="$ENC_SECRET" \
-    start - portcullis-gw-workers "$BIN/portcullis-gw" run --listen 127.0.0.1:18058 \
-    --tls-listen 127.0.0.1:18068 --admin-listen 127.0.0.1:19098 --control-plane https://127.0.0.1:17443 \
-    --ca-hash "$BOOT_CA_HASH" --redis-url "redis://127.0.0.1:16379" --redis-prefix gw9: \
-    --rate-limiter local --quota-lease 100
+  start_gw - portcullis-gw-workers 18058 18068 19098 gw9: \
+    --proxy-workers 2 --rate-limiter local --quota-lease 100
   # Let everything started so far float over both cores.
   for pid in "${PIDS[@]}"; do taskset -a -pc 0-1 "$pid" >/dev/null 2>&1 || true; done
   declare -A FURL=([nginx_float]="http://127.0.0.1:18007/" [keyless_float]="http://127.0.0.1:18008/bench/" \

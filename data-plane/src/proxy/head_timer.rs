@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, Bytes};
 use hyper::rt::{Sleep, Timer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -41,20 +42,62 @@ tokio::task_local! {
     pub static CONNECTION: Arc<Activity>;
 }
 
-/// The client socket, counting what it reads.
+/// The client socket, counting what it reads. Bytes the direct HTTP/1 server read and then
+/// left to hyper (`h1_server`) are put back in front, already counted.
 pub struct CountingIo<T> {
     inner: T,
     activity: Arc<Activity>,
+    put_back: Bytes,
+    /// A socket error met while topping up a read of the put-back bytes, for the next read.
+    failed: Option<std::io::Error>,
 }
 
 impl<T> CountingIo<T> {
     pub fn new(inner: T, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
+        Self {
+            inner,
+            activity,
+            put_back: Bytes::new(),
+            failed: None,
+        }
+    }
+
+    /// `bytes` are read again before anything more from the socket.
+    pub fn put_back(&mut self, bytes: Bytes) {
+        self.put_back = bytes;
     }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for CountingIo<T> {
     fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if let Some(e) = self.failed.take() {
+            return Poll::Ready(Err(e));
+        }
+        if !self.put_back.is_empty() {
+            let n = self.put_back.len().min(buf.remaining());
+            buf.put_slice(&self.put_back[..n]);
+            self.put_back.advance(n);
+            // Topped up from the socket, so hyper's read is as large as it would have been on
+            // its own: hyper drains an unread request body in one read before it keeps a
+            // connection alive, and a short first read would make it close instead.
+            if self.put_back.is_empty() && buf.remaining() > 0 {
+                let polled = self.as_mut().poll_read_counted(cx, buf);
+                if let Poll::Ready(Err(e)) = polled {
+                    self.failed = Some(e);
+                }
+            }
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_read_counted(cx, buf)
+    }
+}
+
+impl<T: AsyncRead + Unpin> CountingIo<T> {
+    fn poll_read_counted(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
@@ -183,5 +226,47 @@ impl Timer for HeadTimer {
 
     fn now(&self) -> Instant {
         tokio::time::Instant::now().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn put_back_bytes_come_first_and_are_not_counted_again() {
+        let activity = Arc::new(Activity::default());
+        let (mut a, b) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut a, b" world")
+            .await
+            .unwrap();
+        drop(a);
+        let mut io = CountingIo::new(b, activity.clone());
+        io.put_back(Bytes::from_static(b"hello"));
+        let mut small = [0u8; 3];
+        io.read_exact(&mut small).await.unwrap();
+        assert_eq!(&small, b"hel");
+        let mut rest = String::new();
+        io.read_to_string(&mut rest).await.unwrap();
+        assert_eq!(rest, "lo world");
+        assert_eq!(activity.bytes_read.load(Ordering::Relaxed), 6);
+    }
+
+    #[tokio::test]
+    async fn a_read_of_the_last_put_back_bytes_is_topped_up_from_the_socket() {
+        let (mut a, b) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut a, b" world")
+            .await
+            .unwrap();
+        let mut io = CountingIo::new(b, Arc::default());
+        io.put_back(Bytes::from_static(b"hello"));
+        let mut big = [0u8; 64];
+        let n = io.read(&mut big).await.unwrap();
+        assert_eq!(
+            &big[..n],
+            b"hello world",
+            "one read, as large as hyper asked for"
+        );
     }
 }

@@ -631,7 +631,7 @@ pub async fn connection<I>(
         .as_ref()
         .is_some_and(|t| t.alpn.as_deref() == Some(b"h2"));
     let io = if proxy.limits.hyper_http1 || h2 {
-        h1_server::Rewind::new(Bytes::new(), io)
+        io
     } else {
         match h1_server::serve(proxy, io, &conn, &reserved, &activity).await {
             h1_server::Ended::Closed => return,

@@ -6,16 +6,13 @@
 //! connections").
 //!
 //! The first request of any other shape, and any bytes `httparse` refuses, hands the
-//! connection to hyper with every byte read so far put back in front ([`Rewind`]); hyper then
-//! serves the rest of the connection as it serves every connection with
+//! connection to hyper with every byte read so far put back in front (`CountingIo::put_back`);
+//! hyper then serves the rest of the connection as it serves every connection with
 //! `--hyper-http1-server`. So HTTP/2, upgrades, `Expect: 100-continue`, chunked and large
 //! request bodies, HTTP/1.0 and hyper's 400 and 431 answers are hyper's, unchanged.
 
 mod request;
 mod response;
-mod rewind;
-
-pub use rewind::Rewind;
 
 use std::sync::Arc;
 
@@ -25,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::Proxy;
-use super::head_timer::Activity;
+use super::head_timer::{Activity, CountingIo};
 use super::upstream::Reserved;
 use crate::conn::ConnInfo;
 use request::Head;
@@ -41,7 +38,7 @@ pub enum Ended<I> {
     /// Closed: by the client, a timeout, a failed write or a response that ends it.
     Closed,
     /// For hyper, from the first request the direct server does not serve.
-    Handoff(Rewind<I>),
+    Handoff(CountingIo<I>),
 }
 
 /// Serves requests on `io` until the connection ends or a request is hyper's. Applies the
@@ -50,7 +47,7 @@ pub enum Ended<I> {
 /// for their first byte and the header timeout from it.
 pub async fn serve<I>(
     proxy: &Proxy,
-    mut io: I,
+    mut io: CountingIo<I>,
     conn: &Arc<ConnInfo>,
     reserved: &Arc<Reserved>,
     activity: &Activity,
@@ -67,7 +64,10 @@ where
         let req = loop {
             match request::parse(&mut buf, max_head, limits.max_headers) {
                 Head::Ready(req) => break req,
-                Head::Handoff => return Ended::Handoff(Rewind::new(buf.freeze(), io)),
+                Head::Handoff => {
+                    io.put_back(buf.freeze());
+                    return Ended::Handoff(io);
+                }
                 Head::Partial => {}
             }
             let now = Instant::now();
