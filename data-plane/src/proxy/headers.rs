@@ -4,8 +4,9 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+const HOPS: usize = 8;
 /// Headers that describe one connection and must not be forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -34,32 +35,50 @@ pub fn lists_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool 
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names is cheaper than ten hashed removals.
-    if !headers
-        .keys()
-        .any(|k| HOP_BY_HOP.contains(k) || *k == PROXY_CONNECTION)
-    {
+    // One pass over the names finds which are present (most messages carry none, and an
+    // upstream's answer often only `Connection: keep-alive`): only those are removed, rather
+    // than nine hashed removals on every message.
+    let mut present = [false; HOPS + 1];
+    let mut any = false;
+    for name in headers.keys() {
+        let at = HOP_BY_HOP
+            .iter()
+            .position(|h| h == name)
+            .or_else(|| (*name == PROXY_CONNECTION).then_some(HOPS));
+        if let Some(i) = at {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if !any {
         return;
     }
     // Every Connection header counts: `Connection: close` then `Connection: x-hop` names both.
-    if headers.contains_key(header::CONNECTION) {
+    // `close` and `keep-alive` name no other header (`Keep-Alive` is removed below anyway).
+    if present[0] {
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .filter(|n| !n.is_empty())
+            .filter(|n| {
+                !n.is_empty()
+                    && !n.eq_ignore_ascii_case("close")
+                    && !n.eq_ignore_ascii_case("keep-alive")
+            })
             .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .collect();
         for name in listed {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
-    headers.remove(PROXY_CONNECTION);
+    if present[HOPS] {
+        headers.remove(PROXY_CONNECTION);
+    }
 }
 
 /// Appends the client address (`ConnInfo::forwarded_for`) to `X-Forwarded-For` and records
@@ -104,11 +123,22 @@ mod tests {
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert("x-kept", HeaderValue::from_static("yes"));
-        h.append(header::CONNECTION, HeaderValue::from_static("x-second-hop"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("x-second-hop, close"),
+        );
         h.insert("x-second-hop", HeaderValue::from_static("1"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-kept"], "yes");
+        // An answer with only `Connection: keep-alive`: that header goes, the rest stays.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::CONTENT_LENGTH));
     }
 
     #[test]

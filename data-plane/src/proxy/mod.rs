@@ -630,12 +630,15 @@ pub async fn connection<I>(
         .tls
         .as_ref()
         .is_some_and(|t| t.alpn.as_deref() == Some(b"h2"));
-    let io = if proxy.limits.hyper_http1 || h2 {
-        io
+    // The first request hyper reads must be under way by then: from the connection's start,
+    // or the head deadline of the request the direct server handed over.
+    let (io, first_deadline, requests_before) = if proxy.limits.hyper_http1 || h2 {
+        let deadline = tokio::time::Instant::now() + proxy.limits.header_timeout;
+        (io, deadline, 0)
     } else {
         match h1_server::serve(proxy, io, &conn, &reserved, &activity).await {
             h1_server::Ended::Closed => return,
-            h1_server::Ended::Handoff(io) => io,
+            h1_server::Ended::Handoff { io, deadline } => (io, deadline, activity.requests()),
         }
     };
     let tunnels = reserved.clone();
@@ -657,7 +660,7 @@ pub async fn connection<I>(
     // find dead peers): after a whole idle period without a new request the connection is
     // asked to close (GOAWAY; open streams still finish). On HTTP/1 the head timer has usually
     // closed an idle connection already, and a response still streaming is finished first.
-    let first_deadline = tokio::time::sleep(proxy.limits.header_timeout);
+    let first_deadline = tokio::time::sleep_until(first_deadline);
     let mut first_deadline = std::pin::pin!(first_deadline);
     let mut first_checked = false;
     let mut seen = 0;
@@ -667,7 +670,7 @@ pub async fn connection<I>(
             ended = conn.as_mut() => break ended,
             () = &mut first_deadline, if !first_checked => {
                 first_checked = true;
-                if activity.requests() == 0 {
+                if activity.requests() == requests_before {
                     tracing::debug!(%remote, "no request within the header timeout");
                     return;
                 }

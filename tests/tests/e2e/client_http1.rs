@@ -1,12 +1,15 @@
 //! How the gateway reads its clients' HTTP/1.1 requests (docs/architecture.md, "Client
 //! connections"): the direct server for plain requests, hyper for everything else on the same
 //! connection, and `--hyper-http1-server` for all of it. The client is Python's `http.client`
-//! parser on a raw socket (`py/pipeline_client.py`), the upstream the raw-socket Python server
-//! of the framing tests, so neither end is code of ours.
+//! parser on a raw socket (`py/pipeline_client.py`) or reqwest, the upstreams the raw-socket
+//! Python server of the framing tests and the `http.server` one of the streaming tests, so
+//! neither end is code of ours.
 
 use portcullis_data_plane::proxy::ClientLimits;
 use portcullis_tests::idp_stack::Stack;
-use portcullis_tests::peers::{FRAMING_SERVER, PIPELINE_CLIENT, PyPeer, py_client};
+use std::time::Duration;
+
+use portcullis_tests::peers::{FRAMING_SERVER, PIPELINE_CLIENT, PyPeer, STREAM_SERVER, py_client};
 use portcullis_tests::traffic::stack_with;
 use portcullis_tests::{DpOptions, keyless_api};
 use serde_json::{Value, json};
@@ -172,4 +175,99 @@ async fn requests_the_direct_server_leaves_to_hyper_are_served_on_the_same_conne
     )
     .await;
     assert_eq!(answers.iter().map(|a| a.0).collect::<Vec<_>>(), [200, 431]);
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_a_quiet_stream_frees_its_connection_at_once() {
+    // One client connection at a time: the second client is served only once the gateway has
+    // noticed that the first one left, not when the upstream next writes (it never does here).
+    let upstream = PyPeer::start(STREAM_SERVER, &[]).await;
+    let mut s = stack_with(DpOptions {
+        client_limits: Some(ClientLimits {
+            max_connections: 1,
+            ..ClientLimits::default()
+        }),
+        ..Default::default()
+    })
+    .await;
+    s.create(&[keyless_api("st", "/st/", &upstream.url("/"))], &[])
+        .await;
+    let first = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut resp = first.get(s.dp.url("/st/sse")).send().await.unwrap();
+    let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+        .await
+        .expect("the first event arrives")
+        .unwrap()
+        .unwrap_or_default();
+    assert!(String::from_utf8_lossy(&chunk).contains("data: one"));
+    drop(resp);
+    drop(first);
+    let second = reqwest::Client::new();
+    let answered = tokio::time::timeout(
+        Duration::from_secs(10),
+        second.get(s.dp.url("/st/big?bytes=3")).send(),
+    )
+    .await
+    .expect("the slot of the client that left is free again")
+    .unwrap();
+    assert_eq!(answered.status(), 200);
+}
+
+#[tokio::test]
+async fn an_unfinished_head_is_timed_from_its_first_byte_even_over_the_field_count() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = PyPeer::start(FRAMING_SERVER, &[]).await;
+    let mut s = stack_with(DpOptions {
+        client_limits: Some(ClientLimits {
+            header_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(120),
+            ..ClientLimits::default()
+        }),
+        ..Default::default()
+    })
+    .await;
+    s.create(&[keyless_api("fr", "/fr/", &upstream.url("/"))], &[])
+        .await;
+    // 80 fields (over what the direct server parses, under --max-headers), never finished,
+    // after a request on the same connection and on a new one; and an HTTP/2 preface cut short.
+    let many: String = (0..80).map(|i| format!("X-F{i}: v\r\n")).collect();
+    let unfinished = format!("GET /fr/len HTTP/1.1\r\nHost: gw.test\r\n{many}");
+    for (before, head) in [
+        (get("/fr/len"), unfinished.clone()),
+        (String::new(), unfinished.clone()),
+        (String::new(), "PRI * HTTP/2.0\r\n\r\nSM".to_owned()),
+    ] {
+        let mut c = tokio::net::TcpStream::connect(s.dp.proxy_addr)
+            .await
+            .unwrap();
+        c.write_all(format!("{before}{head}").as_bytes())
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut seen = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match c.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "closed by the header timeout: {head:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "well before the idle timeout"
+        );
+        let answered = String::from_utf8_lossy(&seen);
+        assert_eq!(
+            answered.matches("HTTP/1.1 200").count(),
+            usize::from(!before.is_empty()),
+            "only the finished request is answered: {answered}"
+        );
+    }
 }

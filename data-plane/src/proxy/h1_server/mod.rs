@@ -37,8 +37,22 @@ const KEEP_OUT: usize = 64 * 1024;
 pub enum Ended<I> {
     /// Closed: by the client, a timeout, a failed write or a response that ends it.
     Closed,
-    /// For hyper, from the first request the direct server does not serve.
-    Handoff(CountingIo<I>),
+    /// For hyper, from the first request the direct server does not serve, which must be
+    /// under way by `deadline` (the head's, so a hand-off never restarts the header timeout).
+    Handoff {
+        io: CountingIo<I>,
+        deadline: Instant,
+    },
+}
+
+/// The state one client connection keeps from request to request.
+struct Connection {
+    /// What the client sent that is not yet a request.
+    buf: BytesMut,
+    /// The response head (and a small body) being written.
+    out: Vec<u8>,
+    /// The header map of the last response, emptied, for the next request's head.
+    headers: Option<http::HeaderMap>,
 }
 
 /// Serves requests on `io` until the connection ends or a request is hyper's. Applies the
@@ -57,49 +71,78 @@ where
 {
     let limits = proxy.limits();
     let max_head = limits.max_header_bytes as usize;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut out = Vec::with_capacity(1024);
+    let mut c = Connection {
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        out: Vec::with_capacity(1024),
+        headers: None,
+    };
     let mut head_deadline = Some(Instant::now() + limits.header_timeout);
+    let mut idle_deadline = Instant::now() + limits.idle_timeout;
+    // One timer for the connection, moved only when a wait must end sooner than it is set
+    // for: most requests read their whole head at once and never touch it. When it fires
+    // early (a later deadline than it was set for), it is set again.
+    let timer = tokio::time::sleep_until(head_deadline.unwrap_or(idle_deadline));
+    let mut timer = std::pin::pin!(timer);
+    let mut served = 0u64;
     loop {
         let req = loop {
-            match request::parse(&mut buf, max_head, limits.max_headers) {
+            match request::parse(&mut c.buf, max_head, limits.max_headers, &mut c.headers) {
                 Head::Ready(req) => break req,
+                // HTTP/2 only ever starts a connection; hyper would read this as a bad request.
+                Head::Handoff if served > 0 && c.buf.starts_with(b"PRI * HTTP/2.0") => {
+                    return Ended::Closed;
+                }
                 Head::Handoff => {
-                    io.put_back(buf.freeze());
-                    return Ended::Handoff(io);
+                    let deadline =
+                        head_deadline.unwrap_or_else(|| Instant::now() + limits.header_timeout);
+                    io.put_back(c.buf.freeze());
+                    return Ended::Handoff { io, deadline };
                 }
                 Head::Partial => {}
             }
-            let now = Instant::now();
-            if head_deadline.is_none() && !buf.is_empty() {
-                head_deadline = Some(now + limits.header_timeout);
+            if head_deadline.is_none() && !c.buf.is_empty() {
+                head_deadline = Some(Instant::now() + limits.header_timeout);
             }
-            let deadline = head_deadline.unwrap_or(now + limits.idle_timeout);
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(READ_CHUNK);
+            let deadline = head_deadline.unwrap_or(idle_deadline);
+            if deadline < timer.deadline() {
+                timer.as_mut().reset(deadline);
             }
-            match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                // The client closed, failed, or took too long: nothing to answer, as hyper.
-                _ => return Ended::Closed,
+            if c.buf.capacity() - c.buf.len() < 1024 {
+                c.buf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                biased;
+                read = io.read_buf(&mut c.buf) => match read {
+                    Ok(n) if n > 0 => {}
+                    // The client closed or failed: nothing to answer, as hyper.
+                    _ => return Ended::Closed,
+                },
+                () = &mut timer => {
+                    if Instant::now() >= deadline {
+                        return Ended::Closed;
+                    }
+                    timer.as_mut().reset(deadline);
+                }
             }
         };
         head_deadline = None;
+        served += 1;
         activity.request_started();
         let head_request = req.method() == Method::HEAD;
         let handled = proxy.handle(req, conn, reserved);
         let mut handled = std::pin::pin!(handled);
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_CHUNK);
+        if c.buf.capacity() - c.buf.len() < 1024 {
+            c.buf.reserve(READ_CHUNK);
         }
-        // While the request is handled the socket is watched, so a client that goes away
-        // cancels its upstream request (hyper's default, no half-closed connections); bytes
-        // of a next, pipelined request wait in the buffer, up to one head and body.
+        // While the request is handled, an idle socket is watched, so a client that goes away
+        // cancels its upstream request (hyper's default, no half-closed connections). As in
+        // hyper, not once a next, pipelined request is waiting: its client may have closed
+        // its sending side and still wait for both answers.
         let resp = loop {
             tokio::select! {
                 biased;
                 resp = &mut handled => break resp,
-                read = io.read_buf(&mut buf), if buf.len() < max_head + request::MAX_BODY => {
+                read = io.read_buf(&mut c.buf), if c.buf.is_empty() => {
                     match read {
                         Ok(n) if n > 0 => {}
                         _ => return Ended::Closed,
@@ -107,7 +150,8 @@ where
                 }
             }
         };
-        match response::write(&mut io, &mut out, resp, head_request).await {
+        let written = response::write(&mut io, &mut c, resp, head_request).await;
+        match written {
             Ok(After::KeepAlive) => {}
             Ok(After::Close) => {
                 let _ = tokio::time::timeout(limits.header_timeout, io.shutdown()).await;
@@ -118,8 +162,9 @@ where
                 return Ended::Closed;
             }
         }
-        if out.capacity() > KEEP_OUT {
-            out = Vec::with_capacity(1024);
+        idle_deadline = Instant::now() + limits.idle_timeout;
+        if c.out.capacity() > KEEP_OUT {
+            c.out = Vec::with_capacity(1024);
         }
     }
 }

@@ -45,16 +45,31 @@ fn span(base: *const u8, part: &[u8]) -> (usize, usize) {
 }
 
 /// `max_head` and `max_fields` are the client limits: a head that is over either goes to hyper,
-/// which answers it 431 as it always did.
-pub fn parse(buf: &mut BytesMut, max_head: usize, max_fields: usize) -> Head {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
+/// which answers it 431 as it always did. `cache` is an emptied header map to fill, kept from
+/// the connection's last response.
+pub fn parse(
+    buf: &mut BytesMut,
+    max_head: usize,
+    max_fields: usize,
+    cache: &mut Option<HeaderMap>,
+) -> Head {
+    let mut storage =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut fields = [Field::default(); MAX_FIELDS];
-    let mut parsed = httparse::Request::new(&mut storage[..max_fields.min(MAX_FIELDS)]);
-    let head_len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(n)) if n <= max_head => n,
-        Ok(httparse::Status::Partial) if buf.len() < max_head => return Head::Partial,
-        _ => return Head::Handoff,
-    };
+    let mut parsed = httparse::Request::new(&mut []);
+    let head_len =
+        match parsed.parse_with_uninit_headers(buf, &mut storage[..max_fields.min(MAX_FIELDS)]) {
+            Ok(httparse::Status::Complete(n)) if n <= max_head => n,
+            Ok(httparse::Status::Partial) if buf.len() < max_head => return Head::Partial,
+            // httparse counts fields before the head is complete: the rest of it is waited for
+            // under the header timeout here, and only a whole head goes to hyper.
+            Err(httparse::Error::TooManyHeaders) if buf.len() < max_head && !head_ended(buf) => {
+                return Head::Partial;
+            }
+            // Likewise the HTTP/2 connection preface, whose request line httparse refuses.
+            Err(httparse::Error::Version) if is_preface_start(buf) => return Head::Partial,
+            _ => return Head::Handoff,
+        };
     if parsed.version != Some(1) {
         return Head::Handoff;
     }
@@ -102,7 +117,7 @@ pub fn parse(buf: &mut BytesMut, max_head: usize, max_fields: usize) -> Head {
         return Head::Handoff;
     }
     let bytes = buf.split_to(head_len + body_len).freeze();
-    match build(&bytes, method, target, &fields[..count], head_len) {
+    match build(&bytes, method, target, &fields[..count], head_len, cache) {
         Some(req) => Head::Ready(req),
         None => {
             // Not taken after all (a target or field the `http` types refuse): back in front
@@ -115,15 +130,21 @@ pub fn parse(buf: &mut BytesMut, max_head: usize, max_fields: usize) -> Head {
     }
 }
 
+/// Room left in a new request's header map for what the proxy adds (`X-Forwarded-*`, a
+/// rewritten `Host`, trace context) before it goes upstream.
+const ADDED_FIELDS: usize = 4;
+
 fn build(
     bytes: &Bytes,
     method: Method,
     target: (usize, usize),
     fields: &[Field],
     head_len: usize,
+    cache: &mut Option<HeaderMap>,
 ) -> Option<Request<RequestBody>> {
     let uri = Uri::from_maybe_shared(bytes.slice(target.0..target.1)).ok()?;
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut headers = cache.take().unwrap_or_default();
+    headers.reserve(fields.len() + ADDED_FIELDS);
     for f in fields {
         let name = HeaderName::from_bytes(&bytes[f.name.0..f.name.1]).ok()?;
         let value = HeaderValue::from_maybe_shared(bytes.slice(f.value.0..f.value.1)).ok()?;
@@ -135,6 +156,18 @@ fn build(
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
     Some(req)
+}
+
+/// The blank line that ends a head (or the bare-LF form httparse also reads).
+fn head_ended(buf: &[u8]) -> bool {
+    buf.windows(2).any(|w| w == b"\n\n") || buf.windows(4).any(|w| w == b"\r\n\r\n")
+}
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The first bytes of the HTTP/2 connection preface, not all of it yet.
+fn is_preface_start(buf: &[u8]) -> bool {
+    buf.len() < PREFACE.len() && PREFACE.starts_with(buf)
 }
 
 /// A `Content-Length` value: ASCII digits only (RFC 9110 §8.6), no sign, no list.
@@ -153,7 +186,7 @@ mod tests {
 
     fn parse_str(s: &str) -> (Head, BytesMut) {
         let mut buf = BytesMut::from(s);
-        let head = parse(&mut buf, 64 * 1024, 100);
+        let head = parse(&mut buf, 64 * 1024, 100, &mut None);
         (head, buf)
     }
 
@@ -168,6 +201,21 @@ mod tests {
         let (head, rest) = parse_str(s);
         // What hyper gets is every byte the client sent.
         matches!(head, Head::Handoff) && rest == s.as_bytes()
+    }
+
+    #[test]
+    fn a_kept_header_map_is_filled_again_from_empty() {
+        let mut kept = HeaderMap::with_capacity(16);
+        kept.insert("x-old", HeaderValue::from_static("1"));
+        kept.clear();
+        let mut cache = Some(kept);
+        let mut buf = BytesMut::from("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        let Head::Ready(req) = parse(&mut buf, 64 * 1024, 100, &mut cache) else {
+            panic!("served directly")
+        };
+        assert!(cache.is_none());
+        assert_eq!(req.headers().len(), 1);
+        assert!(req.headers().capacity() >= 16);
     }
 
     #[test]
@@ -223,12 +271,31 @@ mod tests {
         let many: String = (0..70).map(|i| format!("x-{i}: v\r\n")).collect();
         assert!(handed_off(&format!("GET / HTTP/1.1\r\n{many}\r\n")));
         let mut buf = BytesMut::from("GET / HTTP/1.1\r\nA: b\r\nC: d\r\n\r\n");
-        assert!(matches!(parse(&mut buf, 64 * 1024, 1), Head::Handoff));
+        assert!(matches!(
+            parse(&mut buf, 64 * 1024, 1, &mut None),
+            Head::Handoff
+        ));
         let long = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "v".repeat(9000));
         let mut buf = BytesMut::from(long.as_str());
-        assert!(matches!(parse(&mut buf, 8192, 100), Head::Handoff));
+        assert!(matches!(
+            parse(&mut buf, 8192, 100, &mut None),
+            Head::Handoff
+        ));
         // An unfinished head already over the limit is not waited for.
         let mut buf = BytesMut::from(&long.as_bytes()[..8300]);
-        assert!(matches!(parse(&mut buf, 8192, 100), Head::Handoff));
+        assert!(matches!(
+            parse(&mut buf, 8192, 100, &mut None),
+            Head::Handoff
+        ));
+        // An unfinished head over the field count is waited for: hyper gets it whole, so the
+        // header timeout runs from its first byte, not from the hand-off.
+        let unfinished = format!("GET / HTTP/1.1\r\n{many}");
+        assert!(matches!(parse_str(&unfinished).0, Head::Partial));
+        // The same for the HTTP/2 preface, which hyper then takes complete.
+        assert!(matches!(
+            parse_str("PRI * HTTP/2.0\r\n\r\nSM").0,
+            Head::Partial
+        ));
+        assert!(handed_off("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
     }
 }

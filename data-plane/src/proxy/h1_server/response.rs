@@ -6,23 +6,28 @@
 use std::cell::RefCell;
 use std::time::SystemTime;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt as _;
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::Connection;
 use crate::proxy::ProxyBody;
 
 /// Body bytes copied behind the head into one write; larger frames are written on their own.
 const COALESCE: usize = 16 * 1024;
+/// A response's header map is kept for the next request unless it grew past this.
+const MAX_CACHED_FIELDS: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Framing {
     /// No body on the wire.
     None,
+    /// No body on the wire, but the length a GET would have had (an answer to HEAD).
+    HeadOf(u64),
     Length(u64),
     Chunked,
 }
@@ -34,39 +39,64 @@ pub enum After {
     Close,
 }
 
-/// Writes `resp`; `out` is the connection's reusable write buffer. An error is the client's
-/// socket failing; a body that failed or disagreed with its length ends in `After::Close`,
-/// which the client sees as a cut-off response, as from hyper.
-pub async fn write<W: AsyncWrite + Unpin>(
+/// Writes `resp` with the connection's write buffer. An error is the client's socket failing;
+/// a body that failed or disagreed with its length ends in `After::Close`, which the client
+/// sees as a cut-off response, as from hyper.
+pub(super) async fn write<W: AsyncRead + AsyncWrite + Unpin>(
     io: &mut W,
-    out: &mut Vec<u8>,
+    c: &mut Connection,
     resp: Response<ProxyBody>,
     head_request: bool,
 ) -> std::io::Result<After> {
-    let (parts, mut body) = resp.into_parts();
+    let (mut parts, mut body) = resp.into_parts();
+    if parts.status.is_informational() {
+        // Only a final answer can end an exchange: a 1xx here (a plugin's or an upstream's
+        // status) would pair the client's next answer with this request, and a 101 would turn
+        // the connection into a tunnel behind the gateway's back. hyper answers 500 and closes.
+        c.out.clear();
+        encode_head(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &http::HeaderMap::new(),
+            Framing::Length(0),
+            &mut c.out,
+        );
+        io.write_all(&c.out).await?;
+        io.flush().await?;
+        return Ok(After::Close);
+    }
     let status = parts.status;
-    let framing = if head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        Framing::None
-    } else if let Some(n) = body.size_hint().exact() {
-        Framing::Length(n)
-    } else if let Some(n) = declared_length(&parts.headers) {
-        Framing::Length(n)
-    } else {
-        Framing::Chunked
-    };
+    let exact = body.size_hint().exact();
+    let framing =
+        if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            // The GET's length, when the answer knows it and does not say it.
+            match exact {
+                Some(n) if head_request && n > 0 && !parts.headers.contains_key(CONTENT_LENGTH) => {
+                    Framing::HeadOf(n)
+                }
+                _ => Framing::None,
+            }
+        } else if let Some(n) = exact {
+            Framing::Length(n)
+        } else if let Some(n) = declared_length(&parts.headers) {
+            Framing::Length(n)
+        } else {
+            Framing::Chunked
+        };
     let mut after = if lists_close(&parts.headers) {
         After::Close
     } else {
         After::KeepAlive
     };
+    let out = &mut c.out;
     out.clear();
     encode_head(status, &parts.headers, framing, out);
+    if parts.headers.capacity() <= MAX_CACHED_FIELDS {
+        parts.headers.clear();
+        c.headers = Some(parts.headers);
+    }
+    let watch = &mut c.buf;
     match framing {
-        Framing::None => {
+        Framing::None | Framing::HeadOf(_) => {
             // A body already at its end is polled once, so the upstream connection it came on
             // is given back to the client connection's slot.
             if body.is_end_stream() {
@@ -80,7 +110,7 @@ pub async fn write<W: AsyncWrite + Unpin>(
                 let _ = body.frame().now_or_never();
             }
             while sent < n {
-                let Next::Frame(frame) = next_frame(io, out, &mut body).await? else {
+                let Next::Frame(frame) = next_frame(io, out, watch, &mut body).await? else {
                     break;
                 };
                 let Ok(data) = frame.into_data() else {
@@ -104,7 +134,7 @@ pub async fn write<W: AsyncWrite + Unpin>(
         }
         Framing::Chunked => {
             let ended = loop {
-                let frame = match next_frame(io, out, &mut body).await? {
+                let frame = match next_frame(io, out, watch, &mut body).await? {
                     Next::Frame(frame) => frame,
                     ended => break ended,
                 };
@@ -137,14 +167,18 @@ pub async fn write<W: AsyncWrite + Unpin>(
 enum Next {
     Frame(http_body::Frame<Bytes>),
     End,
+    /// The body failed, or the client went away while it waited for more.
     Failed,
 }
 
 /// The body's next frame. When it is not ready, what `out` holds is sent first, so a slow
-/// stream (server-sent events) never holds back its head or earlier frames.
-async fn next_frame<W: AsyncWrite + Unpin>(
+/// stream (server-sent events) never holds back its head or earlier frames, and while it
+/// waits an idle client socket is watched (into `watch`, the connection's read buffer), so a
+/// client that leaves a stream ends it and its upstream request, as in hyper.
+async fn next_frame<W: AsyncRead + AsyncWrite + Unpin>(
     io: &mut W,
     out: &mut Vec<u8>,
+    watch: &mut BytesMut,
     body: &mut ProxyBody,
 ) -> std::io::Result<Next> {
     let polled = match body.frame().now_or_never() {
@@ -155,7 +189,16 @@ async fn next_frame<W: AsyncWrite + Unpin>(
                 out.clear();
             }
             io.flush().await?;
-            body.frame().await
+            loop {
+                tokio::select! {
+                    biased;
+                    frame = body.frame() => break frame,
+                    read = io.read_buf(watch), if watch.is_empty() => match read {
+                        Ok(n) if n > 0 => {}
+                        _ => return Ok(Next::Failed),
+                    },
+                }
+            }
         }
     };
     Ok(match polled {
@@ -208,7 +251,7 @@ fn encode_head(status: StatusCode, headers: &http::HeaderMap, framing: Framing, 
                 Framing::Length(n) => {
                     !length_written && value.as_bytes() == decimal(n, &mut digits)
                 }
-                Framing::None => !bodyless_status && !length_written,
+                Framing::None | Framing::HeadOf(_) => !bodyless_status && !length_written,
                 Framing::Chunked => false,
             };
             if !keep {
@@ -222,7 +265,7 @@ fn encode_head(status: StatusCode, headers: &http::HeaderMap, framing: Framing, 
         out.extend_from_slice(b"\r\n");
     }
     match framing {
-        Framing::Length(n) if !length_written => {
+        Framing::Length(n) | Framing::HeadOf(n) if !length_written => {
             out.extend_from_slice(b"content-length: ");
             out.extend_from_slice(decimal(n, &mut digits));
             out.extend_from_slice(b"\r\n");
@@ -306,10 +349,14 @@ mod tests {
     use http_body_util::{Either, Full};
 
     async fn written(resp: Response<ProxyBody>, head: bool) -> (String, After) {
-        let mut io = Vec::new();
-        let mut out = Vec::new();
-        let after = write(&mut io, &mut out, resp, head).await.unwrap();
-        let text = String::from_utf8(io).unwrap();
+        let mut io = std::io::Cursor::new(Vec::new());
+        let mut c = Connection {
+            buf: BytesMut::new(),
+            out: Vec::new(),
+            headers: None,
+        };
+        let after = write(&mut io, &mut c, resp, head).await.unwrap();
+        let text = String::from_utf8(io.into_inner()).unwrap();
         // The gateway's own date changes from second to second: it is checked, then left out.
         let mut lines: Vec<&str> = text.split("\r\n").collect();
         let own_date = lines
